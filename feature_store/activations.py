@@ -1,0 +1,294 @@
+"""The activation store: residual activations per hook point, per token, on disk.
+
+`activations.h5` (kind sae-atlas/activations) has the token and transcript tables of
+`feature_store.transcripts` plus `acts/<hook>`: float16 [n_tokens, d_model] in chunks of
+ACTS_CHUNK_ROWS rows. It is written in commits by `ActivationWriter` (crash-safe, resumable; see
+`feature_store.appendable`) and read in shuffled batches by `ShuffledBatches`, which reads random
+chunks into a shuffle buffer on a background thread, optionally keeping only some roles or splits.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from feature_store.appendable import AppendFile, open_readable
+from feature_store.errors import StoreError
+from feature_store.schema import (
+    ACTIVATIONS_KIND,
+    ACTS_CHUNK_ROWS,
+    ROLE_CODE,
+    TOKEN_COLUMNS,
+    TRANSCRIPT_COLUMNS,
+    acts_column,
+)
+from feature_store.transcripts import Transcript, TranscriptStore, store_state, token_rows
+from feature_store.transcripts import transcript_rows as _transcript_rows
+
+
+def _columns(hooks: Sequence[str], d_model: int) -> tuple:
+    return TOKEN_COLUMNS + TRANSCRIPT_COLUMNS + tuple(acts_column(h, d_model) for h in hooks)
+
+
+class ActivationWriter:
+    """Appends transcripts and their activations in commits; resumable after a crash."""
+
+    def __init__(self, store: AppendFile, hooks: Sequence[str]) -> None:
+        self.store = store
+        self.hooks = tuple(hooks)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        model: str,
+        hooks: Sequence[str],
+        d_model: int,
+        config: Mapping[str, Any],
+        attrs: Mapping[str, Any] | None = None,
+    ) -> ActivationWriter:
+        """Create the store, or resume it when an incomplete one for the same config is there."""
+        columns = _columns(hooks, d_model)
+        state = store_state(path, ACTIVATIONS_KIND, model, config)
+        if state == "complete":
+            raise StoreError(f"{path}: is already complete; nothing to write")
+        if state == "incomplete":
+            return cls(AppendFile.resume(path, columns), hooks)
+        all_attrs = {"hooks": list(hooks), "d_model": d_model, **(attrs or {})}
+        store = AppendFile.create(
+            path,
+            kind=ACTIVATIONS_KIND,
+            model=model,
+            config=config,
+            columns=columns,
+            attrs=all_attrs,
+        )
+        return cls(store, hooks)
+
+    def __len__(self) -> int:
+        """Transcripts committed so far."""
+        return self.store.rows["transcripts"]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.store.rows["tokens"]
+
+    def append(self, transcripts: Sequence[Transcript], acts: Mapping[str, np.ndarray]) -> None:
+        """Commit `transcripts` with `acts[hook]`: [sum of their lengths, d_model], in order."""
+        if not transcripts:
+            return
+        n_tokens = sum(len(t) for t in transcripts)
+        rows = token_rows(transcripts, self.store.rows["transcripts"])
+        rows |= _transcript_rows(transcripts, self.store.rows["tokens"])
+        for hook in self.hooks:
+            if acts[hook].shape[0] != n_tokens:
+                raise ValueError(
+                    f"acts[{hook}] has {acts[hook].shape[0]} rows for {n_tokens} tokens"
+                )
+            rows[f"acts/{hook}"] = acts[hook].astype(np.float16, copy=False)
+        self.store.commit(rows)
+
+    def finish(self, attrs: Mapping[str, Any] | None = None) -> None:
+        self.store.finish(attrs)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class ActivationStore(TranscriptStore):
+    """Read access to activations.h5. Only committed rows are ever read."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, kind=ACTIVATIONS_KIND)
+        self.hooks: tuple[str, ...] = tuple(str(h) for h in self.attrs["hooks"])
+        self.d_model = int(self.attrs["d_model"])
+
+    def check_hook(self, hook: str) -> None:
+        if hook not in self.hooks:
+            raise StoreError(
+                f"{self.path}: has no activations at {hook!r}; it has {', '.join(self.hooks)}"
+            )
+
+    def acts(self, hook: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows start:stop of acts/<hook>, float16 [stop - start, d_model]."""
+        self.check_hook(hook)
+        stop = self.n_tokens if stop is None else min(stop, self.n_tokens)
+        with open_readable(self.path) as file:
+            return file[f"acts/{hook}"][start:stop]
+
+    def token_mask(
+        self,
+        roles: Sequence[str] | None = None,
+        splits: Sequence[str] | None = None,
+        conditions: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """bool [n_tokens]: tokens whose role, transcript split and condition are among those given
+        (None: any)."""
+        table = self.token_table()
+        mask = np.ones(self.n_tokens, dtype=bool)
+        if roles is not None:
+            unknown = [r for r in roles if r not in ROLE_CODE]
+            if unknown:
+                raise StoreError(f"unknown role(s) {unknown}; roles are {list(ROLE_CODE)}")
+            mask &= np.isin(table["role"], [ROLE_CODE[r] for r in roles])
+        if splits is not None or conditions is not None:
+            provenance = self.provenance()
+            keep_doc = np.ones(len(provenance), dtype=bool)
+            if splits is not None:
+                keep_doc &= provenance["split"].isin(list(splits)).to_numpy()
+            if conditions is not None:
+                keep_doc &= provenance["condition"].isin(list(conditions)).to_numpy()
+            mask &= keep_doc[table["doc"]]
+        return mask
+
+    def batches(
+        self,
+        hook: str,
+        batch_size: int,
+        *,
+        mask: np.ndarray | None = None,
+        buffer_rows: int = 65536,
+        seed: int = 0,
+        epochs: int | None = None,
+        prefetch: int = 8,
+    ) -> ShuffledBatches:
+        """Shuffled float32 batches [batch_size, d_model] of the rows where `mask` is true."""
+        self.check_hook(hook)
+        return ShuffledBatches(
+            self.path,
+            hook,
+            batch_size,
+            n_rows=self.n_tokens,
+            mask=mask,
+            buffer_rows=buffer_rows,
+            seed=seed,
+            epochs=epochs,
+            prefetch=prefetch,
+        )
+
+
+_DONE = object()
+
+
+class ShuffledBatches:
+    """An iterator of shuffled activation batches, read ahead on a background thread.
+
+    Chunks of ACTS_CHUNK_ROWS rows are read in a random order (one contiguous HDF5 read each),
+    filtered by `mask`, and fed into a buffer of about `buffer_rows` rows; when the buffer is
+    full it is shuffled and its first half is handed out as batches. `epochs=None` loops forever.
+    Close it (or use it as a context manager) to stop the reader thread early.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        hook: str,
+        batch_size: int,
+        *,
+        n_rows: int,
+        mask: np.ndarray | None,
+        buffer_rows: int,
+        seed: int,
+        epochs: int | None,
+        prefetch: int,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError("batch_size must be positive")
+        self.path, self.hook, self.batch_size = path, hook, batch_size
+        self.n_rows = n_rows
+        self.mask = mask
+        if mask is not None and len(mask) != n_rows:
+            raise ValueError(f"mask has {len(mask)} rows, the store has {n_rows}")
+        self.n_selected = n_rows if mask is None else int(mask.sum())
+        if self.n_selected == 0:
+            raise StoreError(f"{path}: no rows of acts/{hook} match the selection")
+        self.buffer_rows = max(buffer_rows, 2 * batch_size)
+        self.rng = np.random.default_rng(seed)
+        self.epochs = epochs
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, daemon=True)
+        self.thread.start()
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        starts = np.arange(0, self.n_rows, ACTS_CHUNK_ROWS)
+        epoch = 0
+        with open_readable(self.path) as file:
+            dataset: h5py.Dataset = file[f"acts/{self.hook}"]
+            while self.epochs is None or epoch < self.epochs:
+                for start in self.rng.permutation(starts):
+                    if self.stop.is_set():
+                        return
+                    stop = min(start + ACTS_CHUNK_ROWS, self.n_rows)
+                    if self.mask is not None:
+                        keep = self.mask[start:stop]
+                        if not keep.any():
+                            continue
+                        yield dataset[start:stop][keep]
+                    else:
+                        yield dataset[start:stop]
+                epoch += 1
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            buffer = np.empty((0, 0), dtype=np.float32)
+            for chunk in self._chunks():
+                buffer = (
+                    chunk.astype(np.float32)
+                    if buffer.size == 0
+                    else np.concatenate([buffer, chunk.astype(np.float32)])
+                )
+                if len(buffer) < self.buffer_rows:
+                    continue
+                buffer = buffer[self.rng.permutation(len(buffer))]
+                half = (len(buffer) // 2 // self.batch_size) * self.batch_size
+                for i in range(0, half, self.batch_size):
+                    if not self._put(buffer[i : i + self.batch_size]):
+                        return
+                buffer = buffer[half:]
+            buffer = buffer[self.rng.permutation(len(buffer))]
+            for i in range(0, len(buffer) - self.batch_size + 1, self.batch_size):
+                if not self._put(buffer[i : i + self.batch_size]):
+                    return
+            self._put(_DONE)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            self._put(error)
+
+    def __iter__(self) -> ShuffledBatches:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        item = self.queue.get()
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> ShuffledBatches:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,230 @@
+"""Transcripts with per-token roles and provenance, and the crash-safe store that holds them.
+
+`transcripts.h5` (kind sae-atlas/transcripts) holds `tokens/` (token id, transcript, position,
+role per token) and `transcripts/` (persona, condition, variant, question, split, turn, seed per
+transcript). The activation store has the same two tables plus `acts/`, so both use
+`token_rows` / `transcript_rows` to turn transcripts into rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from feature_store.appendable import AppendFile, check_kind, committed_rows, open_readable
+from feature_store.errors import StoreError
+from feature_store.schema import (
+    NAME_BYTES,
+    TOKEN_COLUMNS,
+    TRANSCRIPT_COLUMNS,
+    TRANSCRIPTS_KIND,
+    Column,
+)
+
+PROVENANCE_FIELDS = ("persona", "condition", "variant", "question_id", "split", "turn", "seed")
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """One chat (or plain-text) transcript as the model sees it, with where it came from.
+
+    token_ids: [n_tokens] int32; roles: [n_tokens] uint8 codes of feature_store.schema.ROLES.
+    """
+
+    token_ids: np.ndarray
+    roles: np.ndarray
+    persona: str = ""
+    condition: str = ""
+    variant: int = -1
+    question_id: str = ""
+    split: str = "none"
+    turn: int = 0
+    seed: int = -1
+    source: int = -1
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.token_ids) != len(self.roles):
+            raise ValueError(
+                f"transcript has {len(self.token_ids)} tokens but {len(self.roles)} roles"
+            )
+        for name in ("persona", "condition", "question_id", "split"):
+            if len(getattr(self, name).encode()) > NAME_BYTES:
+                raise ValueError(
+                    f"transcript {name} {getattr(self, name)!r} is longer than "
+                    f"{NAME_BYTES} bytes; use a shorter name"
+                )
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+def token_rows(transcripts: Sequence[Transcript], first_doc: int) -> dict[str, np.ndarray]:
+    """Rows of tokens/ for `transcripts`, numbered from transcript row `first_doc`."""
+    lengths = np.array([len(t) for t in transcripts], dtype=np.int64)
+    return {
+        "tokens/token_id": np.concatenate([t.token_ids for t in transcripts]).astype(np.int32),
+        "tokens/doc": np.repeat(np.arange(first_doc, first_doc + len(transcripts)), lengths).astype(
+            np.int32
+        ),
+        "tokens/pos": np.concatenate([np.arange(n) for n in lengths]).astype(np.int32),
+        "tokens/role": np.concatenate([t.roles for t in transcripts]).astype(np.uint8),
+    }
+
+
+def transcript_rows(transcripts: Sequence[Transcript], first_token: int) -> dict[str, np.ndarray]:
+    """Rows of transcripts/ for `transcripts`, whose tokens start at token row `first_token`."""
+    lengths = np.array([len(t) for t in transcripts], dtype=np.int64)
+    starts = first_token + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rows: dict[str, np.ndarray] = {}
+    for column in TRANSCRIPT_COLUMNS:
+        name = column.path.split("/", 1)[1]
+        if name == "token_start":
+            rows[column.path] = starts.astype(np.int64)
+        elif name == "token_count":
+            rows[column.path] = lengths.astype(np.int32)
+        else:
+            values = [getattr(t, name) for t in transcripts]
+            rows[column.path] = np.array(
+                values, dtype=object if column.dtype == "text" else column.numpy_dtype()
+            )
+    return rows
+
+
+StoreState = Literal["missing", "incomplete", "complete"]
+
+
+def store_state(path: str | Path, kind: str, model: str, config: Mapping[str, Any]) -> StoreState:
+    """Whether a store at `path` exists and is complete, for `model` and `config`.
+
+    Raises StoreError when a file is there but was written by another model, config, kind or
+    schema version: such a file is never overwritten.
+    """
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    with open_readable(path) as file:
+        check_kind(file, kind)
+        if file.attrs["model"] != model:
+            raise StoreError(
+                f"{path}: was written from model {file.attrs['model']!r}, not {model!r}; "
+                "write to another --out or delete the file"
+            )
+        if json.loads(file.attrs["config"]) != json.loads(json.dumps(dict(config))):
+            raise StoreError(
+                f"{path}: was written with another configuration; write to another --out or "
+                "delete the file"
+            )
+        return "complete" if bool(file.attrs["complete"]) else "incomplete"
+
+
+class TranscriptWriter:
+    """Appends transcripts to transcripts.h5 in commits; resumable after a crash."""
+
+    columns: tuple[Column, ...] = TOKEN_COLUMNS + TRANSCRIPT_COLUMNS
+
+    def __init__(self, store: AppendFile) -> None:
+        self.store = store
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        model: str,
+        config: Mapping[str, Any],
+        attrs: Mapping[str, Any] | None = None,
+    ) -> TranscriptWriter:
+        """Create the store, or resume it when an incomplete one for the same config is there."""
+        state = store_state(path, TRANSCRIPTS_KIND, model, config)
+        if state == "complete":
+            raise StoreError(f"{path}: is already complete; nothing to write")
+        if state == "incomplete":
+            return cls(AppendFile.resume(path, cls.columns))
+        return cls(
+            AppendFile.create(
+                path,
+                kind=TRANSCRIPTS_KIND,
+                model=model,
+                config=config,
+                columns=cls.columns,
+                attrs=attrs,
+            )
+        )
+
+    def __len__(self) -> int:
+        return self.store.rows["transcripts"]
+
+    def append(self, transcripts: Sequence[Transcript]) -> None:
+        if not transcripts:
+            return
+        rows = token_rows(transcripts, self.store.rows["transcripts"])
+        rows |= transcript_rows(transcripts, self.store.rows["tokens"])
+        self.store.commit(rows)
+
+    def finish(self, attrs: Mapping[str, Any] | None = None) -> None:
+        self.store.finish(attrs)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class TranscriptStore:
+    """Read access to a transcripts.h5 (or the token tables of an activations.h5)."""
+
+    def __init__(self, path: str | Path, kind: str = TRANSCRIPTS_KIND) -> None:
+        self.path = Path(path)
+        with open_readable(self.path) as file:
+            check_kind(file, kind)
+            self.rows = committed_rows(file)
+            self.model = str(file.attrs["model"])
+            self.complete = bool(file.attrs["complete"])
+            self.config = json.loads(file.attrs["config"])
+            self.attrs = {k: file.attrs[k] for k in file.attrs}
+
+    def __len__(self) -> int:
+        return self.rows["transcripts"]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.rows["tokens"]
+
+    def provenance(self) -> pd.DataFrame:
+        """One row per committed transcript: provenance, token_start, token_count."""
+        n = len(self)
+        with open_readable(self.path) as file:
+            data = {}
+            for column in TRANSCRIPT_COLUMNS:
+                values = file[column.path][:n]
+                if column.dtype == "text":
+                    values = np.array([v.decode() for v in values], dtype=object)
+                data[column.path.split("/", 1)[1]] = values
+        return pd.DataFrame(data)
+
+    def token_table(self) -> dict[str, np.ndarray]:
+        """The committed tokens/ columns: token_id, doc, pos, role, each [n_tokens]."""
+        with open_readable(self.path) as file:
+            return {c.path.split("/", 1)[1]: file[c.path][: self.n_tokens] for c in TOKEN_COLUMNS}
+
+    def __iter__(self) -> Iterator[Transcript]:
+        table = self.token_table()
+        for row in self.provenance().itertuples(index=False):
+            span = slice(int(row.token_start), int(row.token_start) + int(row.token_count))
+            yield Transcript(
+                token_ids=table["token_id"][span],
+                roles=table["role"][span],
+                persona=row.persona,
+                condition=row.condition,
+                variant=int(row.variant),
+                question_id=row.question_id,
+                split=row.split,
+                turn=int(row.turn),
+                seed=int(row.seed),
+                source=int(row.source),
+            )

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from tiny import tiny_handle
+
+    return tiny_handle()
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """The real default model, loaded once per test session (about 20 s)."""
+    from sae_atlas.models import load_model
+
+    return load_model()
