@@ -29,6 +29,34 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class CorpusConfig:
+    """Which personas and questions to sample, and how.
+
+    personas / categories: a subset of the catalogue (empty: all); n_questions: per split;
+    variants: system-prompt variants per persona; samples: responses per prompt.
+    """
+
+    catalogue: str = ""
+    personas: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    n_questions: int = 24
+    variants: int = 2
+    samples: int = 1
+    conditions: tuple[str, ...] = (
+        "persona",
+        "default",
+        "no_system",
+        "user_control",
+        "plain_control",
+    )
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 64
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class HarvestConfig:
     """Which hook points to record and how to batch the forward passes.
 
@@ -47,6 +75,7 @@ class BuildConfig:
     """Everything `sae-atlas build` needs."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
 
 
