@@ -12,6 +12,7 @@ matrix-multiply GFLOP/s in the same dtype. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -83,10 +84,8 @@ def bare_hf_seconds(handle: ModelHandle, batches: list[torch.Tensor], layer: int
     try:
         start = time.perf_counter()
         for tokens in batches:
-            try:
+            with contextlib.suppress(_Stop):
                 model.model(input_ids=tokens, use_cache=False)
-            except _Stop:
-                pass
         return time.perf_counter() - start
     finally:
         hook.remove()
