@@ -86,6 +86,25 @@ def committed_rows(file: h5py.File) -> dict[str, int]:
     return {table: int(counts[i]) for i, table in enumerate(tables)}
 
 
+def summary(path: str | Path) -> dict[str, Any]:
+    """Root attributes, committed rows and every dataset (shape, dtype, description) of a file."""
+    with open_readable(path) as file:
+        datasets: dict[str, dict[str, Any]] = {}
+
+        def visit(name: str, obj: h5py.HLObject) -> None:
+            if isinstance(obj, h5py.Dataset):
+                datasets[name] = {
+                    "shape": list(obj.shape),
+                    "dtype": str(obj.dtype),
+                    "description": str(obj.attrs.get("description", "")),
+                }
+
+        file.visititems(visit)
+        attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in file.attrs.items()}
+        rows = committed_rows(file) if "progress" in file else {}
+    return {"path": str(path), "attrs": attrs, "rows": rows, "datasets": datasets}
+
+
 class AppendFile:
     """A file of row tables that grow by whole commits. Create with `create` or `resume`."""
 
