@@ -45,6 +45,20 @@ def _version() -> str:
         return "0+unknown"
 
 
+def write_root_attrs(
+    file: h5py.File, *, kind: str, model: str, config: Mapping[str, Any], attrs: Mapping[str, Any]
+) -> None:
+    """The root attributes every sae-atlas file has (schema.ROOT_ATTRS), plus `attrs`."""
+    file.attrs["schema"] = kind
+    file.attrs["schema_version"] = SCHEMA_VERSION
+    file.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
+    file.attrs["sae_atlas_version"] = _version()
+    file.attrs["model"] = model
+    file.attrs["config"] = json.dumps(dict(config), sort_keys=True)
+    for key, value in attrs.items():
+        file.attrs[key] = value
+
+
 def open_readable(path: str | Path) -> h5py.File:
     """Open a store for reading, whether it is complete, being written, or left by a crash."""
     path = Path(path)
@@ -133,16 +147,13 @@ class AppendFile:
             raise StoreError(f"{path}: already exists; it is never overwritten")
         path.parent.mkdir(parents=True, exist_ok=True)
         file = h5py.File(path, "w-", libver="latest")
-        file.attrs["schema"] = kind
-        file.attrs["schema_version"] = SCHEMA_VERSION
-        file.attrs["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-        file.attrs["sae_atlas_version"] = _version()
-        file.attrs["model"] = model
-        file.attrs["config"] = json.dumps(dict(config), sort_keys=True)
-        file.attrs["complete"] = False
-        file.attrs["roles"] = json.dumps(list(ROLES))
-        for key, value in (attrs or {}).items():
-            file.attrs[key] = value
+        write_root_attrs(
+            file,
+            kind=kind,
+            model=model,
+            config=config,
+            attrs={"complete": False, "roles": json.dumps(list(ROLES)), **(attrs or {})},
+        )
         for group, text in GROUP_DESCRIPTIONS.items():
             if any(c.path.startswith(group + "/") for c in columns):
                 file.require_group(group).attrs["description"] = text
