@@ -160,12 +160,11 @@ class AppendFile:
         for column in columns:
             shape: tuple[int, ...] = (0, column.width) if column.width else (0,)
             maxshape: tuple[int | None, ...] = (None, column.width) if column.width else (None,)
-            chunks = (column.chunk_rows, column.width) if column.width else (column.chunk_rows,)
             dataset = file.create_dataset(
                 column.path,
                 shape=shape,
                 maxshape=maxshape,
-                chunks=chunks,
+                chunks=column.chunk,
                 dtype=column.numpy_dtype(),
             )
             dataset.attrs["description"] = column.description

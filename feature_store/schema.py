@@ -49,10 +49,21 @@ class Column:
     description: str
     unit: str = ""
     width: int = 0
-    chunk_rows: int = 65536
+    chunk_rows: int = 0
+    """rows per HDF5 chunk; 0: the table's default (TABLE_CHUNK_ROWS)"""
 
     def numpy_dtype(self) -> np.dtype:
         return text_dtype() if self.dtype == "text" else np.dtype(self.dtype)
+
+    @property
+    def chunk(self) -> tuple[int, ...]:
+        rows = self.chunk_rows or TABLE_CHUNK_ROWS[self.table]
+        return (rows, self.width) if self.width else (rows,)
+
+
+TABLE_CHUNK_ROWS = {"tokens": 16384, "transcripts": 1024}
+"""Default rows per chunk: a chunk is allocated whole, so tables with few rows (transcripts) get
+small chunks."""
 
 
 TOKEN_COLUMNS: tuple[Column, ...] = (
