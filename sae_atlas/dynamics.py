@@ -1,0 +1,157 @@
+"""Where conversations flow in persona space: regions, transitions, attractors, drift.
+
+A rollout is a sequence of assistant turns; each turn's mean residual activation is a point in
+persona space and belongs to its nearest region (a persona cluster's centroid). From the region
+sequences of many rollouts this module estimates the transition matrix between regions, its
+stationary distribution, and the attractors: closed sets of regions the chain enters and does not
+leave, each with its basin (which starting personas end there) and relaxation time (turns until a
+rollout enters the attractor for good). Drift curves are a per-turn scalar (the projection on the
+assistant axis) averaged per group with a 95% confidence interval. All functions are numpy on
+small arrays: milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from sae_atlas.errors import SaeAtlasError
+
+
+def nearest_region(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Region index [n] of each point [n, k]: the nearest centroid [r, k] (euclidean)."""
+    distances = ((points[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)
+    return distances.argmin(1)
+
+
+def transition_matrix(regions: np.ndarray, n_regions: int) -> np.ndarray:
+    """Row-stochastic [r, r] matrix of turn-to-turn moves in `regions`: [n_rollouts, n_turns].
+
+    A region never left in the data (no outgoing move observed) keeps itself: P[i, i] = 1.
+    """
+    regions = np.asarray(regions)
+    if regions.ndim != 2 or regions.shape[1] < 2:
+        raise SaeAtlasError(
+            "transitions need rollouts of at least two turns: [n_rollouts, n_turns]"
+        )
+    counts = np.zeros((n_regions, n_regions))
+    np.add.at(counts, (regions[:, :-1].ravel(), regions[:, 1:].ravel()), 1)
+    totals = counts.sum(1, keepdims=True)
+    matrix = np.where(totals > 0, counts / np.maximum(totals, 1), 0.0)
+    matrix[totals[:, 0] == 0] = np.eye(n_regions)[totals[:, 0] == 0]
+    return matrix
+
+
+def stationary_distribution(
+    matrix: np.ndarray, start: np.ndarray | None = None, steps: int = 2000
+) -> np.ndarray:
+    """Long-run share of time in each region, from `start` (default uniform).
+
+    The Cesaro average of start @ P^t over `steps` turns: defined for every chain, periodic and
+    reducible ones included (for an irreducible chain it is the unique stationary distribution).
+    """
+    n = len(matrix)
+    state = np.full(n, 1 / n) if start is None else np.asarray(start, dtype=float)
+    total = np.zeros(n)
+    for _ in range(steps):
+        total += state
+        state = state @ matrix
+    return total / steps
+
+
+def closed_classes(matrix: np.ndarray, threshold: float = 0.0) -> list[list[int]]:
+    """Closed communicating classes of the chain with edges P > threshold: the attractor sets."""
+    n = len(matrix)
+    edges = matrix > threshold
+    reach = edges | np.eye(n, dtype=bool)
+    for k in range(n):  # transitive closure (Floyd-Warshall on booleans)
+        reach |= reach[:, k : k + 1] & reach[k : k + 1, :]
+    classes: list[list[int]] = []
+    seen: set[int] = set()
+    for i in range(n):
+        if i in seen:
+            continue
+        members = [j for j in range(n) if reach[i, j] and reach[j, i]]
+        seen.update(members)
+        outside = [j for j in range(n) if j not in members]
+        if not reach[np.ix_(members, outside)].any():
+            classes.append(members)
+    return classes
+
+
+@dataclass(frozen=True)
+class Attractor:
+    """A closed set of regions; basin: start -> share of its rollouts ending here;
+    relaxation: start -> mean turns until entering for good (among those that end here)."""
+
+    regions: tuple[int, ...]
+    stationary_mass: float
+    basin: dict[str, float]
+    relaxation: dict[str, float]
+
+
+def settle_turn(path: np.ndarray, members: Sequence[int]) -> int | None:
+    """First turn from which `path` stays inside `members`, or None if it ends outside."""
+    inside = np.isin(path, members)
+    if not inside[-1]:
+        return None
+    outside = np.flatnonzero(~inside)
+    return 0 if len(outside) == 0 else int(outside[-1]) + 1
+
+
+def find_attractors(
+    regions: np.ndarray, starts: Sequence[str], n_regions: int, threshold: float = 0.05
+) -> tuple[np.ndarray, np.ndarray, list[Attractor]]:
+    """Transition matrix, stationary distribution and attractors of rollouts.
+
+    regions: [n_rollouts, n_turns] region per turn; starts: the starting persona of each rollout;
+    threshold: transitions rarer than this are treated as noise when finding closed classes.
+    """
+    if len(starts) != len(regions):
+        raise SaeAtlasError(f"{len(starts)} starts for {len(regions)} rollouts")
+    matrix = transition_matrix(regions, n_regions)
+    stationary = stationary_distribution(matrix)
+    names = np.asarray(starts)
+    attractors = []
+    for members in closed_classes(matrix, threshold):
+        basin: dict[str, float] = {}
+        relaxation: dict[str, float] = {}
+        for start in dict.fromkeys(starts):
+            paths = regions[names == start]
+            turns = [settle_turn(path, members) for path in paths]
+            settled = [t for t in turns if t is not None]
+            basin[start] = len(settled) / len(paths)
+            if settled:
+                relaxation[start] = float(np.mean(settled))
+        attractors.append(
+            Attractor(tuple(members), float(stationary[members].sum()), basin, relaxation)
+        )
+    return matrix, stationary, attractors
+
+
+def drift_curves(values: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
+    """Per group and turn: mean of `values` [n_rollouts, n_turns], its 95% CI and count."""
+    values = np.asarray(values, dtype=float)
+    rows = []
+    names = np.asarray(groups)
+    for group in dict.fromkeys(groups):
+        block = values[names == group]
+        for turn in range(values.shape[1]):
+            column = block[:, turn]
+            column = column[np.isfinite(column)]
+            mean = float(column.mean()) if len(column) else float("nan")
+            sem = float(column.std(ddof=1) / np.sqrt(len(column))) if len(column) > 1 else 0.0
+            rows.append(
+                {
+                    "group": group,
+                    "turn": turn,
+                    "mean": mean,
+                    "ci_low": mean - 1.96 * sem,
+                    "ci_high": mean + 1.96 * sem,
+                    "n": len(column),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sae_atlas.dynamics import (
+    closed_classes,
+    drift_curves,
+    find_attractors,
+    nearest_region,
+    settle_turn,
+    stationary_distribution,
+    transition_matrix,
+)
+from sae_atlas.errors import SaeAtlasError
+
+
+def test_transition_matrix_on_a_hand_made_case():
+    regions = np.array([[0, 1, 1, 2], [0, 0, 1, 2]])
+    expected = np.array([[1 / 3, 2 / 3, 0], [0, 1 / 3, 2 / 3], [0, 0, 1]])
+    np.testing.assert_allclose(transition_matrix(regions, 3), expected)
+    with pytest.raises(SaeAtlasError, match="at least two turns"):
+        transition_matrix(np.array([[0], [1]]), 2)
+
+
+def test_stationary_distribution_of_known_chains():
+    two_state = np.array([[0.9, 0.1], [0.5, 0.5]])  # stationary (5/6, 1/6)
+    np.testing.assert_allclose(
+        stationary_distribution(two_state, steps=20000), [5 / 6, 1 / 6], atol=1e-3
+    )
+    periodic = np.array([[0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(stationary_distribution(periodic), [0.5, 0.5])
+    absorbing = np.array([[0.5, 0.5, 0], [0, 0.5, 0.5], [0, 0, 1]])
+    np.testing.assert_allclose(stationary_distribution(absorbing), [0, 0, 1], atol=2e-3)
+
+
+def test_closed_classes_are_the_sets_never_left():
+    matrix = np.array(
+        [
+            [0.5, 0.5, 0.0, 0.0],
+            [0.0, 0.2, 0.8, 0.0],
+            [0.0, 0.0, 0.6, 0.4],
+            [0.0, 0.0, 0.7, 0.3],
+        ]
+    )
+    assert closed_classes(matrix) == [[2, 3]]
+    assert sorted(closed_classes(np.eye(3))) == [[0], [1], [2]]
+
+
+def test_attractor_basin_and_relaxation():
+    # region 0 = assistant (absorbing), 1 = pirate, 2 = villain (absorbing)
+    regions = np.array(
+        [
+            [1, 1, 0, 0, 0],  # pirate relaxes to the assistant after 2 turns
+            [1, 0, 0, 0, 0],  # ... after 1 turn
+            [2, 2, 2, 2, 2],  # villain stays villain
+            [0, 0, 0, 0, 0],  # the assistant stays
+        ]
+    )
+    starts = ["pirate", "pirate", "villain", "assistant"]
+    matrix, stationary, attractors = find_attractors(regions, starts, 3)
+    np.testing.assert_allclose(matrix.sum(1), 1.0)
+    by_regions = {a.regions: a for a in attractors}
+    assert set(by_regions) == {(0,), (2,)}
+    assistant = by_regions[(0,)]
+    assert assistant.basin == {"pirate": 1.0, "villain": 0.0, "assistant": 1.0}
+    assert assistant.relaxation == {"pirate": 1.5, "assistant": 0.0}
+    assert by_regions[(2,)].basin["villain"] == 1.0
+    assert np.isclose(stationary.sum(), 1.0)
+    assert settle_turn(np.array([0, 1, 0]), [1]) is None
+
+
+def test_nearest_region_and_drift_curves():
+    centroids = np.array([[0.0, 0.0], [10.0, 0.0]])
+    points = np.array([[1.0, 1.0], [9.0, -1.0], [4.0, 0.0]])
+    np.testing.assert_array_equal(nearest_region(points, centroids), [0, 1, 0])
+    values = np.array([[1.0, 2.0], [3.0, 4.0], [10.0, 10.0]])
+    curves = drift_curves(values, ["a", "a", "b"])
+    row = curves[(curves.group == "a") & (curves.turn == 1)].iloc[0]
+    assert row["mean"] == 3.0 and row["n"] == 2
+    assert row["ci_low"] < 3.0 < row["ci_high"]
