@@ -56,6 +56,45 @@ def token_bar(total: int, description: str) -> tqdm:
 
 @app.command()
 @user_errors
+def corpus(
+    out: Annotated[Path, typer.Option(help="transcripts.h5 to write (resumed if incomplete)")],
+    profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
+    catalogue: Annotated[
+        Path | None, typer.Option(help="a persona catalogue (YAML/JSON) instead of the shipped one")
+    ] = None,
+    model: ModelOption = "smollm2-135m-instruct",
+    device: DeviceOption = "cpu",
+) -> None:
+    """Sample the contrastive persona corpus (the profile's `corpus` section) into a store.
+
+    Example: sae-atlas corpus --profile quick --out runs/quick/transcripts.h5
+    """
+    import dataclasses
+
+    from sae_atlas.config import load_config
+    from sae_atlas.corpus import build_corpus, corpus_jobs
+    from sae_atlas.models import load_model
+    from sae_atlas.personas import load_catalogue
+
+    config = load_config(profile).corpus
+    if catalogue is not None:
+        config = dataclasses.replace(config, catalogue=str(catalogue))
+    personas = load_catalogue(config.catalogue or None)
+    handle = load_model(model, device=device)
+    total = len(corpus_jobs(personas, config))
+    with tqdm(total=total, desc="corpus", unit="job", dynamic_ncols=True) as bar:
+        result = build_corpus(handle, personas, config, out, progress=bar.update)
+    if result.skipped:
+        console.print(f"{out}: already complete for this config; skipped")
+    else:
+        console.print(
+            f"{out}: {result.n_transcripts:,} transcripts from {result.n_jobs:,} prompts, "
+            f"{result.sampled_tokens_per_second:,.0f} new tokens/s"
+        )
+
+
+@app.command()
+@user_errors
 def harvest(
     transcripts: Annotated[Path, typer.Option(help="transcripts.h5 written by `sae-atlas corpus`")],
     out: Annotated[Path, typer.Option(help="activations.h5 to write (resumed if incomplete)")],
@@ -98,6 +137,197 @@ def harvest(
             f"{out}: {result.n_tokens:,} tokens of {result.n_transcripts:,} "
             f"transcripts, {result.tokens_per_second:,.0f} tokens/s"
         )
+
+
+@app.command()
+@user_errors
+def train(
+    store: Annotated[Path, typer.Option(help="activations.h5 written by `sae-atlas harvest`")],
+    out: Annotated[Path, typer.Option(help="folder for one SAE per hook (sae-lens format)")],
+    profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
+    hook: Annotated[
+        list[str] | None, typer.Option(help="hook point, repeatable (default: the profile's)")
+    ] = None,
+    model: ModelOption = "smollm2-135m-instruct",
+    device: DeviceOption = "cpu",
+    evaluate: Annotated[bool, typer.Option(help="evaluate CE/KL with the model")] = True,
+) -> None:
+    """Train SAEs on the activation store (the profile's `train` section) and evaluate them.
+
+    Example: sae-atlas train --store runs/quick/activations.h5 --out runs/quick/sae
+    """
+    import dataclasses
+
+    from sae_atlas.config import load_config
+    from sae_atlas.models import load_model
+    from sae_atlas.train import train_saes
+
+    config = load_config(profile).train
+    if hook:
+        config = dataclasses.replace(config, hooks=tuple(hook))
+    handle = load_model(model, device=device) if evaluate else None
+    with tqdm(desc="train", unit="step", dynamic_ncols=True) as bar:
+        results = train_saes(store, out, config, handle=handle, progress=lambda _: bar.update())
+    for result in results:
+        state = "skipped (complete)" if result.skipped else f"{result.n_steps} steps"
+        console.print(f"{result.path}: {state}, {result.n_tokens:,} tokens, {result.seconds:.0f} s")
+
+
+@app.command()
+@user_errors
+def info(path: Annotated[Path, typer.Argument(help="a transcripts.h5 or activations.h5")]) -> None:
+    """Describe a sae-atlas file: kind, model, state, rows, datasets.
+
+    Example: sae-atlas info runs/quick/activations.h5
+    """
+    from rich.table import Table
+
+    from feature_store.appendable import summary
+
+    described = summary(path)
+    attrs = described["attrs"]
+    state = "complete" if attrs.get("complete") else "incomplete (rerun its stage to resume)"
+    console.print(
+        f"{path}: {attrs.get('schema')} v{attrs.get('schema_version')}, model "
+        f"{attrs.get('model')}, {state}, created {attrs.get('created')}"
+    )
+    for table_name, n in described["rows"].items():
+        console.print(f"  {table_name}: {n:,} rows")
+    table = Table()
+    for column in ("dataset", "shape", "dtype", "description"):
+        table.add_column(column)
+    for name, dataset in described["datasets"].items():
+        table.add_row(name, str(tuple(dataset["shape"])), dataset["dtype"], dataset["description"])
+    console.print(table)
+
+
+QUERIES = ("features", "feature", "persona", "clusters", "puppeteer", "nearest", "search", "info")
+
+
+@app.command()
+@user_errors
+def query(
+    atlas: Annotated[Path, typer.Argument(help="an atlas.h5")],
+    what: Annotated[str, typer.Argument(help=" | ".join(QUERIES))],
+    arg: Annotated[str | None, typer.Argument(help="feature index, persona name or text")] = None,
+    tag: Annotated[str | None, typer.Option(help="features: keep this tag (family)")] = None,
+    cluster: Annotated[int | None, typer.Option(help="features: keep this cluster")] = None,
+    persona: Annotated[str | None, typer.Option(help="features: keep this persona")] = None,
+    k: Annotated[int, typer.Option(help="nearest: how many")] = 10,
+    limit: Annotated[int, typer.Option(help="rows to print")] = 30,
+) -> None:
+    """Query an atlas: features, one feature's card, a persona, clusters, puppeteer features.
+
+    Example: sae-atlas query runs/quick/atlas.h5 features --tag puppeteer
+
+    Example: sae-atlas query runs/quick/atlas.h5 persona pirate
+    """
+    import pandas as pd
+
+    from feature_store.atlas import Atlas
+
+    if what not in QUERIES:
+        raise SaeAtlasError(f"unknown query {what!r}; use one of {', '.join(QUERIES)}")
+    needs_arg = {
+        "feature": "a feature index",
+        "nearest": "a feature index",
+        "persona": "a persona name",
+        "search": "a text",
+    }
+    if what in needs_arg and arg is None:
+        raise SaeAtlasError(f"query {what} needs {needs_arg[what]}")
+
+    def index() -> int:
+        if arg is None or not arg.lstrip("-").isdigit():
+            raise SaeAtlasError(f"query {what} needs a feature index, got {arg!r}")
+        return int(arg)
+
+    def show(frame: pd.DataFrame) -> None:
+        with pd.option_context("display.width", 200, "display.max_colwidth", 60):
+            console.print(frame.head(limit).to_string(), highlight=False)
+
+    with Atlas.open(atlas) as opened:
+        if what == "features":
+            show(opened.features(tag=tag, cluster=cluster, persona=persona))
+        elif what == "feature":
+            card = opened.feature(index())
+            console.print(f"feature {card.index}: {card.label}", highlight=False)
+            show(pd.Series(card.row).to_frame("value"))
+            show(card.top_personas)
+            show(card.examples)
+        elif what == "persona":
+            pcard = opened.persona(str(arg))
+            console.print(
+                f"{pcard.name} ({pcard.category}): assistant-axis projection "
+                f"{pcard.axis_projection:.3f}, coords {pcard.coords[:3].round(3)}"
+            )
+            show(pcard.features)
+            show(pcard.nearest)
+        elif what == "clusters":
+            show(opened.clusters())
+        elif what == "puppeteer":
+            show(opened.puppeteer())
+        elif what == "nearest":
+            show(opened.nearest_features(index(), k))
+        elif what == "search":
+            show(opened.search(str(arg)))
+        else:
+            for key, value in opened.info().items():
+                console.print(f"{key}: {value}", highlight=False)
+
+
+@app.command()
+@user_errors
+def build(
+    out: Annotated[Path, typer.Option(help="run folder, e.g. runs/quick")],
+    profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
+    model: Annotated[str | None, typer.Option(help="override the profile's model source")] = None,
+    device: Annotated[str | None, typer.Option(help="override the profile's device")] = None,
+    dtype: Annotated[str | None, typer.Option(help="override the profile's dtype")] = None,
+) -> None:
+    """Run every stage into one run folder; rerun to resume, finished stages are skipped.
+
+    Example: sae-atlas build --profile quick --out runs/quick
+    """
+    import dataclasses
+
+    from rich.table import Table
+
+    from sae_atlas.build import build as run_build
+    from sae_atlas.config import load_config
+
+    config = load_config(profile)
+    overrides = {
+        k: v
+        for k, v in {"source": model, "device": device, "dtype": dtype}.items()
+        if v is not None
+    }
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, **overrides))
+    bars: list[tqdm] = []
+
+    def progress(stage: str, total: int, unit: str) -> Callable[[int], None]:
+        bar = tqdm(total=total, desc=stage, unit=unit, unit_scale=True, dynamic_ncols=True)
+        bars.append(bar)
+        return bar.update
+
+    try:
+        records = run_build(config, out, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    table = Table(title=f"sae-atlas build: {out}")
+    for column in ("stage", "output", "seconds", "MB", "skipped"):
+        table.add_column(column)
+    for r in records:
+        table.add_row(
+            r.stage,
+            r.output,
+            f"{r.seconds:.1f}",
+            f"{r.bytes / 1e6:.1f}",
+            "yes" if r.skipped else "",
+        )
+    console.print(table)
+    console.print(f"total {sum(r.seconds for r in records):.1f} s; summary in {out}/build.json")
 
 
 def main() -> None:

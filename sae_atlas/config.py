@@ -116,6 +116,92 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class LabelConfig:
+    """The labeling pass: per-feature statistics, contrasts, tags and cards (sae_atlas.label).
+
+    block_tokens: store rows encoded per block. Cards: top_examples / quantile_examples contexts
+    per feature (quantiles drawn from a uniform sample of `reservoir` firing tokens), each with
+    context_tokens tokens either side; logit_tokens promoted / suppressed tokens; top_personas.
+    Contrasts (a persona against the default persona on the same questions, response-level mean
+    activations): candidates need a train AUROC >= auroc_min and Cohen's d >= effect_min (at most
+    max_candidates per persona); a candidate holds when its held-out AUROC >= heldout_auroc_min
+    and its Benjamini-Hochberg q-value (one-sided Mann-Whitney U on held-out responses, over every
+    test) <= fdr. persona:<name> when it holds for at most family_max personas or one category,
+    and for fewer than broad_share of them; roleplay / assistant when up / down in at least
+    broad_share of the personas. puppeteer: fires in at least puppeteer_min_response_share of
+    the responses of the default persona and of at least puppeteer_persona_share of all
+    personas, with a coefficient of variation of the per-persona mean <= puppeteer_max_cv, and a
+    mean activation >= puppeteer_min_enrichment times that on the same text in a user turn and
+    outside the template. trigger:<wrapper>: its maximum on the user's message is > 0 in at
+    least trigger_min_rate of the wrapped transcripts and separates them from all others with
+    AUROC >= trigger_min_auroc. Template features: firing rate on the assistant header >=
+    template_min_rate and >= template_min_enrichment times the response rate. seed: the sampling
+    of quantile examples and of the shuffled-label control; device: where the SAE encodes.
+    """
+
+    block_tokens: int = 4096
+    top_examples: int = 10
+    quantile_examples: int = 5
+    reservoir: int = 64
+    context_tokens: int = 8
+    logit_tokens: int = 8
+    top_personas: int = 5
+    auroc_min: float = 0.8
+    effect_min: float = 0.8
+    max_candidates: int = 32
+    heldout_auroc_min: float = 0.75
+    fdr: float = 0.05
+    family_max: int = 3
+    broad_share: float = 0.5
+    puppeteer_min_response_share: float = 0.5
+    puppeteer_persona_share: float = 0.9
+    puppeteer_max_cv: float = 0.5
+    puppeteer_min_enrichment: float = 2.0
+    trigger_min_rate: float = 0.5
+    trigger_min_auroc: float = 0.95
+    template_min_rate: float = 0.15
+    template_min_enrichment: float = 5.0
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class OrganizeConfig:
+    """Feature clusters and persona space (sae_atlas.organize).
+
+    n_neighbors: neighbours per feature in the kNN graph UMAP starts from (itself included);
+    cluster_dims / cluster_min_dist: the UMAP embedding HDBSCAN clusters; map_min_dist: the 2-D
+    map's; n_epochs: UMAP optimisation epochs; min_cluster_size / min_samples /
+    cluster_selection ("eom" or "leaf"): HDBSCAN. stability_reruns: reclusterings of a
+    stability_fraction subsample with another seed each; a cluster reappears in a rerun when its
+    best match there has Jaccard >= stability_jaccard. A tag family names a cluster's kind when
+    it tags at least kind_share of the members, kind_enrichment times its base rate, with a
+    hypergeometric p-value below kind_alpha (Bonferroni over clusters and families).
+    n_components: principal components of persona space kept; max_persona_clusters: most
+    clusters of personas tried. n_jobs: BLAS / numba / HDBSCAN threads (not part of the result).
+    """
+
+    n_neighbors: int = 15
+    cluster_dims: int = 10
+    cluster_min_dist: float = 0.0
+    map_min_dist: float = 0.1
+    n_epochs: int = 200
+    min_cluster_size: int = 10
+    min_samples: int = 5
+    cluster_selection: str = "eom"
+    stability_reruns: int = 3
+    stability_fraction: float = 0.8
+    stability_jaccard: float = 0.5
+    kind_share: float = 0.3
+    kind_enrichment: float = 2.0
+    kind_alpha: float = 0.01
+    n_components: int = 10
+    max_persona_clusters: int = 8
+    seed: int = 0
+    n_jobs: int = 1
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     """Everything `sae-atlas build` needs."""
 
@@ -123,6 +209,8 @@ class BuildConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     harvest: HarvestConfig = field(default_factory=HarvestConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    organize: OrganizeConfig = field(default_factory=OrganizeConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
 
 
 T = TypeVar("T")

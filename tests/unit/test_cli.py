@@ -7,7 +7,7 @@ from sae_atlas.cli import app
 
 def test_every_command_has_help_with_an_example():
     runner = CliRunner()
-    for command in ("harvest", "build", "info"):
+    for command in ("corpus", "harvest", "train", "build", "info", "query"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "Example: sae-atlas" in result.output
@@ -34,3 +34,28 @@ def test_info_describes_a_store(tmp_path):
     assert result.exit_code == 0, result.output
     assert "sae-atlas/transcripts" in result.output and "incomplete" in result.output
     assert "transcripts: 3 rows" in result.output
+
+
+def test_query_an_atlas(tmp_path):
+    from test_atlas import atlas_data, write_atlas
+
+    data = atlas_data()
+    path = write_atlas(tmp_path / "atlas.h5", data)
+    runner = CliRunner()
+    persona = str(data["personas"]["name"][1])
+    for args in (
+        ["features", "--limit", "3"],
+        ["feature", "2"],
+        ["persona", persona],
+        ["clusters"],
+        ["puppeteer"],
+        ["nearest", "2", "--k", "3"],
+        ["info"],
+    ):
+        result = runner.invoke(app, ["query", str(path), *args])
+        assert result.exit_code == 0, (args, result.output)
+    assert persona in runner.invoke(app, ["query", str(path), "persona", persona]).output
+    result = runner.invoke(app, ["query", str(path), "feature"])
+    assert result.exit_code == 2 and "needs a feature index" in result.output
+    result = runner.invoke(app, ["query", str(path), "colours"])
+    assert result.exit_code == 2 and "unknown query 'colours'" in result.output

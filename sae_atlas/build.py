@@ -1,0 +1,103 @@
+"""`sae-atlas build`: run every stage that exists, in order, into one run folder.
+
+Each stage writes one output in the run folder and is skipped when that output is complete for
+the same config, so an interrupted build resumes where it stopped. `build.json` in the run folder
+records the config, and per stage its seconds, output size and whether it was skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from feature_store.transcripts import TranscriptStore
+from sae_atlas.config import BuildConfig, dump_config, to_dict
+from sae_atlas.corpus import build_corpus, corpus_jobs
+from sae_atlas.harvest import harvest
+from sae_atlas.models import ModelHandle, load_model
+from sae_atlas.personas import load_catalogue
+from sae_atlas.train import train_saes
+
+STAGES = ("corpus", "harvest", "train")
+
+Progress = Callable[[str, int, str], Callable[[int], None]]
+"""progress(stage, total, unit) -> update(n): the CLI's progress bars."""
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    stage: str
+    output: str
+    seconds: float
+    bytes: int
+    skipped: bool
+
+
+def run_paths(out: Path) -> dict[str, Path]:
+    return {
+        "corpus": out / "transcripts.h5",
+        "harvest": out / "activations.h5",
+        "train": out / "sae",
+    }
+
+
+def disk_bytes(path: Path) -> int:
+    """Size of a file, or of every file under a folder."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def build(
+    config: BuildConfig,
+    out: str | Path,
+    progress: Progress | None = None,
+    handle: ModelHandle | None = None,
+) -> list[StageRecord]:
+    """Run corpus, harvest and train into `out`; returns one record per stage."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(config))
+    paths = run_paths(out)
+    handle = handle or load_model(config.model.source, config.model.device, config.model.dtype)
+    catalogue = load_catalogue(config.corpus.catalogue or None)
+    records: list[StageRecord] = []
+
+    def record(stage: str, started: float, skipped: bool) -> None:
+        path = paths[stage]
+        records.append(
+            StageRecord(stage, str(path), time.monotonic() - started, disk_bytes(path), skipped)
+        )
+        summary = {"config": to_dict(config), "stages": [asdict(r) for r in records]}
+        (out / "build.json").write_text(json.dumps(summary, indent=2))
+
+    started = time.monotonic()
+    update = (
+        progress("corpus", len(corpus_jobs(catalogue, config.corpus)), "job") if progress else None
+    )
+    corpus = build_corpus(handle, catalogue, config.corpus, paths["corpus"], progress=update)
+    record("corpus", started, corpus.skipped)
+
+    started = time.monotonic()
+    transcripts = list(TranscriptStore(paths["corpus"]))
+    total = sum(min(len(t), config.harvest.max_len) for t in transcripts)
+    update = progress("harvest", total, "tok") if progress else None
+    result = harvest(handle, transcripts, paths["harvest"], config.harvest, progress=update)
+    record("harvest", started, result.skipped)
+
+    started = time.monotonic()
+    hooks = config.train.hooks or config.harvest.hooks
+    steps = len(hooks) * -(-config.train.training_tokens // config.train.batch_size)
+    update = progress("train", steps, "step") if progress else None
+    trained = train_saes(
+        paths["harvest"],
+        paths["train"],
+        config.train,
+        handle=handle,
+        progress=(lambda _: update(1)) if update else None,
+    )
+    record("train", started, all(r.skipped for r in trained))
+    return records

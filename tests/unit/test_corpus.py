@@ -1,0 +1,185 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from feature_store.schema import ROLE_CODE
+from feature_store.transcripts import TranscriptStore
+from sae_atlas.config import CorpusConfig
+from sae_atlas.corpus import (
+    _choose,
+    build_corpus,
+    corpus_jobs,
+    corpus_responses,
+    response_text,
+    rollout,
+    sample,
+    sampling_model,
+)
+from sae_atlas.errors import SaeAtlasError
+from sae_atlas.personas import load_catalogue
+
+CONFIG = CorpusConfig(
+    personas=("pirate", "pirate_tag", "chef"),
+    n_questions=2,
+    variants=2,
+    max_new_tokens=8,
+    batch_size=8,
+    dtype="float32",
+)
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return load_catalogue()
+
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    return sampling_model(tiny, "float32")
+
+
+def test_jobs_cover_conditions_with_provenance(catalogue):
+    jobs = corpus_jobs(catalogue, CONFIG)
+    assert jobs == corpus_jobs(catalogue, CONFIG)
+    by_condition = {c: [j for j in jobs if j.condition == c] for c in ("persona", "default")}
+    assert len(by_condition["persona"]) == 3 * 2 * 4  # personas x variants x (2 train + 2 heldout)
+    assert len(jobs) == 24 + 4 + 4
+    assert {j.split for j in jobs} == {"train", "heldout"}
+    assert len({j.seed for j in jobs}) == len(jobs)
+    tagged = [j for j in jobs if j.persona == "pirate_tag"]
+    assert all(j.user_message.startswith("<pirate>") for j in tagged)
+    assert all(j.user_message.endswith("</pirate>") for j in tagged)
+    default = by_condition["default"]
+    assert all(j.persona == "assistant" and j.system_prompt is not None for j in default)
+    assert len({j.variant for j in default}) == len(default)  # variants cycle over questions
+    no_system = [j for j in jobs if j.condition == "no_system"]
+    assert all(j.system_prompt is None and j.variant == -1 for j in no_system)
+    assert no_system[0].messages() == [{"role": "user", "content": no_system[0].user_message}]
+    samples = corpus_jobs(catalogue, replace(CONFIG, samples=2, conditions=("no_system",)))
+    assert len(samples) == 8 and len({j.seed for j in samples}) == 8
+
+
+def test_bad_settings_are_actionable(catalogue):
+    with pytest.raises(SaeAtlasError, match=r"corpus\.conditions"):
+        corpus_jobs(catalogue, replace(CONFIG, conditions=("persona", "bogus")))
+    with pytest.raises(SaeAtlasError, match=r"no sampled condition"):
+        corpus_jobs(catalogue, replace(CONFIG, conditions=("plain_control",)))
+    with pytest.raises(SaeAtlasError, match=r"corpus\.dtype"):
+        corpus_jobs(catalogue, replace(CONFIG, dtype="int8"))
+
+
+def test_nucleus_sampling_follows_the_distribution():
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = probs.log().repeat(20000, 1)
+    uniforms = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    tokens = _choose(logits.clone(), uniforms, 1.0, 0.75)
+    counts = torch.bincount(tokens, minlength=4).double() / len(tokens)
+    assert counts[2:].sum() == 0  # outside the nucleus {0, 1}
+    assert abs(counts[0] - 0.5 / 0.8) < 0.02
+    full = torch.bincount(_choose(logits.clone(), uniforms, 1.0, 1.0), minlength=4) / 20000
+    assert torch.allclose(full.double(), probs.double(), atol=0.02)
+    assert set(_choose(logits.clone(), uniforms, 0.0, 0.9).tolist()) == {0}
+
+
+def test_same_seed_same_tokens(tiny, model, catalogue):
+    def texts(config):
+        jobs = corpus_jobs(catalogue, config)[:6]
+        return [r.text for batch in sample(tiny, jobs, config, model=model) for r in batch]
+
+    first = texts(CONFIG)
+    assert first == texts(CONFIG)
+    assert first == texts(replace(CONFIG, batch_size=3))  # a row depends on its own job
+    assert first != texts(replace(CONFIG, seed=1))
+
+
+def test_store_keeps_provenance_controls_and_roles(tiny, catalogue, tmp_path):
+    config = replace(CONFIG, personas=("pirate_tag",), variants=1)
+    result = build_corpus(tiny, catalogue, config, tmp_path / "t.h5")
+    store = TranscriptStore(result.path)
+    assert store.complete and store.model == "tiny-llama"
+    assert store.config["catalogue_data"]["personas"][0]["name"] == "assistant"
+    assert result.n_jobs == 4 + 4 + 4 and result.n_transcripts == 3 * result.n_jobs
+    rows = store.provenance()
+    transcripts = list(store)
+    jobs = corpus_jobs(catalogue, config)
+    sampled = rows[rows.condition.isin(["persona", "default", "no_system"])]
+    assert list(sampled.question_id) == [j.question_id for j in jobs]
+    assert list(sampled.split) == [j.split for j in jobs]
+    assert list(sampled.seed) == [j.seed for j in jobs]
+    assert list(sampled.variant) == [j.variant for j in jobs]
+    for condition, role in (("user_control", "user"), ("plain_control", "plain")):
+        controls = rows[rows.condition == condition]
+        assert len(controls) == len(jobs)
+        for index, control in controls.iterrows():
+            source = transcripts[int(control.source)]
+            assert (control.persona, control.question_id, control.seed) == (
+                source.persona,
+                source.question_id,
+                source.seed,
+            )
+            text = response_text(tiny, source)
+            assert response_text(tiny, transcripts[index], role) == text
+    first = transcripts[0]
+    assert set(np.unique(first.roles)) >= {ROLE_CODE[r] for r in ("system", "user", "assistant")}
+    assert response_text(tiny, first, "user").startswith("<pirate>")
+    frame = corpus_responses(result.path, tiny)
+    assert len(frame) == len(jobs) and list(frame.seed) == [j.seed for j in jobs]
+
+
+def test_resume_matches_an_uninterrupted_run(tiny, catalogue, tmp_path):
+    config = replace(CONFIG, personas=("pirate",), variants=1, batch_size=3)
+    whole = build_corpus(tiny, catalogue, config, tmp_path / "whole.h5")
+
+    def stop_after_first_batch(n_jobs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(tiny, catalogue, config, tmp_path / "part.h5", stop_after_first_batch)
+    assert len(TranscriptStore(tmp_path / "part.h5")) == 3 * 3
+    resumed = build_corpus(tiny, catalogue, config, tmp_path / "part.h5")
+    assert not resumed.skipped
+    for path in (tmp_path / "whole.h5", tmp_path / "part.h5"):
+        assert TranscriptStore(path).complete
+    a, b = TranscriptStore(whole.path), TranscriptStore(resumed.path)
+    assert a.provenance().equals(b.provenance())
+    for key, values in a.token_table().items():
+        np.testing.assert_array_equal(values, b.token_table()[key])
+    again = build_corpus(tiny, catalogue, config, tmp_path / "part.h5")
+    assert again.skipped and again.n_transcripts == len(b)
+
+
+def test_rollout_user_turns_and_model_as_user(tiny, model):
+    config = replace(CONFIG, max_new_tokens=6)
+    chats = rollout(tiny, "You are a pirate.", ["Hello?", "Why?"], 2, config, seed=0, model=model)
+    assert len(chats) == 1
+    assert [m["role"] for m in chats[0]] == ["system", "user", "assistant", "user", "assistant"]
+    assert chats[0][3]["content"] == "Why?"
+    played = rollout(
+        tiny,
+        None,
+        ["Hi."],
+        3,
+        config,
+        seed=1,
+        model_plays_user=True,
+        n_conversations=3,
+        model=model,
+    )
+    assert len(played) == 3 and all(len(chat) == 6 for chat in played)
+    assert played == rollout(
+        tiny,
+        None,
+        ["Hi."],
+        3,
+        config,
+        seed=1,
+        model_plays_user=True,
+        n_conversations=3,
+        model=model,
+    )
+    with pytest.raises(SaeAtlasError, match="user turns"):
+        rollout(tiny, None, ["Hi."], 2, config, seed=0, model=model)
