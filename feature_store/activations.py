@@ -247,21 +247,21 @@ class ShuffledBatches:
 
     def _produce(self) -> None:
         try:
-            buffer = np.empty((0, 0), dtype=np.float32)
+            pending: list[np.ndarray] = []  # chunks read since the last shuffle
+            n_pending = 0
             for chunk in self._chunks():
-                buffer = (
-                    chunk.astype(np.float32)
-                    if buffer.size == 0
-                    else np.concatenate([buffer, chunk.astype(np.float32)])
-                )
-                if len(buffer) < self.buffer_rows:
+                pending.append(chunk)
+                n_pending += len(chunk)
+                if n_pending < self.buffer_rows:
                     continue
+                buffer = np.concatenate(pending).astype(np.float32, copy=False)
                 buffer = buffer[self.rng.permutation(len(buffer))]
                 half = (len(buffer) // 2 // self.batch_size) * self.batch_size
                 for i in range(0, half, self.batch_size):
                     if not self._put(buffer[i : i + self.batch_size]):
                         return
-                buffer = buffer[half:]
+                pending, n_pending = [buffer[half:]], len(buffer) - half
+            buffer = np.concatenate(pending).astype(np.float32, copy=False)
             buffer = buffer[self.rng.permutation(len(buffer))]
             for i in range(0, len(buffer) - self.batch_size + 1, self.batch_size):
                 if not self._put(buffer[i : i + self.batch_size]):
