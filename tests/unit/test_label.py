@@ -1,0 +1,339 @@
+"""The labeling pass on a synthetic store with planted features and a known, identity-like SAE.
+
+The store holds real chat transcripts of the tiny tokenizer (corpus jobs of seven catalogue
+personas with random response words, and their user / plain controls) whose activations are
+noise plus planted features: one per persona for pirate, villain and pirate_tag, one up in every
+persona but the default (roleplay), one up in the default only (assistant), one on every
+assistant token (puppeteer), one on the wrapper of pirate_tag's user messages (trigger), one on
+the assistant header (template). The SAE reads coordinate i as feature i (threshold 0.5), so the
+expected tags are known; noise alone makes every feature fire on about 0.6% of tokens (about 20%
+of responses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sae_lens import StandardSAE, StandardSAEConfig
+from scipy.stats import false_discovery_control
+
+from feature_store.activations import ActivationStore, ActivationWriter
+from feature_store.schema import ROLE_CODE
+from sae_atlas.config import CorpusConfig, LabelConfig
+from sae_atlas.corpus import SAMPLED_CONDITIONS, Response, corpus_jobs, response_transcripts
+from sae_atlas.label import (
+    Contrast,
+    card_label,
+    catalogue_from_corpus,
+    contrast_tags,
+    find_responses,
+    header_rows,
+    label,
+    label_stage,
+)
+from sae_atlas.labels import load_labels
+from sae_atlas.personas import load_catalogue
+
+HOOK = "blocks.1.hook_resid_post"
+PERSONAS = ("assistant", "pirate", "villain", "chef", "knight", "poet", "pirate_tag")
+D_MODEL, D_SAE = 32, 40
+PIRATE, VILLAIN, PIRATE_TAG, ROLEPLAY, ASSISTANT, PUPPETEER, TRIGGER, HEADER = range(8)
+PLANTED = range(8)
+WORDS = ["the", "sea", "ship", "sun", "gold", "map", "storm", "crew", "wind", "cake"]
+NOISE = 0.2
+CONFIG = LabelConfig(block_tokens=2048, top_examples=5, quantile_examples=3, reservoir=16)
+
+
+def planted_acts(transcript, rng: np.random.Generator) -> np.ndarray:
+    """[n_tokens, D_MODEL] noise plus the planted features of this transcript's provenance."""
+    n = len(transcript)
+    acts = rng.normal(0, NOISE, (n, D_MODEL))
+    if transcript.condition not in SAMPLED_CONDITIONS:
+        return acts
+    role = transcript.roles
+    assistant = role == ROLE_CODE["assistant"]
+    some = assistant & (rng.random(n) < 0.6)
+    acts[assistant, PUPPETEER] += 1.2
+    acts[header_rows(role, np.zeros(n, dtype=np.int32)), HEADER] += 1.5
+    if transcript.condition == "persona":
+        acts[assistant & (rng.random(n) < 0.6), ROLEPLAY] += 1.2
+    else:
+        acts[assistant & (rng.random(n) < 0.6), ASSISTANT] += 1.2
+    for name, feature in (("pirate", PIRATE), ("villain", VILLAIN), ("pirate_tag", PIRATE_TAG)):
+        if transcript.persona == name:
+            acts[some, feature] += 1.5
+    if transcript.persona == "pirate_tag":
+        acts[np.flatnonzero(role == ROLE_CODE["user"])[:3], TRIGGER] += 1.5
+    return acts
+
+
+def write_store(path, transcripts, labelled=None) -> None:
+    """A store of `transcripts`' planted activations, under the provenance of `labelled` (the
+    same transcripts, relabelled) when given."""
+    rng = np.random.default_rng(1)
+    acts = np.concatenate([planted_acts(t, rng) for t in transcripts])
+    writer = ActivationWriter.open(
+        path, model="tiny-llama", hooks=[HOOK], d_model=D_MODEL, config={}
+    )
+    writer.append(labelled or transcripts, {HOOK: acts})
+    writer.finish()
+
+
+def identity_sae(unembedding: torch.Tensor, pirate_token: int) -> StandardSAE:
+    """Feature i < D_MODEL reads coordinate i (fires above 0.5); the rest read random directions
+    of the unplanted coordinates. The pirate feature's decoder row is the unembedding of
+    `pirate_token`, so its promoted logit is known."""
+    sae = StandardSAE(StandardSAEConfig(d_in=D_MODEL, d_sae=D_SAE))
+    generator = torch.Generator().manual_seed(0)
+    extra = torch.randn(D_MODEL, D_SAE - D_MODEL, generator=generator)
+    extra[: len(PLANTED)] = 0
+    encoder = torch.cat([torch.eye(D_MODEL), extra / extra.norm(dim=0)], dim=1)
+    with torch.no_grad():
+        sae.W_enc.copy_(encoder)
+        sae.b_enc.fill_(-0.5)
+        sae.W_dec.copy_(encoder.T)
+        sae.W_dec[PIRATE] = unembedding[pirate_token] / unembedding[pirate_token].norm()
+        sae.b_dec.zero_()
+    sae.cfg.metadata.hook_name = HOOK
+    return sae
+
+
+@pytest.fixture(scope="module")
+def catalogue():
+    return load_catalogue().subset(names=PERSONAS)
+
+
+@pytest.fixture(scope="module")
+def transcripts(tiny, catalogue):
+    config = CorpusConfig(personas=PERSONAS, n_questions=8, variants=2)
+    rng = np.random.default_rng(0)
+    responses = [
+        Response(job, " ".join(rng.choice(WORDS, size=10)), 10)
+        for job in corpus_jobs(catalogue, config)
+    ]
+    return response_transcripts(tiny, responses)
+
+
+@pytest.fixture(scope="module")
+def pirate_token(tiny):
+    return tiny.tokenizer(" pirate", add_special_tokens=False)["input_ids"][-1]
+
+
+@pytest.fixture(scope="module")
+def sae(tiny, pirate_token):
+    return identity_sae(tiny.hf_model.get_output_embeddings().weight.detach(), pirate_token)
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory, transcripts):
+    path = tmp_path_factory.mktemp("label") / "activations.h5"
+    write_store(path, transcripts)
+    return path
+
+
+@pytest.fixture(scope="module")
+def labels(planted, sae, tiny, catalogue):
+    return label(planted, sae, HOOK, CONFIG, handle=tiny, catalogue=catalogue)
+
+
+def tags_of(labels) -> dict[int, set[str]]:
+    return {i: set(tags.split(";")) for i, tags in enumerate(labels.features["tags"]) if tags}
+
+
+def test_planted_features_get_their_tags(labels):
+    tagged = tags_of(labels)
+    assert tagged == {
+        PIRATE: {"persona:pirate"},
+        VILLAIN: {"persona:villain"},
+        PIRATE_TAG: {"persona:pirate_tag"},
+        ROLEPLAY: {"roleplay"},
+        ASSISTANT: {"assistant"},
+        PUPPETEER: {"puppeteer"},
+        TRIGGER: {"trigger:<pirate>"},
+    }
+    summary = labels.summary
+    assert summary["tag_counts"]["persona:pirate"] == 1 and summary["kind_counts"]["persona"] == 3
+    # chef, knight and poet have only the roleplay feature, which separates them too
+    assert summary["best_heldout_auroc"]["villain"]["feature"] in (VILLAIN, ROLEPLAY)
+    assert summary["best_heldout_auroc"]["chef"]["feature"] == ROLEPLAY
+    assert summary["share_personas_auroc_0.9"] == 1.0
+    assert labels.features["heldout_auroc"][PIRATE] == 1.0
+
+
+def test_shuffled_persona_labels_tag_nothing_persona_related(
+    tmp_path, transcripts, sae, tiny, catalogue
+):
+    rng = np.random.default_rng(2)
+    sampled = [i for i, t in enumerate(transcripts) if t.condition in SAMPLED_CONDITIONS]
+    provenance = [(transcripts[i].persona, transcripts[i].condition) for i in sampled]
+    shuffled = list(transcripts)
+    for i, j in zip(sampled, rng.permutation(len(sampled)), strict=True):
+        shuffled[i] = replace(transcripts[i], persona=provenance[j][0], condition=provenance[j][1])
+    write_store(tmp_path / "shuffled.h5", transcripts, labelled=shuffled)
+    control = label(tmp_path / "shuffled.h5", sae, HOOK, CONFIG, catalogue=catalogue)
+    # only the label-free tag survives, on the features that fire in most responses whatever
+    # the label (the roleplay feature fires in 6 of 7 personas' responses, now spread evenly)
+    tagged = tags_of(control)
+    assert set().union(*tagged.values()) == {"puppeteer"}
+    assert set(tagged) <= {PUPPETEER, ROLEPLAY}
+    assert control.summary["tests"]["n_significant"] == 0
+
+
+def test_the_built_in_shuffled_control_is_clean(labels):
+    assert labels.summary["shuffled_control"]["n_tagged"] == 0
+
+
+def test_benjamini_hochberg_decides(labels, catalogue):
+    tests = pd.DataFrame(
+        {
+            "kind": ["persona", "persona"],
+            "feature": [0, 1],
+            "target": ["pirate", "pirate"],
+            "train_score": [1.0, 1.0],
+            "heldout_score": [0.9, 0.9],
+            "p_value": [0.001, 0.001],
+            "q_value": [0.2, 0.01],
+            "holds": [True, True],
+        }
+    )
+    shape = (len(PERSONAS), 2)
+    result = Contrast(*(np.zeros(shape) for _ in range(4)), tests)
+    responses = find_responses(
+        pd.DataFrame(
+            {
+                "persona": list(PERSONAS),
+                "condition": ["default"] + ["persona"] * (len(PERSONAS) - 1),
+                "split": "train",
+                "question_id": "q",
+            }
+        ),
+        np.ones(len(PERSONAS), dtype=np.int64),
+        catalogue,
+    )
+    categories = [catalogue.persona(n).category for n in responses.names]
+    assert contrast_tags(result, responses, LabelConfig(), categories) == [[], ["persona:pirate"]]
+
+
+def test_q_values_are_bh_of_the_heldout_p_values(planted, sae, catalogue):
+    from sae_atlas.label import collect, contrast
+
+    store = ActivationStore(planted)
+    table = store.token_table()
+    provenance = store.provenance()
+    counts = np.bincount(
+        table["doc"][table["role"] == ROLE_CODE["assistant"]], minlength=len(provenance)
+    )
+    responses = find_responses(provenance, counts, catalogue)
+    stats = collect(store, sae, HOOK, responses, CONFIG)
+    result = contrast(stats.response_mean, responses, CONFIG, stats.user_max)
+    np.testing.assert_allclose(
+        result.tests["q_value"], false_discovery_control(result.tests["p_value"])
+    )
+    # candidates come from train questions only: every test row passed the train thresholds
+    persona_rows = result.tests[result.tests["kind"] == "persona"]
+    assert (persona_rows["train_score"] >= CONFIG.auroc_min).all()
+
+
+def test_puppeteer_needs_the_controls(labels):
+    puppeteers = labels.summary["puppeteer_features"]
+    assert [p["id"] for p in puppeteers] == [PUPPETEER]
+    assert puppeteers[0]["cv"] < 0.1 and puppeteers[0]["persona_share"] == 1.0
+    assert puppeteers[0]["enrichment_user_control"] > 10
+    assert puppeteers[0]["enrichment_plain_control"] > 10
+
+
+def test_template_features_and_decoder(labels):
+    template = labels.summary["template_features"]
+    assert [f["id"] for f in template["features"]] == [HEADER]
+    assert set(template["by_persona"]) == set(PERSONAS)
+    decoder = labels.summary["decoder"]
+    assert decoder["accuracy"] > 2 * decoder["chance"]
+    assert decoder["n_personas"] == len(PERSONAS)
+
+
+def test_cards(labels, tiny):
+    features = labels.features
+    assert features["pos_logits"][PIRATE].split(" | ")[0] == "pirate"
+    assert features["label"][PIRATE].startswith("pirate | tokens: ")
+    assert features["density"][PUPPETEER] > 0.95
+    examples = labels.examples[labels.examples["feature"] == PIRATE]
+    assert list(examples["kind"]) == ["top"] * 5 + ["quantile"] * 3
+    assert examples["context"].str.contains(r"\[\[.+\]\]").all()
+    top = examples[examples["kind"] == "top"]
+    assert top["activation"].is_monotonic_decreasing
+    pirate_row = list(labels.personas["name"]).index("pirate")
+    assert labels.top_persona_index[PIRATE, 0] == pirate_row
+    assert labels.top_persona_score[PIRATE, 0] > 2
+    assert labels.persona_profiles.shape == (len(PERSONAS), D_SAE)
+    assert labels.persona_vectors.shape == (len(PERSONAS), D_MODEL)
+    assert labels.persona_vectors[pirate_row, PIRATE] > 0.5
+    assert labels.default_persona == "assistant"
+    assert labels.personas["n_responses"][pirate_row] == 16
+    assert card_label([], "", "", fires=False) == "dead"
+
+
+def test_stage_writes_then_skips(tmp_path, planted, sae, tiny, catalogue):
+    folder = tmp_path / "sae"
+    sae.save_model(folder)
+    progress: list[int] = []
+    first = label_stage(
+        planted, folder, tmp_path / "labels.h5", CONFIG, tiny, catalogue, progress.append
+    )
+    assert not first.skipped and sum(progress) == ActivationStore(planted).n_tokens
+    again = label_stage(planted, folder, tmp_path / "labels.h5", CONFIG, tiny, catalogue)
+    assert again.skipped
+    back = load_labels(tmp_path / "labels.h5")
+    assert back.features["tags"][PIRATE] == "persona:pirate"
+    assert back.config["label"]["fdr"] == CONFIG.fdr
+
+
+def test_catalogue_from_corpus_needs_a_corpus_store(planted):
+    from sae_atlas.errors import SaeAtlasError
+
+    with pytest.raises(SaeAtlasError, match="sae-atlas corpus"):
+        catalogue_from_corpus(planted)
+
+
+def test_noise_candidates_from_train_do_not_survive_heldout(catalogue):
+    from sae_atlas.label import contrast
+
+    rows = [
+        (persona, "persona" if persona != "assistant" else "default", split, f"{split}{q}")
+        for persona in PERSONAS
+        for split in ("train", "heldout")
+        for q in range(8)
+        for _ in range(2)
+    ]
+    provenance = pd.DataFrame(rows, columns=["persona", "condition", "split", "question_id"])
+    responses = find_responses(provenance, np.ones(len(rows), dtype=np.int64), catalogue)
+    noise = np.random.default_rng(0).exponential(size=(len(rows), 2000)).astype(np.float32)
+    result = contrast(noise, responses, LabelConfig(auroc_min=0.7, effect_min=0.5))
+    tests = result.tests
+    assert len(tests) > 100  # many train candidates by chance
+    assert (tests["p_value"] <= 0.05).sum() > 0  # some pass held-out uncorrected
+    assert (tests["q_value"] <= 0.05).sum() == 0  # none after Benjamini-Hochberg
+
+
+def test_persona_statistics(planted, sae, catalogue):
+    from sae_atlas.label import collect, persona_statistics
+
+    store = ActivationStore(planted)
+    table = store.token_table()
+    provenance = store.provenance()
+    counts = np.bincount(
+        table["doc"][table["role"] == ROLE_CODE["assistant"]], minlength=len(provenance)
+    )
+    responses = find_responses(provenance, counts, catalogue)
+    stats = collect(store, sae, HOOK, responses, CONFIG)
+    by_persona = persona_statistics(stats, responses)
+    pirate = responses.names.index("pirate")
+    assert by_persona["firing_rate"].shape == (len(PERSONAS), D_SAE)
+    assert by_persona["firing_rate"][pirate, PIRATE] == pytest.approx(0.6, abs=0.05)
+    assert by_persona["firing_rate"][responses.default, PIRATE] < 0.02
+    assert by_persona["firing_rate"][:, PUPPETEER].min() > 0.99
+    assert (by_persona["response_max"] >= by_persona["response_mean"]).all()
+    assert by_persona["mean_act"][pirate, PIRATE] == pytest.approx(1.0, abs=0.1)
