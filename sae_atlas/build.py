@@ -13,15 +13,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from feature_store.activations import ActivationStore
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import BuildConfig, dump_config, to_dict
 from sae_atlas.corpus import build_corpus, corpus_jobs
 from sae_atlas.harvest import harvest
+from sae_atlas.label import catalogue_from_corpus, label_stage
 from sae_atlas.models import ModelHandle, load_model
 from sae_atlas.personas import load_catalogue
 from sae_atlas.train import train_saes
 
-STAGES = ("corpus", "harvest", "train")
+STAGES = ("corpus", "harvest", "train", "label")
 
 Progress = Callable[[str, int, str], Callable[[int], None]]
 """progress(stage, total, unit) -> update(n): the CLI's progress bars."""
@@ -41,6 +43,7 @@ def run_paths(out: Path) -> dict[str, Path]:
         "corpus": out / "transcripts.h5",
         "harvest": out / "activations.h5",
         "train": out / "sae",
+        "label": out / "labels.h5",
     }
 
 
@@ -57,7 +60,7 @@ def build(
     progress: Progress | None = None,
     handle: ModelHandle | None = None,
 ) -> list[StageRecord]:
-    """Run corpus, harvest and train into `out`; returns one record per stage."""
+    """Run corpus, harvest, train and label into `out`; returns one record per stage."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(config))
@@ -74,30 +77,45 @@ def build(
         summary = {"config": to_dict(config), "stages": [asdict(r) for r in records]}
         (out / "build.json").write_text(json.dumps(summary, indent=2))
 
+    def bar(stage: str, total: int, unit: str) -> Callable[[int], None]:
+        return progress(stage, total, unit) if progress else lambda n: None
+
     started = time.monotonic()
-    update = (
-        progress("corpus", len(corpus_jobs(catalogue, config.corpus)), "job") if progress else None
-    )
+    update = bar("corpus", len(corpus_jobs(catalogue, config.corpus)), "job")
     corpus = build_corpus(handle, catalogue, config.corpus, paths["corpus"], progress=update)
     record("corpus", started, corpus.skipped)
 
     started = time.monotonic()
     transcripts = list(TranscriptStore(paths["corpus"]))
     total = sum(min(len(t), config.harvest.max_len) for t in transcripts)
-    update = progress("harvest", total, "tok") if progress else None
+    update = bar("harvest", total, "tok")
     result = harvest(handle, transcripts, paths["harvest"], config.harvest, progress=update)
     record("harvest", started, result.skipped)
 
     started = time.monotonic()
     hooks = config.train.hooks or config.harvest.hooks
     steps = len(hooks) * -(-config.train.training_tokens // config.train.batch_size)
-    update = progress("train", steps, "step") if progress else None
+    update = bar("train", steps, "step")
     trained = train_saes(
         paths["harvest"],
         paths["train"],
         config.train,
         handle=handle,
-        progress=(lambda _: update(1)) if update else None,
+        progress=lambda _: update(1),
     )
     record("train", started, all(r.skipped for r in trained))
+
+    started = time.monotonic()
+    store = ActivationStore(paths["harvest"])
+    update = bar("label", store.n_tokens, "tok")
+    labeled = label_stage(
+        paths["harvest"],
+        trained[0].path,
+        paths["label"],
+        config.label,
+        handle=handle,
+        catalogue=catalogue_from_corpus(paths["corpus"]),
+        progress=update,
+    )
+    record("label", started, labeled.skipped)
     return records

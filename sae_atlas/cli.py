@@ -175,6 +175,43 @@ def train(
 
 @app.command()
 @user_errors
+def label(
+    store: Annotated[Path, typer.Option(help="activations.h5 written by `sae-atlas harvest`")],
+    sae: Annotated[Path, typer.Option(help="an SAE folder in sae-lens format")],
+    corpus: Annotated[Path, typer.Option(help="transcripts.h5 (for the persona catalogue)")],
+    out: Annotated[Path, typer.Option(help="labels.h5 to write")],
+    profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
+    model: ModelOption = "smollm2-135m-instruct",
+    device: DeviceOption = "cpu",
+) -> None:
+    """Tag SAE features by persona contrasts (train questions, confirmed held-out) and card them.
+
+    Example: sae-atlas label --store runs/quick/activations.h5
+    --sae runs/quick/sae/blocks.15.hook_resid_post --corpus runs/quick/transcripts.h5
+    --out runs/quick/labels.h5
+    """
+    from sae_atlas.config import load_config
+    from sae_atlas.label import catalogue_from_corpus, label_stage
+    from sae_atlas.models import load_model
+
+    handle = load_model(model, device=device)
+    catalogue = catalogue_from_corpus(corpus)
+    with token_bar(0, "label") as bar:
+        result = label_stage(
+            store,
+            sae,
+            out,
+            load_config(profile).label,
+            handle=handle,
+            catalogue=catalogue,
+            progress=bar.update,
+        )
+    state = "skipped (complete)" if result.skipped else f"{result.seconds:.0f} s"
+    console.print(f"{result.path}: {result.n_features:,} features labeled, {state}")
+
+
+@app.command()
+@user_errors
 def info(path: Annotated[Path, typer.Argument(help="a transcripts.h5 or activations.h5")]) -> None:
     """Describe a sae-atlas file: kind, model, state, rows, datasets.
 
