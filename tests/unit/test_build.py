@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from tiny import tiny_handle
+
+from sae_atlas.build import STAGES, build
+from sae_atlas.config import BuildConfig, CorpusConfig, HarvestConfig, TrainConfig
+from sae_atlas.errors import SaeAtlasError
+
+
+def tiny_config() -> BuildConfig:
+    return BuildConfig(
+        corpus=CorpusConfig(
+            personas=("assistant", "pirate", "villain", "pirate_tag"),
+            n_questions=3,
+            variants=1,
+            max_new_tokens=8,
+            dtype="float32",
+        ),
+        harvest=HarvestConfig(hooks=("blocks.1.hook_resid_post",)),
+        train=TrainConfig(
+            width=64, k=4, training_tokens=4096, batch_size=256, eval_transcripts=2, eval_tokens=512
+        ),
+    )
+
+
+def test_build_runs_every_stage_then_skips_them(tmp_path):
+    handle = tiny_handle()
+    config = tiny_config()
+    records = build(config, tmp_path, handle=handle)
+    assert [r.stage for r in records] == list(STAGES)
+    assert not any(r.skipped for r in records)
+    assert all(r.bytes > 0 for r in records)
+    summary = json.loads((tmp_path / "build.json").read_text())
+    assert [s["stage"] for s in summary["stages"]] == list(STAGES)
+    again = build(config, tmp_path, handle=handle)
+    assert all(r.skipped for r in again)
+    changed = dataclasses.replace(config, train=dataclasses.replace(config.train, k=8))
+    with pytest.raises(SaeAtlasError):  # a finished stage is never overwritten by another config
+        build(changed, tmp_path, handle=handle)
