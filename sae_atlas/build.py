@@ -19,11 +19,13 @@ from sae_atlas.config import BuildConfig, dump_config, to_dict
 from sae_atlas.corpus import build_corpus, corpus_jobs
 from sae_atlas.harvest import harvest
 from sae_atlas.label import catalogue_from_corpus, label_stage
+from sae_atlas.labels import load_labels
 from sae_atlas.models import ModelHandle, load_model
+from sae_atlas.organize import ORGANIZE_STEPS, organize
 from sae_atlas.personas import load_catalogue
-from sae_atlas.train import train_saes
+from sae_atlas.train import load_sae, train_saes
 
-STAGES = ("corpus", "harvest", "train", "label")
+STAGES = ("corpus", "harvest", "train", "label", "organize")
 
 Progress = Callable[[str, int, str], Callable[[int], None]]
 """progress(stage, total, unit) -> update(n): the CLI's progress bars."""
@@ -44,6 +46,7 @@ def run_paths(out: Path) -> dict[str, Path]:
         "harvest": out / "activations.h5",
         "train": out / "sae",
         "label": out / "labels.h5",
+        "organize": out / "atlas.h5",
     }
 
 
@@ -60,7 +63,7 @@ def build(
     progress: Progress | None = None,
     handle: ModelHandle | None = None,
 ) -> list[StageRecord]:
-    """Run corpus, harvest, train and label into `out`; returns one record per stage."""
+    """Run every stage (STAGES) into `out`; returns one record per stage."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(config))
@@ -118,4 +121,15 @@ def build(
         progress=update,
     )
     record("label", started, labeled.skipped)
+
+    started = time.monotonic()
+    update = bar("organize", len(ORGANIZE_STEPS), "step")
+    organized = organize(
+        load_labels(paths["label"]),
+        load_sae(str(trained[0].path)),
+        paths["organize"],
+        config.organize,
+        progress=lambda _: update(1),
+    )
+    record("organize", started, organized.skipped)
     return records

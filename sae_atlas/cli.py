@@ -212,6 +212,45 @@ def label(
 
 @app.command()
 @user_errors
+def organize(
+    labels: Annotated[Path, typer.Option(help="labels.h5 written by `sae-atlas label`")],
+    sae: Annotated[Path, typer.Option(help="the SAE folder the labels were made with")],
+    out: Annotated[Path, typer.Option(help="atlas.h5 to write")],
+    profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
+) -> None:
+    """Cluster the features (UMAP + HDBSCAN), map persona space, write the atlas.
+
+    Example: sae-atlas organize --labels runs/quick/labels.h5
+    --sae runs/quick/sae/blocks.15.hook_resid_post --out runs/quick/atlas.h5
+    """
+    from sae_atlas.config import load_config
+    from sae_atlas.labels import load_labels
+    from sae_atlas.organize import organize as run_organize
+    from sae_atlas.train import load_sae
+
+    with console.status("organize") as status:
+        result = run_organize(
+            load_labels(labels),
+            load_sae(str(sae)),
+            out,
+            load_config(profile).organize,
+            progress=lambda step: status.update(f"organize: {step}"),
+        )
+    if result.skipped:
+        console.print(f"{out}: already complete for this config; skipped")
+        return
+    space = result.summary.get("persona_space", {})
+    console.print(
+        f"{out}: {result.seconds:.0f} s; clusters by kind "
+        f"{result.summary.get('clusters_per_kind')}; PC1 explains "
+        f"{space.get('explained_variance_pc1')}, cos(axis, PC1) "
+        f"{space.get('axis_pc1_cosine')}",
+        highlight=False,
+    )
+
+
+@app.command()
+@user_errors
 def info(path: Annotated[Path, typer.Argument(help="a transcripts.h5 or activations.h5")]) -> None:
     """Describe a sae-atlas file: kind, model, state, rows, datasets.
 

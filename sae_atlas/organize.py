@@ -89,6 +89,18 @@ if TYPE_CHECKING:
     from sae_lens import SAE
 
 Progress = Callable[[str], None]
+ORGANIZE_STEPS = (
+    "knn",
+    "umap_nd",
+    "hdbscan",
+    "umap_2d",
+    "profile_clusters",
+    "stability",
+    "kinds",
+    "persona_space",
+    "write",
+)
+"""The steps `organize` reports to `progress`, in order."""
 
 
 @dataclass(frozen=True)

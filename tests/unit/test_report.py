@@ -1,0 +1,256 @@
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_atlas import atlas_data, write_atlas
+
+from feature_store.atlas import AtlasWriter
+from sae_atlas.report import Context, Table, md_escape, render_html, split_context, write_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add_dynamics(path: Path) -> Path:
+    """The synthetic atlas with the dynamics/ entries sae_atlas.dynamics computes."""
+    drift = pd.DataFrame(
+        {
+            "group": ["pirate"] * 3 + ["villain"] * 3,
+            "turn": [0, 1, 2] * 2,
+            "mean": [-1.0, -0.4, 0.2, -2.0, -1.5, -1.4],
+            "ci_low": [-1.2, -0.6, 0.0, -2.3, -1.8, -1.7],
+            "ci_high": [-0.8, -0.2, 0.4, -1.7, -1.2, -1.1],
+            "n": [5] * 6,
+        }
+    )
+    attractors = pd.DataFrame(
+        {"regions": ["assistant", "villain"], "stationary_mass": [0.8, 0.2], "basin": ["a", "b"]}
+    )
+    with AtlasWriter.extend(path) as writer:
+        writer.write_dynamics("region_names", np.array(["assistant", "villain"]), "region names")
+        writer.write_dynamics("transition_matrix", np.array([[0.9, 0.1], [0.3, 0.7]]), "P")
+        writer.write_dynamics("stationary", np.array([0.75, 0.25]), "stationary distribution")
+        writer.write_dynamics(
+            "attractors",
+            attractors,
+            "attractors",
+            column_descriptions={c: c for c in attractors.columns},
+        )
+        writer.write_dynamics(
+            "drift", drift, "drift curves", column_descriptions={c: c for c in drift.columns}
+        )
+    return path
+
+
+@pytest.fixture
+def tricky_data() -> dict:
+    """The synthetic atlas with text that must be escaped and contexts with a marked token."""
+    data = atlas_data()
+    data["features"].loc[0, "label"] = "<script>alert('x')</script> & pirates"
+    data["clusters"].loc[0, "label"] = 'pirate "talk" <b>'
+    data["examples"].loc[3, "context"] = "Ahoy <matey>[[ Arr]]\nhere & there"
+    return data
+
+
+@pytest.fixture
+def report(tmp_path, tricky_data):
+    atlas = add_dynamics(write_atlas(tmp_path / "atlas.h5", tricky_data))
+    return write_report(atlas, tmp_path / "report")
+
+
+def anchors(page: str) -> tuple[set[str], list[str]]:
+    """(ids defined, #targets linked) of an HTML page."""
+    return set(re.findall(r'\sid="([^"]+)"', page)), re.findall(r'href="#([^"]*)"', page)
+
+
+def test_report_is_self_contained_and_links_resolve(report):
+    page = report.html.read_text(encoding="utf-8")
+    assert report.html.name == "index.html" and report.n_clusters == 5
+    assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', page, flags=re.IGNORECASE)
+    assert "<script" not in page and "@import" not in page and "url(" not in page
+    assert '<link rel="stylesheet"' not in page
+    ids, targets = anchors(page)
+    assert targets and not [t for t in targets if t not in ids]
+    for cluster in range(5):
+        assert f'href="#cluster-{cluster}"' in page and f'id="cluster-{cluster}"' in page
+    assert page.count('src="data:image/png;base64,') == len(report.figures) == 5
+    for section in ("overview", "persona-space", "feature-map", "clusters", "puppeteer"):
+        assert f'id="{section}"' in page
+
+
+def test_report_escapes_text_and_marks_tokens(report):
+    page = report.html.read_text(encoding="utf-8")
+    assert "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; pirates" in page
+    assert "pirate &quot;talk&quot; &lt;b&gt;" in page
+    assert "Ahoy &lt;matey&gt;<mark> Arr</mark>↵here &amp; there" in page
+    assert "ctx0 b" in page  # a context without a mark is shown whole
+
+
+def test_report_sections_content(report):
+    page = report.html.read_text(encoding="utf-8")
+    assert "Dynamics: not computed" not in page
+    for name in ("transition_matrix", "stationary", "attractors", "drift"):
+        assert f'id="dynamics-{name}"' in page
+    assert "stationary_mass" in page  # the attractors table
+    assert {p.name for p in report.figures} == {
+        "persona_space.png",
+        "feature_map.png",
+        "dynamics_transition_matrix.png",
+        "dynamics_stationary.png",
+        "dynamics_drift.png",
+    }
+    for figure in report.figures:
+        assert figure.read_bytes().startswith(b"\x89PNG")
+    puppeteer = page[page.index('id="puppeteer"') : page.index('id="dynamics"')]
+    assert '<a href="#cluster-3">3</a>' in puppeteer  # features 5 and 6, cluster 3
+    cluster_0 = page[page.index('id="cluster-0"') : page.index('id="cluster-1"')]
+    assert '<a href="#persona-1">pirate</a> (2 features' in cluster_0
+    assert "default persona: " in page and '<a href="#persona-0">assistant</a>' in page
+
+
+def test_markdown_twin(report):
+    markdown = report.markdown.read_text(encoding="utf-8")
+    assert report.markdown == report.out_dir / "report.md"
+    assert markdown.startswith("# sae-atlas report: tiny")
+    for figure in report.figures:
+        assert f"](figures/{figure.name})" in markdown and figure.exists()
+    ids = set(re.findall(r'<a id="([^"]+)"></a>', markdown))
+    targets = re.findall(r"\]\(#([^)]*)\)", markdown)
+    assert targets and not [t for t in targets if t not in ids]
+    assert "Ahoy \\<matey\\>** Arr**↵here & there" in markdown
+    assert "\\<script\\>alert" in markdown
+
+
+def test_missing_dynamics_and_capped_members(tmp_path):
+    atlas = write_atlas(tmp_path / "atlas.h5", atlas_data())
+    result = write_report(atlas, tmp_path / "out", max_members=1, example_features=0)
+    page = result.html.read_text(encoding="utf-8")
+    assert "Dynamics: not computed" in page
+    assert "not computed" in result.markdown.read_text(encoding="utf-8")
+    assert "3 features, stability 0.9; showing 1 by density" in page
+    assert "Top examples" not in page.split('id="puppeteer"')[0]
+    assert len(result.figures) == 2
+
+
+def test_context_helpers():
+    assert split_context("a[[b]]c[[d]]") == ("a", "b", "c[[d]]")
+    assert split_context("plain") == ("plain", "", "")
+    assert md_escape("a|b*c") == "a\\|b\\*c"
+    page = render_html("t<", [Table(("h",), ((Context("[[x]]"),),))])
+    assert "<mark>x</mark>" in page and "<title>t&lt;</title>" in page
+
+
+CHECK_PAGE = """<!DOCTYPE html><html><body>
+<iframe id="report" src="{url}" width="1280" height="2000"></iframe><pre id="result">pending</pre>
+<script>
+window.addEventListener("load", () => {{
+  const page = document.getElementById("report").contentDocument;
+  const out = {{images: 0, links: 0, problems: []}};
+  if (!page) {{ out.problems.push("cannot read the report's DOM"); }} else {{
+    for (const image of page.images) {{
+      out.images++;
+      if (!image.complete || image.naturalWidth === 0) out.problems.push("image " + image.alt);
+    }}
+    for (const link of page.querySelectorAll("a[href]")) {{
+      out.links++;
+      const href = link.getAttribute("href");
+      if (!href.startsWith("#") || !page.getElementById(decodeURIComponent(href.slice(1))))
+        out.problems.push("link " + href);
+    }}
+    out.title = page.title;
+    out.sections = page.querySelectorAll("h2").length;
+  }}
+  document.getElementById("result").textContent = JSON.stringify(out);
+}});
+</script></body></html>
+"""
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Debian chromium, offline, console messages logged to stderr."""
+    profile = tmp_path / "chromium-profile"
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        *args,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def console_messages(stderr: str) -> list[str]:
+    """Console output of the page (chromium logs it as ':CONSOLE' lines with --enable-logging)."""
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+def browser_check(tmp_path: Path, html: Path) -> tuple[dict, list[str]]:
+    """Load `html` in an iframe of a checking page; returns its findings and console lines."""
+    check = tmp_path / f"check_{html.parent.name}.html"
+    check.write_text(CHECK_PAGE.format(url=html.resolve().as_uri()), encoding="utf-8")
+    result = chromium(
+        tmp_path,
+        "--allow-file-access-from-files",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        check.as_uri(),
+    )
+    found = re.search(r'<pre id="result">(.*?)</pre>', result.stdout, flags=re.DOTALL)
+    assert found, result.stdout[-2000:]
+    return json.loads(found.group(1)), console_messages(result.stderr)
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="headless browser test needs Debian's chromium at /usr/bin/chromium "
+    "(apt-get install -y chromium)",
+)
+def test_report_in_headless_chromium(report, tmp_path):
+    findings, console = browser_check(tmp_path, report.html)
+    assert findings["problems"] == [] and console == [], (findings, console)
+    assert findings["images"] == 5 and findings["links"] > 20 and findings["sections"] == 6
+    assert findings["title"] == "sae-atlas report: tiny"
+
+    broken = tmp_path / "broken" / "index.html"
+    broken.parent.mkdir()
+    broken.write_text(
+        report.html.read_text(encoding="utf-8").replace(
+            "</main>", '<a href="#nowhere">x</a><img src="missing.png" alt="gone"></main>'
+        ),
+        encoding="utf-8",
+    )
+    findings, _ = browser_check(tmp_path, broken)
+    assert findings["problems"] == ["image gone", "link #nowhere"]
+
+    screenshot = tmp_path / "report_screenshot.png"
+    result = chromium(
+        tmp_path,
+        f"--screenshot={screenshot}",
+        "--window-size=1280,2000",
+        "--hide-scrollbars",
+        report.html.resolve().as_uri(),
+    )
+    assert console_messages(result.stderr) == []
+    assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size > 10_000
+    print(f"report screenshot: {screenshot}")
+    if (REPO / "runs").is_dir():
+        shutil.copyfile(screenshot, REPO / "runs" / "report_screenshot.png")
+        print(f"report screenshot copied to {REPO / 'runs' / 'report_screenshot.png'}")
