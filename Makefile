@@ -23,8 +23,8 @@ atlas: $(STAMP)
 	$(VENV)/bin/sae-atlas build --profile $(PROFILE) --out $(RUN)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sae_atlas feature_store scripts tests
-	$(VENV)/bin/ruff format --check sae_atlas feature_store scripts tests
+	$(VENV)/bin/ruff check sae_atlas feature_store scripts tests notebooks
+	$(VENV)/bin/ruff format --check sae_atlas feature_store scripts tests notebooks
 	$(VENV)/bin/mypy sae_atlas feature_store
 
 unit: $(STAMP)

@@ -23,9 +23,10 @@ from sae_atlas.labels import load_labels
 from sae_atlas.models import ModelHandle, load_model
 from sae_atlas.organize import ORGANIZE_STEPS, organize
 from sae_atlas.personas import load_catalogue
+from sae_atlas.report import write_report
 from sae_atlas.train import load_sae, train_saes
 
-STAGES = ("corpus", "harvest", "train", "label", "organize")
+STAGES = ("corpus", "harvest", "train", "label", "organize", "report")
 
 Progress = Callable[[str, int, str], Callable[[int], None]]
 """progress(stage, total, unit) -> update(n): the CLI's progress bars."""
@@ -47,6 +48,7 @@ def run_paths(out: Path) -> dict[str, Path]:
         "train": out / "sae",
         "label": out / "labels.h5",
         "organize": out / "atlas.h5",
+        "report": out / "report",
     }
 
 
@@ -130,6 +132,15 @@ def build(
         paths["organize"],
         config.organize,
         progress=lambda _: update(1),
+        records={
+            "sae_training": trained[0].card,
+            "sae_evaluation": trained[0].card.get("evaluation"),
+            "build_stages": [asdict(r) for r in records],
+        },
     )
     record("organize", started, organized.skipped)
+
+    started = time.monotonic()
+    write_report(paths["organize"], paths["report"])  # seconds, so always rewritten
+    record("report", started, False)
     return records

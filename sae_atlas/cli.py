@@ -251,6 +251,27 @@ def organize(
 
 @app.command()
 @user_errors
+def report(
+    atlas: Annotated[Path, typer.Argument(help="an atlas.h5")],
+    out: Annotated[
+        Path | None, typer.Option(help="report folder (default: next to the atlas)")
+    ] = None,
+    max_members: Annotated[int, typer.Option(help="members listed per cluster")] = 50,
+) -> None:
+    """Export a self-contained HTML report (and Markdown) of an atlas.
+
+    Example: sae-atlas report runs/quick/atlas.h5 --out runs/quick/report
+    """
+    from sae_atlas.report import write_report
+
+    result = write_report(atlas, out or atlas.parent / "report", max_members=max_members)
+    console.print(
+        f"{result.html}\n{result.markdown}\n{len(result.figures)} figures, {result.seconds:.1f} s"
+    )
+
+
+@app.command()
+@user_errors
 def info(path: Annotated[Path, typer.Argument(help="a transcripts.h5 or activations.h5")]) -> None:
     """Describe a sae-atlas file: kind, model, state, rows, datasets.
 
@@ -404,6 +425,7 @@ def build(
         )
     console.print(table)
     console.print(f"total {sum(r.seconds for r in records):.1f} s; summary in {out}/build.json")
+    console.print(f"atlas:  {out / 'atlas.h5'}\nreport: {out / 'report' / 'index.html'}")
 
 
 def main() -> None:

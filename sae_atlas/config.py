@@ -202,6 +202,50 @@ class OrganizeConfig:
 
 
 @dataclass(frozen=True)
+class DynamicsConfig:
+    """Multi-turn rollouts, steering kicks, puppeteer ablation and the trigger scan
+    (sae_atlas.dynamics).
+
+    personas: starting personas (empty: n_personas of the atlas, the default first, spread over
+    the persona clusters); seeds: rollouts per start; n_turns: exchanges per rollout, user turns
+    from the question bank (model_plays_user: the model writes the user turns after the first);
+    n_scenes: scene-setting first user turns without a system prompt. Sampling: temperature,
+    top_p, max_new_tokens, batch_size. Steering: steer_personas (empty: the n_steer personas
+    farthest below the default on the assistant axis), each added at turn 0 only along persona
+    vector minus default vector with strength steer_scale x the mean residual norm of response
+    tokens, against a matched random direction, on n_prompts prompts. Markers: assistant-style
+    phrase rates with and without zero-ablating the puppeteer features. Trigger scan: wrappers
+    (names of WRAPPERS) on n_prompts prompts x seeds; a feature is a candidate when it fires in
+    >= trigger_min_rate of the wrapped responses and <= trigger_max_base_rate of the plain ones
+    on the first half of the prompts, confirmed on the other half by a one-sided Fisher test
+    under Benjamini-Hochberg at fdr. attractor_threshold: transitions rarer than this are noise
+    when finding closed classes; n_bootstrap: resamples of every bootstrap CI.
+    """
+
+    personas: tuple[str, ...] = ()
+    n_personas: int = 8
+    seeds: int = 2
+    n_turns: int = 4
+    n_scenes: int = 4
+    model_plays_user: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 48
+    batch_size: int = 64
+    steer_personas: tuple[str, ...] = ()
+    n_steer: int = 3
+    steer_scale: float = 0.5
+    n_prompts: int = 8
+    wrappers: tuple[str, ...] = ("pirate_tag", "year_2027", "bullets")
+    trigger_min_rate: float = 0.5
+    trigger_max_base_rate: float = 0.05
+    fdr: float = 0.05
+    attractor_threshold: float = 0.05
+    n_bootstrap: int = 2000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class BuildConfig:
     """Everything `sae-atlas build` needs."""
 
@@ -211,6 +255,7 @@ class BuildConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     organize: OrganizeConfig = field(default_factory=OrganizeConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
 
 
 T = TypeVar("T")

@@ -46,7 +46,7 @@ import math
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -682,13 +682,16 @@ def organize(
     out_atlas: str | Path,
     config: OrganizeConfig,
     progress: Progress | None = None,
+    records: Mapping[str, Any] | None = None,
 ) -> OrganizeResult:
     """Cluster the features, build persona space and write the atlas to `out_atlas`.
 
     `labels`: the label stage's result; `sae`: the sae-lens SAE it describes (W_dec [d_sae,
     d_model]); `progress(step)` is called as each step starts (knn, umap_nd, hdbscan, umap_2d,
     profile_clusters, stability, kinds, persona_space, write). Skipped when `out_atlas` is
-    complete for the same input and config; StoreError when it holds another one.
+    complete for the same input and config; StoreError when it holds another one. `records`:
+    JSON-ready records of earlier stages (SAE training and evaluation, build timings), stored as
+    root attributes of the atlas under their names.
     """
     started = time.perf_counter()
     check_config(config)
@@ -785,6 +788,7 @@ def organize(
         "organize_timings": json.dumps(clock.seconds),
         "labels_summary": json.dumps(_json_ready(labels.summary)),
         "labels_config": json.dumps(_json_ready(labels.config)),
+        **{name: json.dumps(_json_ready(value)) for name, value in (records or {}).items()},
     }
     with (
         clock.step("write"),

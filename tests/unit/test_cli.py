@@ -7,7 +7,17 @@ from sae_atlas.cli import app
 
 def test_every_command_has_help_with_an_example():
     runner = CliRunner()
-    for command in ("corpus", "harvest", "train", "label", "organize", "build", "info", "query"):
+    for command in (
+        "corpus",
+        "harvest",
+        "train",
+        "label",
+        "organize",
+        "report",
+        "build",
+        "info",
+        "query",
+    ):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0
         assert "Example: sae-atlas" in result.output

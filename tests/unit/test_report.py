@@ -129,10 +129,20 @@ def test_markdown_twin(report):
     assert "\\<script\\>alert" in markdown
 
 
-def test_missing_dynamics_and_capped_members(tmp_path):
-    atlas = write_atlas(tmp_path / "atlas.h5", atlas_data())
+def test_missing_dynamics_capped_members_and_build_records(tmp_path):
+    attrs = {
+        "hook": "blocks.3.hook_resid_post",
+        "sae_evaluation": json.dumps({"activations": {"explained_variance": 0.81, "l0": 32.5}}),
+        "organize_summary": json.dumps({"persona_space": {"default_persona": "poet"}}),
+    }
+    atlas = write_atlas(tmp_path / "atlas.h5", atlas_data(), attrs=attrs)
     result = write_report(atlas, tmp_path / "out", max_members=1, example_features=0)
     page = result.html.read_text(encoding="utf-8")
+    assert "<td>hook</td><td>blocks.3.hook_resid_post</td>" in page
+    assert "<td>sae_evaluation: activations.explained_variance</td><td>0.81</td>" in page
+    assert "<td>sae_evaluation: activations.l0</td><td>32.5</td>" in page
+    assert 'default persona: <a href="#persona-3">poet</a>' in page
+    assert 'id="build-records"' in page and "organize_summary" in page
     assert "Dynamics: not computed" in page
     assert "not computed" in result.markdown.read_text(encoding="utf-8")
     assert "3 features, stability 0.9; showing 1 by density" in page
