@@ -60,7 +60,7 @@ from sae_atlas.errors import SaeAtlasError
 from sae_atlas.harvest import residual_activations
 from sae_atlas.label import catalogue_from_corpus
 from sae_atlas.models import ModelHandle
-from sae_atlas.organize import persona_clusters
+from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
 from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
 from sae_atlas.steer import Intervention, ablate_features, add_direction, intervene, matched_random
 from sae_atlas.train import load_sae
@@ -300,9 +300,7 @@ def marker_hits(texts: Sequence[str]) -> pd.DataFrame:
     )
 
 
-def paired_rates(
-    off: pd.DataFrame, on: pd.DataFrame, n_bootstrap: int, seed: int
-) -> pd.DataFrame:
+def paired_rates(off: pd.DataFrame, on: pd.DataFrame, n_bootstrap: int, seed: int) -> pd.DataFrame:
     """Per column of two paired bool tables [n, m] (row i: the same prompt and seed): rate_off,
     rate_on, and the mean paired difference on - off with its bootstrap 95% CI."""
     rows = []
@@ -518,3 +516,821 @@ def turn_activations(
                     codes = sae.encode(block.to(sae.W_dec.dtype))
                     fires[i, turn] = (codes > 0).any(0).cpu().numpy()
     return TurnActivations(means, fires, norm_sum / max(norm_count, 1))
+
+
+# ---------------------------------------------------------------------------- persona space
+
+
+@dataclass(frozen=True)
+class PersonaMap:
+    """An atlas's persona space and its regions.
+
+    center [d_model], components [k, d_model], unit_axis [d_model] (the assistant axis, unit
+    norm); one region per persona cluster: centroids [r, k] (mean coordinates of its personas),
+    names (the default persona's region is "assistant", another is named after its persona
+    nearest the centroid), members; personas: the atlas's persona table with a `region` column;
+    vectors: persona vectors [P, d_model] in table order; default: the default persona's name.
+    """
+
+    center: np.ndarray
+    components: np.ndarray
+    unit_axis: np.ndarray
+    centroids: np.ndarray
+    names: tuple[str, ...]
+    members: tuple[tuple[str, ...], ...]
+    personas: pd.DataFrame
+    vectors: np.ndarray
+    default: str
+
+    def coords(self, points: np.ndarray) -> np.ndarray:
+        """Coordinates [..., k] of residual points [..., d_model]."""
+        return (np.asarray(points, dtype=np.float64) - self.center) @ self.components.T
+
+    def axis(self, points: np.ndarray) -> np.ndarray:
+        """Projection [...] of residual points [..., d_model] on the assistant axis."""
+        return (np.asarray(points, dtype=np.float64) - self.center) @ self.unit_axis
+
+    def vector(self, name: str) -> np.ndarray:
+        rows = np.flatnonzero(self.personas["name"].to_numpy() == name)
+        if len(rows) == 0:
+            raise SaeAtlasError(f"no persona {name!r} in the atlas; see Atlas.personas()")
+        return self.vectors[rows[0]]
+
+    def prompt(self, name: str, variant: int) -> str | None:
+        """The persona's system prompt number `variant` (cycling; None: no system message)."""
+        prompts = self.personas.loc[self.personas["name"] == name, "prompts"].iloc[0]
+        return prompts[variant % len(prompts)] if prompts else None
+
+    def region_of(self, name: str) -> int:
+        return int(self.personas.loc[self.personas["name"] == name, "region"].iloc[0])
+
+
+def persona_map(atlas: Atlas, max_clusters: int = 8) -> PersonaMap:
+    """Persona space and regions of `atlas`: the persona clusters organize recorded
+    (organize_summary), recomputed from the coordinates when the atlas has none."""
+    space = atlas.persona_space()
+    personas = atlas.personas()
+    names = personas["name"].astype(str).tolist()
+    coords = np.stack(personas["coords"].to_list()).astype(np.float64)
+    recorded = json.loads(atlas.attrs.get("organize_summary", "{}")).get("persona_space", {})
+    default = str(recorded.get("default_persona", DEFAULT_PERSONA_NAME))
+    if default not in names:
+        raise SaeAtlasError(
+            f"{atlas.path}: the default persona {default!r} is not among its personas; "
+            "rebuild the atlas with the default persona in the corpus"
+        )
+    cluster_of = recorded.get("cluster_of") or dict(
+        zip(names, persona_clusters(coords, max_clusters).tolist(), strict=True)
+    )
+    ids = sorted(set(cluster_of.values()))
+    region = np.array([ids.index(cluster_of[name]) for name in names])
+    centroids = np.stack([coords[region == r].mean(0) for r in range(len(ids))])
+    region_names, members = [], []
+    for r in range(len(ids)):
+        rows = np.flatnonzero(region == r)
+        members.append(tuple(names[i] for i in rows))
+        if region[names.index(default)] == r:
+            region_names.append("assistant")
+            continue
+        nearest = rows[np.argmin(((coords[rows] - centroids[r]) ** 2).sum(1))]
+        region_names.append(names[nearest] + (f"+{len(rows) - 1}" if len(rows) > 1 else ""))
+    axis = np.asarray(space["assistant_axis"], dtype=np.float64)
+    norm = float(np.linalg.norm(axis))
+    return PersonaMap(
+        center=np.asarray(space["center"], dtype=np.float64),
+        components=np.asarray(space["components"], dtype=np.float64),
+        unit_axis=axis / norm if norm > 0 else axis,
+        centroids=centroids,
+        names=tuple(region_names),
+        members=tuple(members),
+        personas=personas.assign(region=region),
+        vectors=np.asarray(atlas.file["personas/vector"], dtype=np.float32),
+        default=default,
+    )
+
+
+def starting_personas(pmap: PersonaMap, config: DynamicsConfig) -> list[str]:
+    """config.personas, or the default persona then up to n_personas - 1 others taken in turn
+    from each region (conditional personas left out: without their trigger they are the
+    assistant)."""
+    names = pmap.personas["name"].astype(str).tolist()
+    if config.personas:
+        missing = [name for name in config.personas if name not in names]
+        if missing:
+            raise SaeAtlasError(
+                f"dynamics.personas: {missing} not in the atlas; use some of {', '.join(names)}"
+            )
+        return list(config.personas)
+    table = pmap.personas
+    queues = [
+        [
+            str(name)
+            for name, category in zip(
+                table.loc[table["region"] == r, "name"],
+                table.loc[table["region"] == r, "category"],
+                strict=True,
+            )
+            if name != pmap.default and category != "conditional"
+        ]
+        for r in range(len(pmap.names))
+    ]
+    chosen = [pmap.default]
+    while len(chosen) < config.n_personas and any(queues):
+        for queue in queues:
+            if queue and len(chosen) < config.n_personas:
+                chosen.append(queue.pop(0))
+    return chosen
+
+
+def region_paths(pmap: PersonaMap, coords: np.ndarray) -> np.ndarray:
+    """Region [n, T] of turn coordinates [n, T, k]; a turn without a point (an empty response)
+    keeps the previous turn's region (the assistant region at turn 0)."""
+    n, turns, _ = coords.shape
+    flat = coords.reshape(n * turns, -1)
+    finite = np.isfinite(flat).all(1)
+    regions = np.full(n * turns, -1, dtype=np.int64)
+    if finite.any():
+        regions[finite] = nearest_region(flat[finite], pmap.centroids)
+    regions = regions.reshape(n, turns)
+    for t in range(turns):
+        previous = regions[:, t - 1] if t else np.full(n, pmap.names.index("assistant"))
+        regions[:, t] = np.where(regions[:, t] < 0, previous, regions[:, t])
+    return regions
+
+
+# ---------------------------------------------------------------------------- experiments
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """Conversations and where their turns lie. meta: one row per conversation (experiment,
+    start, group, seed, ...); coords [n, T, k]; axis [n, T]; regions [n, T]; texts: the
+    assistant turns [n][T]."""
+
+    meta: pd.DataFrame
+    coords: np.ndarray
+    axis: np.ndarray
+    regions: np.ndarray
+    texts: list[list[str]]
+    token_norm: float
+    fires: np.ndarray | None = field(default=None, repr=False)
+
+
+def run_conversations(
+    handle: ModelHandle,
+    pmap: PersonaMap,
+    meta: pd.DataFrame,
+    heads: Sequence[Messages],
+    user_turns: Sequence[Sequence[str]],
+    seeds: Sequence[int],
+    n_turns: int,
+    config: DynamicsConfig,
+    hook: str,
+    steering: Sequence[tuple[Intervention, ...]] | None = None,
+    sae: Any = None,
+) -> Rollouts:
+    """Sample the conversations (`converse`) and place every assistant turn in persona space."""
+    chats = converse(handle, heads, user_turns, seeds, n_turns, config, steering)
+    acts = turn_activations(handle, chats, hook, n_turns, sae)
+    coords = pmap.coords(acts.means)
+    texts = [[m["content"] for m in chat if m["role"] == "assistant"] for chat in chats]
+    return Rollouts(
+        meta=meta.reset_index(drop=True),
+        coords=coords,
+        axis=pmap.axis(acts.means),
+        regions=region_paths(pmap, coords),
+        texts=texts,
+        token_norm=acts.token_norm,
+        fires=acts.fires,
+    )
+
+
+def question_bank(transcripts: str | Path, seed: int) -> list[str]:
+    """The catalogue's questions (train and held-out) the corpus was sampled from, shuffled."""
+    questions = [q.text for q in catalogue_from_corpus(transcripts).questions]
+    if not questions:
+        raise SaeAtlasError(f"{transcripts}: its catalogue has no questions")
+    order = np.random.default_rng(seed).permutation(len(questions))
+    return [questions[i] for i in order]
+
+
+def _turns(bank: Sequence[str], offset: int, n: int) -> list[str]:
+    return [bank[(offset + t) % len(bank)] for t in range(n)]
+
+
+def natural_rollouts(
+    handle: ModelHandle,
+    pmap: PersonaMap,
+    bank: Sequence[str],
+    config: DynamicsConfig,
+    hook: str,
+) -> Rollouts:
+    """(a) each starting persona's system prompt (variant = seed), then questions from the bank;
+    (b) no system prompt after a scene-setting first turn. Seed s shares its questions and
+    sampling seed across starts, so starts compare on the same draws."""
+    heads: list[Messages] = []
+    turns: list[list[str]] = []
+    seeds: list[int] = []
+    rows: list[dict[str, Any]] = []
+    category = dict(zip(pmap.personas["name"], pmap.personas["category"], strict=True))
+    for name in starting_personas(pmap, config):
+        for s in range(config.seeds):
+            heads.append(_head(pmap.prompt(name, s)))
+            turns.append(_turns(bank, s * config.n_turns, config.n_turns))
+            seeds.append(job_seed(config.seed, "rollout", s))
+            rows.append(
+                {"experiment": "persona_prompt", "start": name, "group": category[name], "seed": s}
+            )
+    for scene, text in SCENES[: config.n_scenes]:
+        for s in range(config.seeds):
+            heads.append([])
+            turns.append([text, *_turns(bank, s * config.n_turns, config.n_turns - 1)])
+            seeds.append(job_seed(config.seed, "rollout", s))
+            rows.append(
+                {"experiment": "scene", "start": f"scene:{scene}", "group": "scene", "seed": s}
+            )
+    return run_conversations(
+        handle, pmap, pd.DataFrame(rows), heads, turns, seeds, config.n_turns, config, hook
+    )
+
+
+def steering_targets(pmap: PersonaMap, config: DynamicsConfig, known: Collection[str]) -> list[str]:
+    """config.steer_personas, or the n_steer personas (of those the classifier knows, not
+    conditional) lowest on the assistant axis: the farthest from the assistant."""
+    if config.steer_personas:
+        unknown = [name for name in config.steer_personas if name not in known]
+        if unknown:
+            raise SaeAtlasError(
+                f"dynamics.steer_personas: {unknown} have no responses in the corpus, so the "
+                "classifier cannot score them; pick personas of the corpus"
+            )
+        return list(config.steer_personas)
+    table = pmap.personas
+    eligible = table[
+        table["name"].isin(list(known))
+        & (table["name"] != pmap.default)
+        & (table["category"] != "conditional")
+    ]
+    return eligible.sort_values("axis_projection")["name"].head(config.n_steer).tolist()
+
+
+def steering_kicks(
+    handle: ModelHandle,
+    pmap: PersonaMap,
+    bank: Sequence[str],
+    config: DynamicsConfig,
+    hook: str,
+    targets: Sequence[str],
+    strength: float,
+) -> Rollouts:
+    """(c) Default-persona conversations on n_prompts prompts, kicked at turn 0 only along each
+    target's direction (persona vector minus default vector) or a matched random direction, or
+    not kicked (control "none"); prompt i samples from the same seed in every condition."""
+    default_vector = pmap.vector(pmap.default)
+    conditions: list[tuple[str, str, tuple[Intervention, ...]]] = [("none", "", ())]
+    for target in targets:
+        direction = pmap.vector(target) - default_vector
+        random = matched_random(direction, job_seed(config.seed, "random", target) % 2**32)
+        conditions.append(("persona", target, (add_direction(hook, direction, strength),)))
+        conditions.append(("random", target, (add_direction(hook, random, strength),)))
+    heads, turns, seeds, steering, rows = [], [], [], [], []
+    for control, target, interventions in conditions:
+        for i in range(config.n_prompts):
+            heads.append(_head(pmap.prompt(pmap.default, 0)))
+            turns.append(_turns(bank, 1000 + i * config.n_turns, config.n_turns))
+            seeds.append(job_seed(config.seed, "kick", i))
+            steering.append(interventions)
+            rows.append({"control": control, "target": target, "prompt": i})
+    return run_conversations(
+        handle,
+        pmap,
+        pd.DataFrame(rows),
+        heads,
+        turns,
+        seeds,
+        config.n_turns,
+        config,
+        hook,
+        steering,
+    )
+
+
+def kick_relaxation(kicks: Rollouts, pmap: PersonaMap) -> pd.DataFrame:
+    """Per target, control (persona, random) and turn: the mean distance in persona space to
+    the unkicked conversation on the same prompt and seed, its 95% CI, and the share of turns
+    in the target's region (control none: the unkicked share)."""
+    meta = kicks.meta
+    base = kicks.coords[(meta["control"] == "none").to_numpy()]
+    frames = []
+    for target in dict.fromkeys(meta.loc[meta["control"] != "none", "target"]):
+        region = pmap.region_of(target)
+        for control in ("none", "persona", "random"):
+            mask = ((meta["control"] == control) & (meta["target"].isin([target, ""]))).to_numpy()
+            distance = np.linalg.norm(kicks.coords[mask] - base, axis=-1)
+            curve = drift_curves(distance, [control] * int(mask.sum()))
+            curve["in_target_region"] = (kicks.regions[mask] == region).mean(0)
+            frames.append(curve.assign(target=target).rename(columns={"group": "control"}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def half_life(curve: pd.DataFrame) -> float:
+    """First turn after 0 where a kick's mean distance is at most half its turn-0 value (NaN:
+    never within the rollout)."""
+    means = curve.sort_values("turn")["mean"].to_numpy()
+    below = np.flatnonzero(means[1:] <= means[0] / 2)
+    return float(below[0] + 1) if len(below) else float("nan")
+
+
+def steering_scores(
+    kicks: Rollouts, classifier: PersonaClassifier, n_bootstrap: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The classifier's probability of the target persona on the kicked turn (turn 0).
+
+    Returns (per response: control, target, prompt, text, p_target; per target and "all":
+    mean paired difference persona - random kick over prompts with its bootstrap 95% CI, and
+    the mean probability under each control)."""
+    meta = kicks.meta
+    texts = [turns[0] if turns else "" for turns in kicks.texts]
+    proba = classifier.predict_proba(texts)
+    responses = []
+    for target in dict.fromkeys(meta.loc[meta["control"] != "none", "target"]):
+        for control in ("none", "persona", "random"):
+            mask = ((meta["control"] == control) & (meta["target"].isin([target, ""]))).to_numpy()
+            responses.append(
+                pd.DataFrame(
+                    {
+                        "control": control,
+                        "target": target,
+                        "prompt": meta.loc[mask, "prompt"].to_numpy(),
+                        "text": [texts[i] for i in np.flatnonzero(mask)],
+                        "p_target": proba.loc[mask, target].to_numpy(),
+                    }
+                )
+            )
+    per_response = pd.concat(responses, ignore_index=True)
+    pivot = per_response.pivot_table(
+        index=["target", "prompt"], columns="control", values="p_target"
+    ).reset_index()
+    pivot["diff"] = pivot["persona"] - pivot["random"]
+    rows = []
+    for target, block in [*pivot.groupby("target", sort=False), ("all", pivot)]:
+        mean, low, high = bootstrap_ci(block["diff"].to_numpy(), n_bootstrap, seed)
+        rows.append(
+            {
+                "target": target,
+                "mean_diff": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "n": len(block),
+                "p_persona": float(block["persona"].mean()),
+                "p_random": float(block["random"].mean()),
+                "p_none": float(block["none"].mean()),
+            }
+        )
+    return per_response, pd.DataFrame(rows)
+
+
+def marker_ablation(
+    handle: ModelHandle,
+    pmap: PersonaMap,
+    sae: Any,
+    hook: str,
+    features: Sequence[int],
+    starts: Sequence[str],
+    bank: Sequence[str],
+    config: DynamicsConfig,
+) -> pd.DataFrame:
+    """One response per starting persona and prompt, with and without zero-ablating `features`
+    through the SAE on the same seeds; per marker the paired rates (`paired_rates`)."""
+    ablation = (ablate_features(hook, sae, features),)
+    heads, turns, seeds, steering = [], [], [], []
+    for condition in ((), ablation):
+        for name in starts:
+            for i in range(config.n_prompts):
+                heads.append(_head(pmap.prompt(name, 0)))
+                turns.append([bank[(2000 + i) % len(bank)]])
+                seeds.append(job_seed(config.seed, "markers", name, i))
+                steering.append(condition)
+    chats = converse(handle, heads, turns, seeds, 1, config, steering)
+    texts = [chat[-1]["content"] for chat in chats]
+    half = len(texts) // 2
+    return paired_rates(
+        marker_hits(texts[:half]), marker_hits(texts[half:]), config.n_bootstrap, config.seed
+    )
+
+
+def trigger_scan(
+    handle: ModelHandle,
+    pmap: PersonaMap,
+    sae: Any,
+    hook: str,
+    bank: Sequence[str],
+    config: DynamicsConfig,
+) -> pd.DataFrame:
+    """(d) n_prompts questions x seeds without a system prompt, plain and inside each wrapper,
+    on the same seeds; features that fire on the response only under a wrapper
+    (`trigger_statistics`; the first half of the prompts discovers, the rest confirms), with
+    BH q-values over every wrapper and `confirmed` = q <= fdr."""
+    check_dynamics_config(config)
+    wrappers = [("plain", Trigger("")), *((name, WRAPPERS[name]) for name in config.wrappers)]
+    heads: list[Messages] = []
+    turns, seeds, rows = [], [], []
+    for name, wrapper in wrappers:
+        for i in range(config.n_prompts):
+            for s in range(config.seeds):
+                heads.append([])
+                turns.append([wrapper.wrap(bank[(3000 + i) % len(bank)])])
+                seeds.append(job_seed(config.seed, "trigger", i, s))
+                rows.append({"wrapper": name, "prompt": i, "seed": s})
+    scan = run_conversations(
+        handle, pmap, pd.DataFrame(rows), heads, turns, seeds, 1, config, hook, sae=sae
+    )
+    assert scan.fires is not None
+    fires = scan.fires[:, 0]
+    wrapper_of = scan.meta["wrapper"].to_numpy()
+    plain_rows = wrapper_of == "plain"
+    discovery = (scan.meta.loc[plain_rows, "prompt"] < config.n_prompts // 2).to_numpy()
+    tables = [
+        trigger_statistics(
+            fires[wrapper_of == name],
+            fires[plain_rows],
+            discovery,
+            config.trigger_min_rate,
+            config.trigger_max_base_rate,
+        ).assign(wrapper=name)
+        for name in config.wrappers
+    ]
+    table = pd.concat(tables, ignore_index=True)
+    table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy())
+    table["confirmed"] = table["q_value"] <= config.fdr
+    return table
+
+
+# ---------------------------------------------------------------------------- the stage
+
+
+@dataclass(frozen=True)
+class DynamicsPaths:
+    """The run files dynamics reads: the atlas (written to), the corpus and the SAE folder."""
+
+    atlas: Path
+    transcripts: Path
+    sae: Path
+
+    @classmethod
+    def from_run(cls, run: str | Path) -> DynamicsPaths:
+        run = Path(run)
+        paths = cls(run / "atlas.h5", run / "transcripts.h5", run / "sae")
+        missing = [str(p) for p in (paths.atlas, paths.transcripts, paths.sae) if not p.exists()]
+        if missing:
+            raise SaeAtlasError(
+                f"{run}: lacks {', '.join(missing)}; run `sae-atlas build` into it first"
+            )
+        return paths
+
+
+@dataclass(frozen=True)
+class DynamicsResult:
+    """Where the results went (atlas dynamics/), whether they were already there, and the
+    summary (config, timings, headline numbers) stored as dynamics/summary."""
+
+    path: Path
+    skipped: bool
+    seconds: float
+    summary: dict[str, Any]
+
+
+COLUMNS: dict[str, str] = {
+    "experiment": "persona_prompt (a system prompt, then neutral questions) or scene (no "
+    "system prompt after a scene-setting first turn)",
+    "start": "starting persona, or scene:<name>",
+    "group": "the start's persona category (scene for scenes)",
+    "seed": "rollout seed index",
+    "rollout": "row of the conversation among the rollouts",
+    "turn": "assistant turn, from 0",
+    "region": "nearest region (row of dynamics/regions)",
+    "region_name": "name of the region",
+    "axis_projection": "projection of the turn's mean residual on the unit assistant axis",
+    "text": "the assistant's turn",
+    "id": "region id (row of transition_matrix)",
+    "name": "region name (the default persona's region is assistant)",
+    "personas": "personas of the region (;-separated)",
+    "stationary": "long-run share of turns in the region",
+    "attractor": "attractor id",
+    "regions": "regions of the attractor (;-separated names)",
+    "stationary_mass": "stationary mass of the attractor",
+    "basin": "share of the start's rollouts that end in the attractor",
+    "relaxation": "mean turns until the start's rollouts enter the attractor for good (NaN: "
+    "none does)",
+    "by": "what group is: start or category",
+    "mean": "mean over rollouts",
+    "ci_low": "lower end of the 95% confidence interval",
+    "ci_high": "upper end of the 95% confidence interval",
+    "n": "number of values",
+    "control": "none (no kick), persona (kick along the target's direction) or random "
+    "(matched random direction)",
+    "target": "the persona steered toward (all: every target pooled)",
+    "in_target_region": "share of turns in the target's region",
+    "prompt": "prompt index",
+    "p_target": "persona classifier's probability of the target persona",
+    "mean_diff": "mean paired difference of p_target, persona kick minus random kick",
+    "p_persona": "mean p_target under the persona kick",
+    "p_random": "mean p_target under the random kick",
+    "p_none": "mean p_target without a kick",
+    "marker": "assistant-style marker (sae_atlas.dynamics.MARKERS)",
+    "rate_off": "share of responses with the marker, no ablation",
+    "rate_on": "share of responses with the marker, puppeteer features ablated",
+    "diff": "mean paired difference rate_on - rate_off",
+    "wrapper": "wrapper of the user's message (sae_atlas.dynamics.WRAPPERS)",
+    "feature": "SAE feature",
+    "cluster": "feature cluster (-1: noise)",
+    "cluster_kind": "kind of the feature's cluster",
+    "label": "feature label",
+    "rate_wrapped": "firing rate on responses with the wrapper, discovery prompts",
+    "rate_plain": "firing rate on responses without it, discovery prompts",
+    "heldout_rate_wrapped": "firing rate with the wrapper, held-out prompts",
+    "heldout_rate_plain": "firing rate without it, held-out prompts",
+    "p_value": "one-sided Fisher exact p-value on held-out prompts",
+    "q_value": "Benjamini-Hochberg q-value over every wrapper",
+    "confirmed": "q_value <= fdr",
+}
+"""Descriptions of every column of the dynamics/ tables."""
+
+
+def _write_table(writer: AtlasWriter, name: str, table: pd.DataFrame, description: str) -> None:
+    writer.write_dynamics(
+        name,
+        table,
+        description,
+        column_descriptions={c: COLUMNS[c] for c in table.columns},
+    )
+
+
+def stored_summary(atlas_path: str | Path) -> dict[str, Any] | None:
+    """dynamics/summary of an atlas (None when it has none)."""
+    with Atlas.open(atlas_path) as atlas:
+        if "summary" not in atlas.dynamics_names():
+            return None
+        return dict(json.loads(str(atlas.dynamics("summary"))))
+
+
+def _trajectories(rollouts: Rollouts, pmap: PersonaMap) -> pd.DataFrame:
+    n, turns = rollouts.regions.shape
+    table = rollouts.meta.loc[np.repeat(np.arange(n), turns)].reset_index(drop=True)
+    return table.assign(
+        rollout=np.repeat(np.arange(n), turns),
+        turn=np.tile(np.arange(turns), n),
+        region=rollouts.regions.ravel(),
+        region_name=np.asarray(pmap.names, dtype=object)[rollouts.regions.ravel()],
+        axis_projection=rollouts.axis.ravel(),
+        text=[t[k] if k < len(t) else "" for t in rollouts.texts for k in range(turns)],
+    )
+
+
+KICK_DESCRIPTION = (
+    "steering kick at turn 0 and the relaxation after it: per target, control and turn, the "
+    "distance in persona space to the unkicked conversation on the same prompt and seed"
+)
+STEERING_DESCRIPTION = (
+    "persona classifier's probability of the target on the kicked turn: persona kick minus "
+    "matched random kick, paired over prompts, bootstrap 95% CI"
+)
+MARKERS_DESCRIPTION = (
+    "assistant-style marker rates with and without zero-ablating the puppeteer features "
+    "(paired over personas x prompts, bootstrap 95% CI); empty without puppeteer features"
+)
+TRIGGER_DESCRIPTION = (
+    "trigger scan: SAE features firing on responses only under a wrapper (candidates on the "
+    "discovery prompts, Fisher test on held-out prompts, BH over every wrapper)"
+)
+
+
+def check_dynamics_config(config: DynamicsConfig) -> None:
+    """SaeAtlasError naming the field when a dynamics setting cannot work."""
+    for name in ("n_personas", "seeds", "n_prompts", "max_new_tokens", "batch_size"):
+        if getattr(config, name) < 1:
+            raise SaeAtlasError(f"dynamics.{name}: is {getattr(config, name)}; use >= 1")
+    if config.n_turns < 2:
+        raise SaeAtlasError(
+            f"dynamics.n_turns: is {config.n_turns}; transitions need at least 2 turns"
+        )
+    if not 0 <= config.n_scenes <= len(SCENES):
+        raise SaeAtlasError(f"dynamics.n_scenes: use 0..{len(SCENES)}")
+    if config.n_prompts < 2:
+        raise SaeAtlasError("dynamics.n_prompts: the trigger scan needs at least 2 prompts")
+    unknown = [name for name in config.wrappers if name not in WRAPPERS]
+    if unknown or not config.wrappers:
+        raise SaeAtlasError(
+            f"dynamics.wrappers: {unknown or 'none'}; use some of {', '.join(WRAPPERS)}"
+        )
+
+
+def dynamics_tables(
+    natural: Rollouts,
+    pmap: PersonaMap,
+    matrix: np.ndarray,
+    stationary: np.ndarray,
+    attractors: Sequence[Attractor],
+) -> dict[str, tuple[pd.DataFrame, str]]:
+    """The tables of the natural rollouts: trajectories, regions, attractors, drift."""
+    regions = pd.DataFrame(
+        {
+            "id": np.arange(len(pmap.names)),
+            "name": list(pmap.names),
+            "personas": [";".join(m) for m in pmap.members],
+            "stationary": stationary,
+        }
+    )
+    basins = pd.DataFrame(
+        [
+            {
+                "attractor": k,
+                "regions": ";".join(pmap.names[r] for r in a.regions),
+                "stationary_mass": a.stationary_mass,
+                "start": start,
+                "basin": share,
+                "relaxation": a.relaxation.get(start, float("nan")),
+            }
+            for k, a in enumerate(attractors)
+            for start, share in a.basin.items()
+        ],
+        columns=["attractor", "regions", "stationary_mass", "start", "basin", "relaxation"],
+    )
+    meta = natural.meta
+    drift = pd.concat(
+        [
+            drift_curves(natural.axis, meta[by].tolist()).assign(by=name)
+            for by, name in (("start", "start"), ("group", "category"))
+        ],
+        ignore_index=True,
+    )
+    return {
+        "trajectories": (
+            _trajectories(natural, pmap),
+            "one row per rollout and assistant turn: provenance, region, assistant-axis "
+            "projection, text",
+        ),
+        "regions": (regions, "regions of persona space: persona clusters"),
+        "attractors": (
+            basins,
+            "closed classes of the transition matrix: per attractor and start, basin share "
+            "and relaxation turns",
+        ),
+        "drift": (
+            drift,
+            "assistant-axis projection per turn, mean and 95% CI per start and per category",
+        ),
+    }
+
+
+def run_dynamics(
+    handle: ModelHandle,
+    run: str | Path | DynamicsPaths,
+    config: DynamicsConfig,
+    progress: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+) -> DynamicsResult:
+    """Run every experiment on a built run and write dynamics/ into its atlas.
+
+    `run`: a run folder (atlas.h5, transcripts.h5, sae/) or DynamicsPaths. Skipped when the
+    atlas holds dynamics for the same model and config; another config raises unless
+    `overwrite`. `progress(step)` as each of DYNAMICS_STEPS starts.
+    """
+    started = time.perf_counter()
+    paths = run if isinstance(run, DynamicsPaths) else DynamicsPaths.from_run(run)
+    check_dynamics_config(config)
+    stored = stored_summary(paths.atlas)
+    if stored is not None and not overwrite:
+        if stored.get("config") == to_dict(config) and stored.get("model") == handle.model_id:
+            return DynamicsResult(paths.atlas, True, 0.0, stored)
+        raise SaeAtlasError(
+            f"{paths.atlas}: holds dynamics from another model or config; pass overwrite "
+            "(--overwrite) to replace them"
+        )
+    clock = Stopwatch(progress)
+    with Atlas.open(paths.atlas) as atlas:
+        pmap = persona_map(atlas)
+        hook = str(atlas.attrs["hook"])
+        features = atlas.features()
+        puppeteer = atlas.puppeteer().index.to_numpy()
+        kinds = dict(zip(atlas.clusters()["id"], atlas.clusters()["kind"], strict=True))
+        d_sae = atlas.d_sae
+    sae = load_sae(paths.sae)
+    if int(sae.cfg.d_sae) != d_sae:
+        raise SaeAtlasError(
+            f"{paths.sae}: has {sae.cfg.d_sae} features, the atlas {d_sae}; give the SAE the "
+            "atlas was built from"
+        )
+    bank = question_bank(paths.transcripts, config.seed)
+    with clock.step("rollouts"):
+        natural = natural_rollouts(handle, pmap, bank, config, hook)
+        starts = natural.meta["start"].tolist()
+        matrix, stationary, attractors = find_attractors(
+            natural.regions, starts, len(pmap.names), config.attractor_threshold
+        )
+    with clock.step("classifier"):
+        corpus = corpus_responses(paths.transcripts, handle)
+        classifier = train_classifier(
+            corpus["text"].tolist(),
+            corpus["persona"].astype(str).tolist(),
+            corpus["split"].astype(str).tolist(),
+            seed=config.seed,
+        )
+    with clock.step("steering"):
+        targets = steering_targets(pmap, config, classifier.personas)
+        strength = config.steer_scale * natural.token_norm
+        kicks = steering_kicks(handle, pmap, bank, config, hook, targets, strength)
+        relaxation = kick_relaxation(kicks, pmap)
+        steered, steering = steering_scores(kicks, classifier, config.n_bootstrap, config.seed)
+    with clock.step("markers"):
+        markers = (
+            marker_ablation(
+                handle,
+                pmap,
+                sae,
+                hook,
+                puppeteer.tolist(),
+                starting_personas(pmap, config),
+                bank,
+                config,
+            )
+            if len(puppeteer)
+            else paired_rates(marker_hits([]), marker_hits([]), 1, config.seed)
+        )
+    with clock.step("triggers"):
+        triggers = trigger_scan(handle, pmap, sae, hook, bank, config)
+        cluster = features["cluster"].to_numpy()[triggers["feature"].to_numpy()]
+        triggers = triggers.assign(
+            cluster=cluster,
+            cluster_kind=[kinds.get(c, "noise") for c in cluster],
+            label=features["label"].to_numpy()[triggers["feature"].to_numpy()],
+        )
+    with clock.step("write"):
+        tables = dynamics_tables(natural, pmap, matrix, stationary, attractors)
+        summary = _json_ready(
+            {
+                "model": handle.model_id,
+                "hook": hook,
+                "config": to_dict(config),
+                "regions": list(pmap.names),
+                "stationary": dict(zip(pmap.names, stationary.tolist(), strict=True)),
+                "attractors": [
+                    {
+                        "regions": [pmap.names[r] for r in a.regions],
+                        "stationary_mass": a.stationary_mass,
+                        "basin": a.basin,
+                        "relaxation": a.relaxation,
+                    }
+                    for a in attractors
+                ],
+                "token_norm": natural.token_norm,
+                "steer_strength": strength,
+                "steer_targets": targets,
+                "kick_half_life": {
+                    target: half_life(block[block["control"] == "persona"])
+                    for target, block in relaxation.groupby("target", sort=False)
+                },
+                "classifier_heldout_accuracy": classifier.heldout_accuracy,
+                "classifier_chance": classifier.chance,
+                "steering": steering.to_dict("records"),
+                "n_puppeteer_features": len(puppeteer),
+                "markers": markers.to_dict("records"),
+                "trigger_candidates": triggers.groupby("wrapper").size().to_dict(),
+                "trigger_confirmed": triggers[triggers["confirmed"]]
+                .groupby("wrapper")
+                .size()
+                .to_dict(),
+            }
+        )
+        with AtlasWriter.extend(paths.atlas) as writer:
+            if "dynamics" in writer.file:
+                del writer.file["dynamics"]
+            for name, (table, description) in tables.items():
+                _write_table(writer, name, table, description)
+            writer.write_dynamics(
+                "coords",
+                natural.coords.reshape(-1, natural.coords.shape[-1]).astype(np.float32),
+                "persona-space coordinates [rows of trajectories, n_components] of each turn "
+                "(NaN: an empty response)",
+            )
+            writer.write_dynamics(
+                "region_centroids",
+                pmap.centroids.astype(np.float32),
+                "coordinates [n_regions, n_components] of each region's centroid",
+            )
+            writer.write_dynamics(
+                "transition_matrix",
+                matrix,
+                "row-stochastic turn-to-turn transition matrix [n_regions, n_regions] of the "
+                "rollouts (persona_prompt and scene)",
+            )
+            _write_table(writer, "kick", relaxation, KICK_DESCRIPTION)
+            _write_table(writer, "steering", steering, STEERING_DESCRIPTION)
+            _write_table(writer, "steering_responses", steered, "kicked turns, scored")
+            _write_table(writer, "markers", markers, MARKERS_DESCRIPTION)
+            _write_table(writer, "trigger_scan", triggers, TRIGGER_DESCRIPTION)
+            summary["seconds"] = {**clock.seconds, "total": time.perf_counter() - started}
+            writer.write_dynamics(
+                "summary", json.dumps(summary), "JSON: config, model, timings, headline numbers"
+            )
+    return DynamicsResult(paths.atlas, False, time.perf_counter() - started, summary)
