@@ -128,11 +128,12 @@ class ActivationStore(TranscriptStore):
         roles: Sequence[str] | None = None,
         splits: Sequence[str] | None = None,
         conditions: Sequence[str] | None = None,
+        min_pos: int = 0,
     ) -> np.ndarray:
         """bool [n_tokens]: tokens whose role, transcript split and condition are among those given
-        (None: any)."""
+        (None: any), at position min_pos or later in their transcript."""
         table = self.token_table()
-        mask = np.ones(self.n_tokens, dtype=bool)
+        mask = table["pos"] >= min_pos
         if roles is not None:
             unknown = [r for r in roles if r not in ROLE_CODE]
             if unknown:

@@ -86,6 +86,10 @@ class TrainConfig:
     roles / splits / conditions: which tokens train (empty: any). Evaluation uses tokens of
     eval_splits that are not training tokens: up to eval_tokens activations from the store and
     eval_transcripts transcripts (cut to eval_max_len tokens) through the model.
+    skip_positions: the first positions of every transcript are attention sinks whose residual
+    norm is ~150x that of other tokens (SmolLM2 layer 15: ~25,000 against ~170); they would take
+    over the loss and the explained variance, so they are left out of training and evaluation and
+    left untouched when the reconstruction is spliced in.
     """
 
     hooks: tuple[str, ...] = ()
@@ -109,6 +113,7 @@ class TrainConfig:
     eval_tokens: int = 65536
     eval_transcripts: int = 32
     eval_max_len: int = 256
+    skip_positions: int = 1
     device: str = "cpu"
     seed: int = 0
     log_to_wandb: bool = False
@@ -210,16 +215,17 @@ class DynamicsConfig:
     the persona clusters); seeds: rollouts per start; n_turns: exchanges per rollout, user turns
     from the question bank (model_plays_user: the model writes the user turns after the first);
     n_scenes: scene-setting first user turns without a system prompt. Sampling: temperature,
-    top_p, max_new_tokens, batch_size. Steering: steer_personas (empty: the n_steer personas
-    farthest below the default on the assistant axis), each added at turn 0 only along persona
-    vector minus default vector with strength steer_scale x the mean residual norm of response
-    tokens, against a matched random direction, on n_prompts prompts. Markers: assistant-style
-    phrase rates with and without zero-ablating the puppeteer features. Trigger scan: wrappers
-    (names of WRAPPERS) on n_prompts prompts x seeds; a feature is a candidate when it fires in
-    >= trigger_min_rate of the wrapped responses and <= trigger_max_base_rate of the plain ones
-    on the first half of the prompts, confirmed on the other half by a one-sided Fisher test
-    under Benjamini-Hochberg at fdr. attractor_threshold: transitions rarer than this are noise
-    when finding closed classes; n_bootstrap: resamples of every bootstrap CI.
+    top_p, max_new_tokens, batch_size, dtype (of the plain model copy that decodes). Steering:
+    steer_personas (empty: the n_steer personas farthest below the default on the assistant
+    axis), each added at turn 0 only along persona vector minus default vector with strength
+    steer_scale x the mean residual norm of response tokens, against a matched random direction,
+    on n_prompts prompts. Markers: assistant-style phrase rates with and without zero-ablating
+    the puppeteer features. Trigger scan: wrappers (names of WRAPPERS) on n_prompts prompts x
+    seeds; a feature is a candidate when it fires in >= trigger_min_rate of the wrapped
+    responses and <= trigger_max_base_rate of the plain ones on the first half of the prompts,
+    confirmed on the other half by a one-sided Fisher test under Benjamini-Hochberg at fdr.
+    attractor_threshold: transitions rarer than this are noise when finding closed classes;
+    n_bootstrap: resamples of every bootstrap CI.
     """
 
     personas: tuple[str, ...] = ()
@@ -232,6 +238,7 @@ class DynamicsConfig:
     top_p: float = 0.9
     max_new_tokens: int = 48
     batch_size: int = 64
+    dtype: str = "bfloat16"
     steer_personas: tuple[str, ...] = ()
     n_steer: int = 3
     steer_scale: float = 0.5

@@ -31,7 +31,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from sae_atlas.corpus import (
     corpus_responses,
     decode,
     job_seed,
+    sampling_model,
     stop_token_ids,
 )
 from sae_atlas.errors import SaeAtlasError
@@ -62,7 +64,7 @@ from sae_atlas.label import catalogue_from_corpus
 from sae_atlas.models import ModelHandle
 from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
 from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
-from sae_atlas.steer import Intervention, ablate_features, add_direction, intervene, matched_random
+from sae_atlas.steer import Intervention, ablate_features, add_direction, matched_random
 from sae_atlas.train import load_sae
 
 
@@ -377,15 +379,53 @@ def _head(system_prompt: str | None) -> Messages:
 
 
 def sampling_config(config: DynamicsConfig) -> CorpusConfig:
-    """The corpus sampler's settings for the dynamics' sampling (decoded by handle.hf_model)."""
+    """The corpus sampler's settings for the dynamics' sampling."""
     return CorpusConfig(
         temperature=config.temperature,
         top_p=config.top_p,
         max_new_tokens=config.max_new_tokens,
         batch_size=config.batch_size,
         seed=config.seed,
-        dtype="float32",
+        dtype=config.dtype,
     )
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of a plain Hugging Face causal LM (block L = hook_resid_post L)."""
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise SaeAtlasError(
+            f"{type(model).__name__}: no decoder layers found (model.get_decoder().layers); "
+            "dynamics steers Llama-style Hugging Face models"
+        )
+    return layers
+
+
+@contextmanager
+def steered(
+    handle: ModelHandle, model: torch.nn.Module, interventions: Sequence[Intervention]
+) -> Iterator[None]:
+    """Install `interventions` on a plain model from `sampling_model` (forward hooks on its
+    decoder blocks) for the block; removed afterwards, even on error."""
+    blocks = decoder_layers(model)
+    removers = []
+    try:
+        for layer, intervention in zip(
+            handle.check_hooks([i.hook for i in interventions]), interventions, strict=True
+        ):
+
+            def hook(module: Any, args: Any, output: Any, function: Any = intervention.function):
+                if isinstance(output, tuple):
+                    return (function(output[0]), *output[1:])
+                return function(output)
+
+            removers.append(blocks[layer].register_forward_hook(hook))
+        yield
+    finally:
+        for remover in removers:
+            remover.remove()
 
 
 def converse(
@@ -397,6 +437,7 @@ def converse(
     config: DynamicsConfig,
     steering: Sequence[tuple[Intervention, ...]] | None = None,
     steer_turns: Collection[int] = (0,),
+    model: torch.nn.Module | None = None,
 ) -> list[Messages]:
     """Conversation i: heads[i] (system message or none), then n_turns exchanges, batched.
 
@@ -404,7 +445,8 @@ def converse(
     the model writes the user's turn (roles swapped). Conversation i samples from seeds derived
     from seeds[i] (the same seed gives the same draws, so conditions pair). steering[i]: hooks
     active while conversation i's assistant turns in `steer_turns` are sampled (conversations
-    sharing a tuple decode together). Decodes with handle.hf_model, so the hooks act.
+    sharing a tuple decode together, under `steered`). model: a `sampling_model` to reuse (the
+    bridged handle.hf_model decodes slowly and, with a KV cache, wrongly).
     """
     n = len(heads)
     if not n == len(user_turns) == len(seeds) or (steering is not None and len(steering) != n):
@@ -416,6 +458,7 @@ def converse(
             f"{n_turns} turns; give more or set dynamics.model_plays_user"
         )
     sampling = sampling_config(config)
+    model = model if model is not None else sampling_model(handle, config.dtype)
     stop_ids = stop_token_ids(handle)
     pad_id = int(handle.tokenizer.pad_token_id or 0)
     chats = [list(head) for head in heads]
@@ -424,7 +467,7 @@ def converse(
         for start in range(0, len(rows), config.batch_size):
             chunk = rows[start : start + config.batch_size]
             new_tokens = decode(
-                handle.hf_model,
+                model,
                 [_prompt_ids(handle, prompts[r]) for r in chunk],
                 [job_seed(seeds[r], turn, role) for r in chunk],
                 sampling,
@@ -446,7 +489,7 @@ def converse(
             key = steering[i] if steering is not None and turn in steer_turns else ()
             groups.setdefault(key, []).append(i)
         for key, rows in groups.items():
-            with intervene(handle, key):
+            with steered(handle, model, key):
                 speak(rows, chats, "assistant", turn)
     return chats
 
@@ -688,9 +731,10 @@ def run_conversations(
     hook: str,
     steering: Sequence[tuple[Intervention, ...]] | None = None,
     sae: Any = None,
+    model: torch.nn.Module | None = None,
 ) -> Rollouts:
     """Sample the conversations (`converse`) and place every assistant turn in persona space."""
-    chats = converse(handle, heads, user_turns, seeds, n_turns, config, steering)
+    chats = converse(handle, heads, user_turns, seeds, n_turns, config, steering, model=model)
     acts = turn_activations(handle, chats, hook, n_turns, sae)
     coords = pmap.coords(acts.means)
     texts = [[m["content"] for m in chat if m["role"] == "assistant"] for chat in chats]
@@ -724,6 +768,7 @@ def natural_rollouts(
     bank: Sequence[str],
     config: DynamicsConfig,
     hook: str,
+    model: torch.nn.Module | None = None,
 ) -> Rollouts:
     """(a) each starting persona's system prompt (variant = seed), then questions from the bank;
     (b) no system prompt after a scene-setting first turn. Seed s shares its questions and
@@ -750,7 +795,16 @@ def natural_rollouts(
                 {"experiment": "scene", "start": f"scene:{scene}", "group": "scene", "seed": s}
             )
     return run_conversations(
-        handle, pmap, pd.DataFrame(rows), heads, turns, seeds, config.n_turns, config, hook
+        handle,
+        pmap,
+        pd.DataFrame(rows),
+        heads,
+        turns,
+        seeds,
+        config.n_turns,
+        config,
+        hook,
+        model=model,
     )
 
 
@@ -782,6 +836,7 @@ def steering_kicks(
     hook: str,
     targets: Sequence[str],
     strength: float,
+    model: torch.nn.Module | None = None,
 ) -> Rollouts:
     """(c) Default-persona conversations on n_prompts prompts, kicked at turn 0 only along each
     target's direction (persona vector minus default vector) or a matched random direction, or
@@ -812,6 +867,7 @@ def steering_kicks(
         config,
         hook,
         steering,
+        model=model,
     )
 
 
@@ -899,6 +955,7 @@ def marker_ablation(
     starts: Sequence[str],
     bank: Sequence[str],
     config: DynamicsConfig,
+    model: torch.nn.Module | None = None,
 ) -> pd.DataFrame:
     """One response per starting persona and prompt, with and without zero-ablating `features`
     through the SAE on the same seeds; per marker the paired rates (`paired_rates`)."""
@@ -911,7 +968,7 @@ def marker_ablation(
                 turns.append([bank[(2000 + i) % len(bank)]])
                 seeds.append(job_seed(config.seed, "markers", name, i))
                 steering.append(condition)
-    chats = converse(handle, heads, turns, seeds, 1, config, steering)
+    chats = converse(handle, heads, turns, seeds, 1, config, steering, model=model)
     texts = [chat[-1]["content"] for chat in chats]
     half = len(texts) // 2
     return paired_rates(
@@ -926,6 +983,7 @@ def trigger_scan(
     hook: str,
     bank: Sequence[str],
     config: DynamicsConfig,
+    model: torch.nn.Module | None = None,
 ) -> pd.DataFrame:
     """(d) n_prompts questions x seeds without a system prompt, plain and inside each wrapper,
     on the same seeds; features that fire on the response only under a wrapper
@@ -943,7 +1001,7 @@ def trigger_scan(
                 seeds.append(job_seed(config.seed, "trigger", i, s))
                 rows.append({"wrapper": name, "prompt": i, "seed": s})
     scan = run_conversations(
-        handle, pmap, pd.DataFrame(rows), heads, turns, seeds, 1, config, hook, sae=sae
+        handle, pmap, pd.DataFrame(rows), heads, turns, seeds, 1, config, hook, sae=sae, model=model
     )
     assert scan.fires is not None
     fires = scan.fires[:, 0]
@@ -971,7 +1029,8 @@ def trigger_scan(
 
 @dataclass(frozen=True)
 class DynamicsPaths:
-    """The run files dynamics reads: the atlas (written to), the corpus and the SAE folder."""
+    """The run files dynamics reads: the atlas (written to), the corpus and the SAE folder
+    (sae-lens format, or a folder holding one per hook as `sae-atlas train` writes)."""
 
     atlas: Path
     transcripts: Path
@@ -1215,15 +1274,16 @@ def run_dynamics(
         puppeteer = atlas.puppeteer().index.to_numpy()
         kinds = dict(zip(atlas.clusters()["id"], atlas.clusters()["kind"], strict=True))
         d_sae = atlas.d_sae
-    sae = load_sae(paths.sae)
+    sae = load_sae(paths.sae / hook if (paths.sae / hook).is_dir() else paths.sae)
     if int(sae.cfg.d_sae) != d_sae:
         raise SaeAtlasError(
             f"{paths.sae}: has {sae.cfg.d_sae} features, the atlas {d_sae}; give the SAE the "
             "atlas was built from"
         )
     bank = question_bank(paths.transcripts, config.seed)
+    model = sampling_model(handle, config.dtype)
     with clock.step("rollouts"):
-        natural = natural_rollouts(handle, pmap, bank, config, hook)
+        natural = natural_rollouts(handle, pmap, bank, config, hook, model)
         starts = natural.meta["start"].tolist()
         matrix, stationary, attractors = find_attractors(
             natural.regions, starts, len(pmap.names), config.attractor_threshold
@@ -1239,7 +1299,7 @@ def run_dynamics(
     with clock.step("steering"):
         targets = steering_targets(pmap, config, classifier.personas)
         strength = config.steer_scale * natural.token_norm
-        kicks = steering_kicks(handle, pmap, bank, config, hook, targets, strength)
+        kicks = steering_kicks(handle, pmap, bank, config, hook, targets, strength, model)
         relaxation = kick_relaxation(kicks, pmap)
         steered, steering = steering_scores(kicks, classifier, config.n_bootstrap, config.seed)
     with clock.step("markers"):
@@ -1253,12 +1313,13 @@ def run_dynamics(
                 starting_personas(pmap, config),
                 bank,
                 config,
+                model,
             )
             if len(puppeteer)
             else paired_rates(marker_hits([]), marker_hits([]), 1, config.seed)
         )
     with clock.step("triggers"):
-        triggers = trigger_scan(handle, pmap, sae, hook, bank, config)
+        triggers = trigger_scan(handle, pmap, sae, hook, bank, config, model)
         cluster = features["cluster"].to_numpy()[triggers["feature"].to_numpy()]
         triggers = triggers.assign(
             cluster=cluster,

@@ -45,10 +45,11 @@ LOSS_KEYS = (
 
 
 def heldout_tokens(
-    store: ActivationStore, splits: Sequence[str], exclude: np.ndarray | None
+    store: ActivationStore, splits: Sequence[str], exclude: np.ndarray | None, min_pos: int = 0
 ) -> np.ndarray:
-    """bool [n_tokens]: tokens of transcripts in `splits` that `exclude` (training) leaves out."""
-    mask = store.token_mask(splits=list(splits))
+    """bool [n_tokens]: tokens of transcripts in `splits` at position min_pos or later that
+    `exclude` (training) leaves out."""
+    mask = store.token_mask(splits=list(splits), min_pos=min_pos)
     if exclude is not None:
         mask &= ~exclude
     if not mask.any():
@@ -157,24 +158,33 @@ def spliced_losses(
     mean_activation: np.ndarray,
     max_len: int,
     batch_tokens: int = 1024,
+    skip_positions: int = 0,
 ) -> dict[str, Any]:
-    """Next-token CE and KL with the SAE reconstruction, zeros or the mean spliced in at `hook`.
+    """Next-token CE and KL with the SAE reconstruction, zeros or the mean spliced in at `hook`
+    (at every position from skip_positions on; earlier ones keep their activations).
 
     mean_activation: [d_model]. Per prediction, grouped by the role of the predicted token.
     """
     handle.check_hooks([hook])
     mean = torch.from_numpy(mean_activation)
 
-    def reconstruct(acts: torch.Tensor, hook: Any) -> torch.Tensor:
-        return sae.decode(sae.encode(acts.to(sae.device, sae.dtype))).to(acts.device, acts.dtype)
+    def keep_first(replace: Callable[[torch.Tensor], torch.Tensor]) -> Splice:
+        def splice(acts: torch.Tensor, hook: Any) -> torch.Tensor:
+            out = replace(acts)
+            out[:, :skip_positions] = acts[:, :skip_positions]
+            return out
 
-    def zero(acts: torch.Tensor, hook: Any) -> torch.Tensor:
-        return torch.zeros_like(acts)
+        return splice
 
-    def mean_ablate(acts: torch.Tensor, hook: Any) -> torch.Tensor:
-        return mean.to(acts.device, acts.dtype).expand_as(acts).clone()
-
-    splices: dict[str, Splice] = {"sae": reconstruct, "zero": zero, "mean": mean_ablate}
+    splices: dict[str, Splice] = {
+        "sae": keep_first(
+            lambda acts: sae.decode(sae.encode(acts.to(sae.device, sae.dtype))).to(
+                acts.device, acts.dtype
+            )
+        ),
+        "zero": keep_first(torch.zeros_like),
+        "mean": keep_first(lambda acts: mean.to(acts.device, acts.dtype).expand_as(acts).clone()),
+    }
     pad_id = int(handle.tokenizer.pad_token_id or 0)
     columns: dict[str, list[np.ndarray]] = {"role": [], "ce_clean": []}
     for name in splices:
@@ -221,6 +231,7 @@ def evaluate_sae(
     n_tokens: int = 65536,
     n_transcripts: int = 32,
     max_len: int = 256,
+    skip_positions: int = 0,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Metrics of `sae` at `hook` on held-out tokens of `splits` outside `exclude` (bool
@@ -230,7 +241,7 @@ def evaluate_sae(
         raise SaeAtlasError(
             f"the SAE reads d_in={sae.cfg.d_in} but {store.path} has d_model={store.d_model}"
         )
-    mask = heldout_tokens(store, splits, exclude)
+    mask = heldout_tokens(store, splits, exclude, skip_positions)
     acts, roles = sample_rows(store, hook, mask, n_tokens, seed)
     result: dict[str, Any] = {
         "hook": hook,
@@ -239,9 +250,16 @@ def evaluate_sae(
         "spliced": None,
     }
     if handle is not None and n_transcripts > 0:
-        transcripts = heldout_transcripts(store, mask, n_transcripts, seed)
+        sinks = store.token_table()["pos"] < skip_positions  # whole transcripts go through
+        transcripts = heldout_transcripts(store, mask | sinks, n_transcripts, seed)
         if transcripts:
             result["spliced"] = spliced_losses(
-                handle, sae, hook, transcripts, acts.mean(0), max_len
+                handle,
+                sae,
+                hook,
+                transcripts,
+                acts.mean(0),
+                max_len,
+                skip_positions=skip_positions,
             )
     return result

@@ -217,6 +217,7 @@ def training_mask(store: ActivationStore, config: TrainConfig) -> np.ndarray:
             roles=config.roles or None,
             splits=config.splits or None,
             conditions=config.conditions or None,
+            min_pos=config.skip_positions,
         )
     except StoreError as error:
         raise SaeAtlasError(str(error)) from None
@@ -496,6 +497,7 @@ def train_saes(
                     n_tokens=config.eval_tokens,
                     n_transcripts=config.eval_transcripts,
                     max_len=config.eval_max_len,
+                    skip_positions=config.skip_positions,
                     seed=config.seed,
                 ),
             }

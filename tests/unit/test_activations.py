@@ -163,3 +163,12 @@ def test_transcript_store_round_trip(tmp_path):
     store = TranscriptStore(tmp_path / "t.h5")
     assert len(store) == 12 and store.complete
     assert [t.question_id for t in store] == [t.question_id for t in transcripts]
+
+
+def test_token_mask_by_position(tmp_path, data):
+    write(tmp_path / "a.h5", *data)
+    store = ActivationStore(tmp_path / "a.h5")
+    positions = store.token_table()["pos"]
+    mask = store.token_mask(min_pos=1)
+    assert mask.sum() == store.n_tokens - len(store)  # one position 0 per transcript
+    assert (positions[mask] >= 1).all()
