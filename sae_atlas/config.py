@@ -90,6 +90,8 @@ class TrainConfig:
     norm is ~150x that of other tokens (SmolLM2 layer 15: ~25,000 against ~170); they would take
     over the loss and the explained variance, so they are left out of training and evaluation and
     left untouched when the reconstruction is spliced in.
+    dead_feature_window: steps without firing after which a feature is dead and auxiliary
+    losses (TopK's AuxK) revive it; 0: a tenth of the run, at most 1000.
     """
 
     hooks: tuple[str, ...] = ()
@@ -114,6 +116,7 @@ class TrainConfig:
     eval_transcripts: int = 32
     eval_max_len: int = 256
     skip_positions: int = 1
+    dead_feature_window: int = 0
     device: str = "cpu"
     seed: int = 0
     log_to_wandb: bool = False
@@ -220,7 +223,8 @@ class DynamicsConfig:
     axis), each added at turn 0 only along persona vector minus default vector with strength
     steer_scale x the mean residual norm of response tokens, against a matched random direction,
     on n_prompts prompts. Markers: assistant-style phrase rates with and without zero-ablating
-    the puppeteer features. Trigger scan: wrappers (names of WRAPPERS) on n_prompts prompts x
+    the features tagged ablate_tag (puppeteer; "assistant" is the fallback when an SAE has no
+    puppeteer features). Trigger scan: wrappers (names of WRAPPERS) on n_prompts prompts x
     seeds; a feature is a candidate when it fires in >= trigger_min_rate of the wrapped
     responses and <= trigger_max_base_rate of the plain ones on the first half of the prompts,
     confirmed on the other half by a one-sided Fisher test under Benjamini-Hochberg at fdr.
@@ -241,8 +245,9 @@ class DynamicsConfig:
     dtype: str = "bfloat16"
     steer_personas: tuple[str, ...] = ()
     n_steer: int = 3
-    steer_scale: float = 0.5
+    steer_scale: float = 0.3
     n_prompts: int = 8
+    ablate_tag: str = "puppeteer"
     wrappers: tuple[str, ...] = ("pirate_tag", "year_2027", "bullets")
     trigger_min_rate: float = 0.5
     trigger_max_base_rate: float = 0.05

@@ -22,8 +22,8 @@ zero-ablated through the SAE, with assistant-style marker rates with and without
 scan: SAE features that fire on responses only when the user's message is wrapped. Turn points
 are measured on the text without hooks: a kick counts through what it made the model write.
 Cost: every sampled token is one decode step of the (hooked) model plus one forward pass to
-measure it; the default config samples about 30k tokens, 2-4 minutes of a 2-core CPU for the
-default model. Results go to the atlas's dynamics/ group (`write_dynamics`).
+measure it; the default config samples at most ~25k tokens, about 2-3 minutes of an idle 2-core
+CPU for the default model in bfloat16. Results go to the atlas's dynamics/ group (`write_dynamics`).
 """
 
 from __future__ import annotations
@@ -1098,7 +1098,7 @@ COLUMNS: dict[str, str] = {
     "p_none": "mean p_target without a kick",
     "marker": "assistant-style marker (sae_atlas.dynamics.MARKERS)",
     "rate_off": "share of responses with the marker, no ablation",
-    "rate_on": "share of responses with the marker, puppeteer features ablated",
+    "rate_on": "share of responses with the marker, the ablate_tag (puppeteer) features ablated",
     "diff": "mean paired difference rate_on - rate_off",
     "wrapper": "wrapper of the user's message (sae_atlas.dynamics.WRAPPERS)",
     "feature": "SAE feature",
@@ -1271,7 +1271,7 @@ def run_dynamics(
         pmap = persona_map(atlas)
         hook = str(atlas.attrs["hook"])
         features = atlas.features()
-        puppeteer = atlas.puppeteer().index.to_numpy()
+        puppeteer = atlas.features(tag=config.ablate_tag).index.to_numpy()
         kinds = dict(zip(atlas.clusters()["id"], atlas.clusters()["kind"], strict=True))
         d_sae = atlas.d_sae
     sae = load_sae(paths.sae / hook if (paths.sae / hook).is_dir() else paths.sae)
@@ -1354,7 +1354,8 @@ def run_dynamics(
                 "classifier_heldout_accuracy": classifier.heldout_accuracy,
                 "classifier_chance": classifier.chance,
                 "steering": steering.to_dict("records"),
-                "n_puppeteer_features": len(puppeteer),
+                "ablated_tag": config.ablate_tag,
+                "n_ablated_features": len(puppeteer),
                 "markers": markers.to_dict("records"),
                 "trigger_candidates": triggers.groupby("wrapper").size().to_dict(),
                 "trigger_confirmed": triggers[triggers["confirmed"]]

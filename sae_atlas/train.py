@@ -190,8 +190,17 @@ def trainer_config(config: TrainConfig) -> SAETrainerConfig:
         device=config.device,
         n_checkpoints=0,
         save_final_checkpoint=False,
+        dead_feature_window=dead_feature_window(config),
         logger=LoggingConfig(log_to_wandb=False),
     )
+
+
+def dead_feature_window(config: TrainConfig) -> int:
+    """Steps without firing after which a feature counts as dead (and the TopK auxiliary loss
+    starts reviving it): config.dead_feature_window, or 0 for a tenth of the run, at most 1000
+    (sae-lens's default of 1000 steps would never trigger in a short CPU run)."""
+    steps = max(1, config.training_tokens // config.batch_size)
+    return config.dead_feature_window or max(1, min(1000, steps // 10))
 
 
 def as_tensors(batches: Iterator[np.ndarray]) -> Iterator[torch.Tensor]:
