@@ -133,8 +133,7 @@ def build(
         config.organize,
         progress=lambda _: update(1),
         records={
-            "sae_training": trained[0].card,
-            "sae_evaluation": trained[0].card.get("evaluation"),
+            "sae_training": trained[0].card,  # config, data, metrics and held-out evaluation
             "build_stages": [asdict(r) for r in records],
         },
     )
