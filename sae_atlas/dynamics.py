@@ -44,6 +44,7 @@ from scipy.stats import false_discovery_control, fisher_exact
 
 from feature_store.atlas import Atlas, AtlasWriter
 from feature_store.schema import ROLE_CODE
+from feature_store.transcripts import TranscriptStore
 from sae_atlas.classifier import PersonaClassifier, train_classifier
 from sae_atlas.config import CorpusConfig, DynamicsConfig, to_dict
 from sae_atlas.corpus import (
@@ -750,10 +751,12 @@ def run_conversations(
 
 
 def question_bank(transcripts: str | Path, seed: int) -> list[str]:
-    """The catalogue's questions (train and held-out) the corpus was sampled from, shuffled."""
-    questions = [q.text for q in catalogue_from_corpus(transcripts).questions]
+    """The questions (train and held-out) the corpus asked, shuffled: persona space is
+    calibrated on them, and other topics move the residual along directions of their own."""
+    asked = set(TranscriptStore(transcripts).provenance()["question_id"].astype(str))
+    questions = [q.text for q in catalogue_from_corpus(transcripts).questions if q.id in asked]
     if not questions:
-        raise SaeAtlasError(f"{transcripts}: its catalogue has no questions")
+        raise SaeAtlasError(f"{transcripts}: holds no responses to catalogue questions")
     order = np.random.default_rng(seed).permutation(len(questions))
     return [questions[i] for i in order]
 

@@ -12,6 +12,7 @@ from feature_store.atlas import Atlas
 from sae_atlas.build import build
 from sae_atlas.config import DynamicsConfig
 from sae_atlas.dynamics import (
+    MARKERS,
     benjamini_hochberg,
     bootstrap_ci,
     converse,
@@ -161,3 +162,19 @@ def test_steered_plain_model_matches_the_bridge_and_is_removed(tiny):
         torch.testing.assert_close(model(tokens).logits, before)
     assert not torch.allclose(after, before)
     torch.testing.assert_close(after, bridged, atol=1e-4, rtol=1e-4)
+
+
+def test_marker_ablation_pairs_responses_with_and_without(tiny_run):
+    from sae_atlas.dynamics import marker_ablation, persona_map, question_bank
+    from sae_atlas.train import load_sae
+
+    handle, out = tiny_run
+    hook = "blocks.1.hook_resid_post"
+    with Atlas.open(out / "atlas.h5") as atlas:
+        pmap = persona_map(atlas)
+    bank = question_bank(out / "transcripts.h5", 0)
+    sae = load_sae(out / "sae" / hook)
+    rates = marker_ablation(handle, pmap, sae, hook, [0, 1, 2], ["assistant", "pirate"], bank, TINY)
+    assert rates["marker"].tolist() == list(MARKERS)
+    assert (rates["n"] == 2 * TINY.n_prompts).all()
+    assert rates[["rate_off", "rate_on"]].apply(lambda c: c.between(0, 1)).all().all()
