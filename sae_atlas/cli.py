@@ -251,6 +251,40 @@ def organize(
 
 @app.command()
 @user_errors
+def dynamics(
+    run: Annotated[Path, typer.Option(help="run folder with atlas.h5, transcripts.h5 and sae/")],
+    profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
+    overwrite: Annotated[
+        bool, typer.Option(help="replace dynamics made with another config")
+    ] = False,
+) -> None:
+    """Rollouts, attractors, drift, steering against random controls, puppeteer ablation and a
+    trigger scan; results go into the atlas's dynamics/ group.
+
+    Example: sae-atlas dynamics --run runs/quick
+    """
+    import json
+
+    from sae_atlas.config import load_config
+    from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
+    from sae_atlas.models import load_model
+
+    config = load_config(profile)
+    handle = load_model(config.model.source, config.model.device, config.model.dtype)
+    with tqdm(total=len(DYNAMICS_STEPS), desc="dynamics", unit="step") as bar:
+
+        def progress(step: str) -> None:
+            bar.set_postfix_str(step)
+            bar.update()
+
+        result = run_dynamics(handle, run, config.dynamics, progress=progress, overwrite=overwrite)
+    if result.skipped:
+        console.print(f"{result.path}: dynamics already there for this config; skipped")
+    console.print(json.dumps(result.summary, indent=1), highlight=False)
+
+
+@app.command()
+@user_errors
 def report(
     atlas: Annotated[Path, typer.Argument(help="an atlas.h5")],
     out: Annotated[

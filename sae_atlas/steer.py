@@ -2,11 +2,13 @@
 
 Each `Intervention` turns into a TransformerLens hook at `blocks.L.hook_resid_post`; `intervene`
 installs a list of them on the model handle's bridge for the duration of a `with` block and
-removes them afterwards, even on error. The bridge wraps the Hugging Face modules in place, so the
-hooks act on every forward pass of the model: the bridge's, the corpus sampler's and
-`handle.hf_model`'s. `matched_random` gives the control for an added direction: a random
-direction of the same norm. Cost: one extra [batch, seq, d_model] operation per hooked layer (an
-SAE encode for feature ablation). Returned activations have the input's shape and dtype.
+removes them afterwards, even on error. They act on the bridge's forward passes (and
+`handle.hf_model`'s, which the bridge wraps in place); KV-cached sampling runs on the plain copy
+from `corpus.sampling_model`, so steered sampling uses `dynamics.steered`, which puts the same
+functions on that copy's decoder layers. `matched_random` gives the control for an added
+direction: a random direction of the same norm. Cost: one extra [batch, seq, d_model] operation
+per hooked layer (an SAE encode for feature ablation). Returned activations have the input's
+shape and dtype.
 
     with intervene(handle, [add_direction(hook, pirate_vector, 8.0)]):
         ...  # sample, score, measure

@@ -13,6 +13,7 @@ def test_every_command_has_help_with_an_example():
         "train",
         "label",
         "organize",
+        "dynamics",
         "report",
         "build",
         "info",
