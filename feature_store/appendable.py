@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,7 +127,6 @@ class AppendFile:
         self.columns = tuple(columns)
         self.tables = sorted({c.table for c in self.columns})
         self.rows = committed_rows(file)
-        self.started = time.monotonic()
 
     @classmethod
     def create(
