@@ -20,7 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, highlight=False)  # printed text may hold [ ]
 F = TypeVar("F", bound=Callable[..., Any])
 
 ModelOption = Annotated[
@@ -41,7 +41,7 @@ def user_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except (SaeAtlasError, StoreError) as error:
-            console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            console.print(f"error: {error}", style="red", soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             console.print("interrupted: rerun the same command to resume")

@@ -70,3 +70,11 @@ def test_query_an_atlas(tmp_path):
     assert result.exit_code == 2 and "needs a feature index" in result.output
     result = runner.invoke(app, ["query", str(path), "colours"])
     assert result.exit_code == 2 and "unknown query 'colours'" in result.output
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("harvest:\n  hook: [x]\n")
+    result = CliRunner().invoke(app, ["build", "--profile", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "unknown key(s) ['hook']" in result.output
