@@ -80,8 +80,8 @@ class Job:
 
     def messages(self) -> Messages:
         """The chat up to the user's turn (no system message when system_prompt is None)."""
-        head = [] if self.system_prompt is None else [_msg("system", self.system_prompt)]
-        return [*head, _msg("user", self.user_message)]
+        head = [] if self.system_prompt is None else [message("system", self.system_prompt)]
+        return [*head, message("user", self.user_message)]
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class CorpusResult:
         return self.n_sampled_tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _msg(role: str, content: str) -> dict[str, str]:
+def message(role: str, content: str) -> dict[str, str]:
     return {"role": role, "content": content}
 
 
@@ -360,12 +360,12 @@ def decode(
     return [row[row >= 0] for row in new_tokens]
 
 
-def _response_text(handle: ModelHandle, new_tokens: np.ndarray, stop_ids: Sequence[int]) -> str:
+def new_tokens_text(handle: ModelHandle, new_tokens: np.ndarray, stop_ids: Sequence[int]) -> str:
     body = new_tokens[~np.isin(new_tokens, list(stop_ids))]
     return str(handle.tokenizer.decode(body.tolist(), skip_special_tokens=True)).strip()
 
 
-def _prompt_ids(handle: ModelHandle, messages: Messages) -> np.ndarray:
+def prompt_ids(handle: ModelHandle, messages: Messages) -> np.ndarray:
     text = handle.render(messages, add_generation_prompt=True)
     return np.asarray(handle.tokenizer(text, add_special_tokens=False)["input_ids"], np.int64)
 
@@ -389,10 +389,10 @@ def sample(
     pad_id = int(handle.tokenizer.pad_token_id or 0)
     for start in range(0, len(jobs), config.batch_size):
         batch = jobs[start : start + config.batch_size]
-        prompts = [_prompt_ids(handle, job.messages()) for job in batch]
+        prompts = [prompt_ids(handle, job.messages()) for job in batch]
         new_tokens = decode(model, prompts, [job.seed for job in batch], config, stop_ids, pad_id)
         yield [
-            Response(job, _response_text(handle, tokens, stop_ids), len(tokens))
+            Response(job, new_tokens_text(handle, tokens, stop_ids), len(tokens))
             for job, tokens in zip(batch, new_tokens, strict=True)
         ]
         if progress is not None:
@@ -432,7 +432,7 @@ def response_transcripts(
     """
     sampled = [
         _transcript(
-            handle.format_chat([*r.job.messages(), _msg("assistant", r.text)]),
+            handle.format_chat([*r.job.messages(), message("assistant", r.text)]),
             r.job,
             r.job.condition,
         )
@@ -442,7 +442,7 @@ def response_transcripts(
     for condition in controls:
         for row, response in enumerate(responses):
             if condition == "user_control":
-                tokens = handle.format_chat([_msg("user", response.text)])
+                tokens = handle.format_chat([message("user", response.text)])
             else:
                 tokens = handle.format_plain(response.text)
             built.append(_transcript(tokens, response.job, condition, first_row + row))
@@ -538,10 +538,10 @@ def build_corpus(
 # ---------------------------------------------------------------------------- rollouts
 
 
-def _swap_roles(messages: Messages, instruction: str) -> Messages:
+def swap_roles(messages: Messages, instruction: str) -> Messages:
     swapped = {"user": "assistant", "assistant": "user"}
-    turns = [_msg(swapped[m["role"]], m["content"]) for m in messages if m["role"] in swapped]
-    return [_msg("system", instruction), _msg("user", "Write your first message."), *turns]
+    turns = [message(swapped[m["role"]], m["content"]) for m in messages if m["role"] in swapped]
+    return [message("system", instruction), message("user", "Write your first message."), *turns]
 
 
 def rollout(
@@ -573,7 +573,7 @@ def rollout(
     model = model if model is not None else sampling_model(handle, config.dtype)
     stop_ids = stop_token_ids(handle)
     pad_id = int(handle.tokenizer.pad_token_id or 0)
-    head = [] if system_prompt is None else [_msg("system", system_prompt)]
+    head = [] if system_prompt is None else [message("system", system_prompt)]
     chats: list[Messages] = [list(head) for _ in range(n_conversations)]
 
     def speak(prompts: list[Messages], role: str, turn: int) -> list[str]:
@@ -582,22 +582,22 @@ def rollout(
         for start in range(0, n_conversations, config.batch_size):
             new_tokens = decode(
                 model,
-                [_prompt_ids(handle, p) for p in prompts[start : start + config.batch_size]],
+                [prompt_ids(handle, p) for p in prompts[start : start + config.batch_size]],
                 seeds[start : start + config.batch_size],
                 config,
                 stop_ids,
                 pad_id,
             )
-            texts += [_response_text(handle, tokens, stop_ids) for tokens in new_tokens]
+            texts += [new_tokens_text(handle, tokens, stop_ids) for tokens in new_tokens]
         return texts
 
     for turn in range(n_turns):
         if turn < len(given):
             user_texts = [given[turn]] * n_conversations
         else:
-            user_texts = speak([_swap_roles(c, user_instruction) for c in chats], "user", turn)
+            user_texts = speak([swap_roles(c, user_instruction) for c in chats], "user", turn)
         for chat, text in zip(chats, user_texts, strict=True):
-            chat.append(_msg("user", text))
+            chat.append(message("user", text))
         for chat, text in zip(chats, speak(chats, "assistant", turn), strict=True):
-            chat.append(_msg("assistant", text))
+            chat.append(message("assistant", text))
     return chats

@@ -50,14 +50,15 @@ from sae_atlas.config import CorpusConfig, DynamicsConfig, to_dict
 from sae_atlas.corpus import (
     USER_INSTRUCTION,
     Messages,
-    _prompt_ids,
-    _response_text,
-    _swap_roles,
     corpus_responses,
     decode,
     job_seed,
+    message,
+    new_tokens_text,
+    prompt_ids,
     sampling_model,
     stop_token_ids,
+    swap_roles,
 )
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.harvest import residual_activations
@@ -371,12 +372,8 @@ DYNAMICS_STEPS = ("rollouts", "classifier", "steering", "markers", "triggers", "
 """The steps `run_dynamics` reports to `progress`, in order."""
 
 
-def _msg(role: str, content: str) -> dict[str, str]:
-    return {"role": role, "content": content}
-
-
 def _head(system_prompt: str | None) -> Messages:
-    return [] if system_prompt is None else [_msg("system", system_prompt)]
+    return [] if system_prompt is None else [message("system", system_prompt)]
 
 
 def sampling_config(config: DynamicsConfig) -> CorpusConfig:
@@ -469,22 +466,22 @@ def converse(
             chunk = rows[start : start + config.batch_size]
             new_tokens = decode(
                 model,
-                [_prompt_ids(handle, prompts[r]) for r in chunk],
+                [prompt_ids(handle, prompts[r]) for r in chunk],
                 [job_seed(seeds[r], turn, role) for r in chunk],
                 sampling,
                 stop_ids,
                 pad_id,
             )
             for r, tokens in zip(chunk, new_tokens, strict=True):
-                chats[r].append(_msg(role, _response_text(handle, tokens, stop_ids)))
+                chats[r].append(message(role, new_tokens_text(handle, tokens, stop_ids)))
 
     for turn in range(n_turns):
         given = [i for i in range(n) if turn < len(user_turns[i])]
         for i in given:
-            chats[i].append(_msg("user", user_turns[i][turn]))
+            chats[i].append(message("user", user_turns[i][turn]))
         written = [i for i in range(n) if turn >= len(user_turns[i])]
         if written:
-            speak(written, [_swap_roles(c, USER_INSTRUCTION) for c in chats], "user", turn)
+            speak(written, [swap_roles(c, USER_INSTRUCTION) for c in chats], "user", turn)
         groups: dict[tuple[Intervention, ...], list[int]] = {}
         for i in range(n):
             key = steering[i] if steering is not None and turn in steer_turns else ()
