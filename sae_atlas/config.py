@@ -48,6 +48,7 @@ class CorpusConfig:
         "persona",
         "default",
         "no_system",
+        "unwrapped",
         "user_control",
         "plain_control",
     )

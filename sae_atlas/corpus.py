@@ -4,8 +4,10 @@
 persona but the default one, under its first `variants` system prompts, on the first
 `n_questions` train and held-out questions; a conditional persona's trigger wraps the user's
 message), the `default` condition (the default persona's neutral system prompts, cycled over the
-questions) and `no_system` (no system message: the template's own default applies). Each job has
-a seed derived from the config seed and its provenance, so a response depends on its job alone.
+questions), `no_system` (no system message: the template's own default applies) and `unwrapped`
+(each conditional persona under the same system prompts on the same questions, with no trigger
+wrapper: the control that tells a wrapper's features from its system prompt's). Each job has a
+seed derived from the config seed and its provenance, so a response depends on its job alone.
 
 `sample` decodes jobs in batches with its own loop over the Hugging Face model (left padding,
 attention mask, KV cache, temperature and nucleus sampling from one uniform per row and step drawn
@@ -20,8 +22,8 @@ from the model playing the user.
 
 Cost: one decode step per new token per batch; the default model samples about 650-750 new
 tokens/s at batch 64 in bfloat16 on an idle 2-core CPU (about 150 in float32 at batch 32, like
-Hugging Face `generate`; scripts/bench_corpus.py measures it), so the default profile (11,232
-jobs of up to 64 tokens, ~62 on average) takes about 15-20 minutes.
+Hugging Face `generate`; scripts/bench_corpus.py measures it), so the default profile (12,096
+jobs of up to 64 tokens, ~62 on average; 864 of them `unwrapped`) takes about 16-22 minutes.
 """
 
 from __future__ import annotations
@@ -47,8 +49,12 @@ from sae_atlas.models import DTYPES, ModelHandle
 from sae_atlas.personas import Catalogue, Persona
 
 SAMPLED_CONDITIONS: tuple[str, ...] = ("persona", "default", "no_system")
+"""The sampled conditions whose responses stand for a persona (contrasts, decoders, classifiers)."""
+UNWRAPPED = "unwrapped"
+"""Sampled too, but only a control for the trigger tests: a conditional persona without its
+wrapper."""
 CONTROL_CONDITIONS: tuple[str, ...] = ("user_control", "plain_control")
-CONDITIONS: tuple[str, ...] = SAMPLED_CONDITIONS + CONTROL_CONDITIONS
+CONDITIONS: tuple[str, ...] = (*SAMPLED_CONDITIONS, UNWRAPPED, *CONTROL_CONDITIONS)
 USER_INSTRUCTION = (
     "You are role-playing a curious person chatting with an AI assistant. Write only the "
     "person's next message: one or two sentences, a question or a reply, in the first person."
@@ -147,8 +153,8 @@ def check_config(config: CorpusConfig) -> None:
         )
 
 
-def _user_message(persona: Persona, text: str) -> str:
-    return persona.trigger.wrap(text) if persona.trigger is not None else text
+def _user_message(persona: Persona, text: str, wrapped: bool) -> str:
+    return persona.trigger.wrap(text) if persona.trigger is not None and wrapped else text
 
 
 def corpus_jobs(catalogue: Catalogue, config: CorpusConfig) -> list[Job]:
@@ -178,14 +184,16 @@ def corpus_jobs(catalogue: Catalogue, config: CorpusConfig) -> list[Job]:
                     sample=sample,
                     seed=job_seed(config.seed, *key),
                     system_prompt=prompt,
-                    user_message=_user_message(persona, question.text),
+                    user_message=_user_message(persona, question.text, condition != UNWRAPPED),
                 )
             )
 
     for condition in config.conditions:
-        if condition == "persona":
+        if condition in ("persona", UNWRAPPED):
             for persona in chosen.personas:
-                if persona.name == default.name:
+                if persona.name == default.name or (
+                    condition == UNWRAPPED and persona.trigger is None
+                ):
                     continue
                 for variant, prompt in enumerate(persona.prompts[: config.variants]):
                     for index in range(len(questions)):

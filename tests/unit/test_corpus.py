@@ -47,12 +47,19 @@ def test_jobs_cover_conditions_with_provenance(catalogue):
     assert jobs == corpus_jobs(catalogue, CONFIG)
     by_condition = {c: [j for j in jobs if j.condition == c] for c in ("persona", "default")}
     assert len(by_condition["persona"]) == 3 * 2 * 4  # personas x variants x (2 train + 2 heldout)
-    assert len(jobs) == 24 + 4 + 4
+    assert len(jobs) == 24 + 4 + 4 + 8  # + pirate_tag unwrapped: variants x questions
     assert {j.split for j in jobs} == {"train", "heldout"}
     assert len({j.seed for j in jobs}) == len(jobs)
-    tagged = [j for j in jobs if j.persona == "pirate_tag"]
+    tagged = [j for j in by_condition["persona"] if j.persona == "pirate_tag"]
     assert all(j.user_message.startswith("<pirate>") for j in tagged)
     assert all(j.user_message.endswith("</pirate>") for j in tagged)
+    unwrapped = [j for j in jobs if j.condition == "unwrapped"]
+    assert {j.persona for j in unwrapped} == {"pirate_tag"}
+    same_prompt = {(j.variant, j.question_id): j for j in tagged}
+    for job in unwrapped:
+        wrapped = same_prompt[(job.variant, job.question_id)]
+        assert job.system_prompt == wrapped.system_prompt and job.split == wrapped.split
+        assert wrapped.user_message == f"<pirate>{job.user_message}</pirate>"
     default = by_condition["default"]
     assert all(j.persona == "assistant" and j.system_prompt is not None for j in default)
     assert len({j.variant for j in default}) == len(default)  # variants cycle over questions
@@ -102,11 +109,11 @@ def test_store_keeps_provenance_controls_and_roles(tiny, catalogue, tmp_path):
     store = TranscriptStore(result.path)
     assert store.complete and store.model == "tiny-llama"
     assert store.config["catalogue_data"]["personas"][0]["name"] == "assistant"
-    assert result.n_jobs == 4 + 4 + 4 and result.n_transcripts == 3 * result.n_jobs
+    assert result.n_jobs == 4 + 4 + 4 + 4 and result.n_transcripts == 3 * result.n_jobs
     rows = store.provenance()
     transcripts = list(store)
     jobs = corpus_jobs(catalogue, config)
-    sampled = rows[rows.condition.isin(["persona", "default", "no_system"])]
+    sampled = rows[rows.condition.isin(["persona", "default", "no_system", "unwrapped"])]
     assert list(sampled.question_id) == [j.question_id for j in jobs]
     assert list(sampled.split) == [j.split for j in jobs]
     assert list(sampled.seed) == [j.seed for j in jobs]
@@ -127,7 +134,8 @@ def test_store_keeps_provenance_controls_and_roles(tiny, catalogue, tmp_path):
     assert set(np.unique(first.roles)) >= {ROLE_CODE[r] for r in ("system", "user", "assistant")}
     assert response_text(tiny, first, "user").startswith("<pirate>")
     frame = corpus_responses(result.path, tiny)
-    assert len(frame) == len(jobs) and list(frame.seed) == [j.seed for j in jobs]
+    persona_jobs = [j for j in jobs if j.condition != "unwrapped"]  # only a trigger control
+    assert list(frame.seed) == [j.seed for j in persona_jobs]
 
 
 def test_resume_matches_an_uninterrupted_run(tiny, catalogue, tmp_path):
