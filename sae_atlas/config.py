@@ -142,8 +142,9 @@ class LabelConfig:
     personas, with a coefficient of variation of the per-persona mean <= puppeteer_max_cv, and a
     mean activation >= puppeteer_min_enrichment times that on the same text in a user turn and
     outside the template. trigger:<wrapper>: its maximum on the user's message is > 0 in at
-    least trigger_min_rate of the wrapped transcripts and separates them from all others with
-    AUROC >= trigger_min_auroc. Template features: firing rate on the assistant header >=
+    least trigger_min_rate of the wrapped transcripts and separates them from the unwrapped ones
+    (corpus condition unwrapped: same system prompts and questions) with AUROC >=
+    trigger_min_auroc. Template features: firing rate on the assistant header >=
     template_min_rate and >= template_min_enrichment times the response rate. seed: the sampling
     of quantile examples and of the shuffled-label control; device: where the SAE encodes.
     """

@@ -4,8 +4,10 @@ What it computes. One pass over an activation store encodes, block by block (blo
 transcript boundaries, and only the rows some statistic needs are encoded), the residual
 activations at one hook with the SAE, and accumulates without ever holding [n_tokens, d_sae]:
 - per sampled response (conditions persona, default, no_system; its assistant tokens): the mean
-  activation of every feature, [n_responses, d_sae], and its maximum on the user's message when
-  the catalogue has conditional personas;
+  activation of every feature, [n_responses, d_sae];
+- per transcript of a conditional persona, with its wrapper (condition persona) and without it
+  (condition unwrapped, same system prompts and questions): the maximum of every feature on the
+  user's message;
 - per persona and split: token counts, activation sums, firing counts, sums of response maxima,
   and the mean raw residual (the persona vector); per persona on the assistant header (the
   template tokens just before a response), and per control condition (the same response text in
@@ -14,17 +16,20 @@ activations at one hook with the SAE, and accumulates without ever holding [n_to
 From these it contrasts every persona against the default persona (conditions default and
 no_system) on the same questions: AUROC and Cohen's d of response-level means, candidates chosen
 on train questions, confirmed on held-out ones by a one-sided Mann-Whitney U test under
-Benjamini-Hochberg control over every test made. It tags features (`persona:<name>`, `roleplay`,
-`assistant`, `puppeteer`, `trigger:<wrapper>`), finds template features, builds a card per
+Benjamini-Hochberg control over every test made; trigger tests contrast the wrapped against the
+unwrapped user messages under the same system prompts, so a system prompt that mentions the
+wrapper does not make a trigger. It tags features (`persona:<name>`, `roleplay`, `assistant`,
+`puppeteer`, `trigger:<wrapper>`), finds template features, builds a card per
 feature (top and quantile contexts, promoted / suppressed tokens through the unembedding, top
 personas, a short label), decodes personas from SAE profiles (nearest centroid, cosine), and
 repeats the contrast with shuffled persona labels as a negative control.
 
 Cost: one SAE encoder pass per encoded row (O(d_model x d_sae)); memory about
-4 x n_responses x d_sae bytes (6 with conditional personas) plus one block of [block_tokens,
-d_sae]; the contrasts rank [n_responses, d_sae] once per persona; the unembedding product runs
-in blocks of features. Returns `Labels` (sae_atlas.labels); `label_stage` writes it to labels.h5
-and skips when that file is complete for the same inputs and config.
+4 x n_responses x d_sae bytes (plus 2 x d_sae per transcript of a conditional persona) plus one
+block of [block_tokens, d_sae]; the contrasts rank [n_responses, d_sae] once per persona; the
+unembedding product runs in blocks of features. Returns `Labels` (sae_atlas.labels);
+`label_stage` writes it to labels.h5 and skips when that file is complete for the same inputs
+and config.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +55,7 @@ from feature_store.errors import StoreError
 from feature_store.schema import LIST_SEPARATOR, ROLE_CODE
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import LabelConfig, to_dict
-from sae_atlas.corpus import SAMPLED_CONDITIONS
+from sae_atlas.corpus import SAMPLED_CONDITIONS, UNWRAPPED
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.labels import LABELS_KIND, Labels, save_labels
 from sae_atlas.models import ModelHandle
@@ -82,17 +87,34 @@ class Responses:
     """The sampled responses of a store: transcripts of a sampled condition with assistant tokens.
 
     doc: [n] transcript rows; persona: [n] rows of `names` (the default family under the default
-    persona); split: [n] TRAIN, HELDOUT or -1; question: [n] question ids; wrapper: [n] index
-    into `wrappers` (-1: no trigger wrapper in the user's message).
+    persona); split: [n] TRAIN, HELDOUT or -1; question: [n] question ids.
     """
 
     doc: np.ndarray
     persona: np.ndarray
     split: np.ndarray
     question: np.ndarray
-    wrapper: np.ndarray
     names: tuple[str, ...]
     default: int
+
+    def __len__(self) -> int:
+        return len(self.doc)
+
+
+@dataclass(frozen=True)
+class TriggerSet:
+    """The user messages the trigger tests compare: each conditional persona's transcripts with
+    its wrapper (condition persona) and without it (condition unwrapped), pairs that share the
+    persona, system-prompt variant and question.
+
+    doc: [m] transcript rows; wrapper: [m] index into `wrappers`; wrapped: [m] bool; split: [m]
+    TRAIN, HELDOUT or -1.
+    """
+
+    doc: np.ndarray
+    wrapper: np.ndarray
+    wrapped: np.ndarray
+    split: np.ndarray
     wrappers: tuple[str, ...]
 
     def __len__(self) -> int:
@@ -151,28 +173,56 @@ def find_responses(
     rows = provenance[sampled]
     persona = np.array([index[name] for name in rows["persona"]], dtype=np.int64)
     persona[default_rows[sampled]] = index[default_name]
-    split_code = {"train": TRAIN, "heldout": HELDOUT}
-    wrapper_of: dict[str, str] = {}
-    if catalogue is not None:
-        for item in catalogue.personas:
-            if item.trigger is not None and item.name in present:
-                wrapper_of[item.name] = item.trigger.open.strip().replace(";", ",")
-    wrappers = tuple(sorted(set(wrapper_of.values())))
-    wrapper = np.array(
-        [
-            wrappers.index(wrapper_of[name]) if name in wrapper_of else -1
-            for name in (order[p] for p in persona)
-        ],
-        dtype=np.int64,
-    )
     return Responses(
         doc=np.flatnonzero(sampled),
         persona=persona,
-        split=np.array([split_code.get(s, -1) for s in rows["split"]], dtype=np.int64),
+        split=split_codes(rows["split"]),
         question=rows["question_id"].to_numpy(dtype=object),
-        wrapper=wrapper,
         names=tuple(order),
         default=index[default_name],
+    )
+
+
+def split_codes(splits: pd.Series) -> np.ndarray:
+    """[n] TRAIN, HELDOUT or -1 for split names."""
+    code = {"train": TRAIN, "heldout": HELDOUT}
+    return np.array([code.get(s, -1) for s in splits], dtype=np.int64)
+
+
+def find_triggers(provenance: pd.DataFrame, catalogue: Catalogue | None) -> TriggerSet | None:
+    """The TriggerSet of `provenance` (one row per transcript): for each conditional persona of
+    the catalogue, its persona and unwrapped transcripts that have a partner of the other kind
+    (same variant and question). None without a catalogue or without any such pair (a corpus
+    sampled without the unwrapped condition)."""
+    if catalogue is None:
+        return None
+    wrapper_of = {
+        item.name: item.trigger.open.strip().replace(";", ",")
+        for item in catalogue.personas
+        if item.trigger is not None
+    }
+    conditional = provenance["persona"].isin(list(wrapper_of)).to_numpy()
+    condition = provenance["condition"].to_numpy(dtype=object)
+    wrapped = conditional & (condition == "persona")
+    unwrapped = conditional & (condition == UNWRAPPED)
+    key = (
+        provenance["persona"].astype(str)
+        + "|"
+        + provenance["variant"].astype(str)
+        + "|"
+        + provenance["question_id"].astype(str)
+    ).to_numpy(dtype=object)
+    shared = np.intersect1d(key[wrapped], key[unwrapped])
+    rows = np.flatnonzero((wrapped | unwrapped) & np.isin(key, shared))
+    if not len(rows):
+        return None
+    names = [wrapper_of[name] for name in provenance["persona"].iloc[rows]]
+    wrappers = tuple(sorted(set(names)))
+    return TriggerSet(
+        doc=rows,
+        wrapper=np.array([wrappers.index(name) for name in names], dtype=np.int64),
+        wrapped=wrapped[rows],
+        split=split_codes(provenance["split"].iloc[rows]),
         wrappers=wrappers,
     )
 
@@ -185,9 +235,9 @@ class RowKinds:
     """What each store row counts for, [n_tokens] each (-1: nothing).
 
     response: response row; group: persona * 2 + (0 train, 1 otherwise) of response rows;
-    user: response whose user's message holds the row (only with trigger wrappers);
-    header: persona of assistant-header rows; template: template rows of sampled transcripts;
-    control: index into CONTROLS of rows carrying a control's response text.
+    user: TriggerSet row whose user's message holds the row; header: persona of assistant-header
+    rows; template: template rows of sampled transcripts; control: index into CONTROLS of rows
+    carrying the response text of a control of one of the responses.
     """
 
     response: np.ndarray
@@ -224,10 +274,14 @@ def header_rows(role: np.ndarray, doc: np.ndarray) -> np.ndarray:
 
 
 def row_kinds(
-    table: dict[str, np.ndarray], conditions: np.ndarray, responses: Responses
+    table: dict[str, np.ndarray],
+    provenance: pd.DataFrame,
+    responses: Responses,
+    triggers: TriggerSet | None,
 ) -> RowKinds:
-    """The RowKinds of a store from its token table and per-transcript conditions."""
+    """The RowKinds of a store from its token table and provenance (one row per transcript)."""
     role, doc = table["role"], table["doc"]
+    conditions = provenance["condition"].to_numpy(dtype=object)
     n_docs = len(conditions)
     response_of_doc = np.full(n_docs, -1, dtype=np.int64)
     response_of_doc[responses.doc] = np.arange(len(responses))
@@ -239,15 +293,22 @@ def row_kinds(
     not_train = (responses.split[response[rows]] != TRAIN).astype(np.int64)
     group[rows] = responses.persona[response[rows]] * 2 + not_train
     user = np.full(len(role), -1, dtype=np.int64)
-    if responses.wrappers:
-        user_rows = in_response & (role == ROLE_CODE["user"])
-        user[user_rows] = response_of_doc[doc[user_rows]]
+    if triggers is not None:
+        trigger_of_doc = np.full(n_docs, -1, dtype=np.int64)
+        trigger_of_doc[triggers.doc] = np.arange(len(triggers))
+        user_rows = (trigger_of_doc[doc] >= 0) & (role == ROLE_CODE["user"])
+        user[user_rows] = trigger_of_doc[doc[user_rows]]
     header = np.full(len(role), -1, dtype=np.int64)
     header_mask = in_response & header_rows(role, doc)
     header[header_mask] = responses.persona[response_of_doc[doc[header_mask]]]
     control = np.full(len(role), -1, dtype=np.int64)
+    of_response = np.isin(provenance["source"].to_numpy(), responses.doc)[doc]
     for code, condition in enumerate(CONTROLS):
-        carries = (conditions[doc] == condition) & (role == ROLE_CODE[CONTROL_ROLE[condition]])
+        carries = (
+            of_response
+            & (conditions[doc] == condition)
+            & (role == ROLE_CODE[CONTROL_ROLE[condition]])
+        )
         control[carries] = code
     return RowKinds(
         response=response,
@@ -264,8 +325,8 @@ class FeatureStatistics:
     """What one pass accumulates (P personas, F = d_sae features, K top examples, R samples).
 
     response_mean: [n_responses, F] float32 mean activation over each response's tokens;
-    response_tokens: [n_responses]; user_max: [n_responses, F] float16 maximum on the user's
-    message (None without trigger wrappers); group_tokens: [P, 2] response tokens per persona and
+    response_tokens: [n_responses]; user_max: [m, F] float16 maximum on the user's message of
+    each TriggerSet row (None without one); group_tokens: [P, 2] response tokens per persona and
     split (0 train, 1 other); group_sum / group_fires: [P, 2, F]; group_vector: [P, 2, d_model]
     residual sums; persona_max_sum: [P, F] sums of response maxima; header_tokens: [P];
     header_sum / header_fires: [P, F]; template_tokens; template_fires: [F]; control_tokens: [C];
@@ -344,11 +405,13 @@ def collect(
     responses: Responses,
     config: LabelConfig,
     progress: Progress | None = None,
+    triggers: TriggerSet | None = None,
 ) -> FeatureStatistics:
-    """One pass over `store` at `hook`: the FeatureStatistics of `responses`."""
+    """One pass over `store` at `hook`: the FeatureStatistics of `responses` (and the user
+    messages of `triggers`)."""
     provenance = store.provenance()
     table = store.token_table()
-    kinds = row_kinds(table, provenance["condition"].to_numpy(dtype=object), responses)
+    kinds = row_kinds(table, provenance, responses, triggers)
     needed = kinds.needed()
     n_personas, n_features = len(responses.names), int(sae.cfg.d_sae)
     device = sae.W_dec.device
@@ -358,9 +421,7 @@ def collect(
     header_tokens = np.bincount(kinds.header[kinds.header >= 0], minlength=n_personas)
     control_tokens = np.bincount(kinds.control[kinds.control >= 0], minlength=len(CONTROLS))
     response_mean = np.zeros((len(responses), n_features), dtype=np.float32)
-    user_max = (
-        np.zeros((len(responses), n_features), dtype=np.float16) if responses.wrappers else None
-    )
+    user_max = None if triggers is None else np.zeros((len(triggers), n_features), dtype=np.float16)
     zeros = torch.zeros
     group_sum = zeros((2 * n_personas, n_features), dtype=torch.float64)
     group_fires = zeros((2 * n_personas, n_features), dtype=torch.float64)
@@ -546,14 +607,15 @@ def contrast(
     response_mean: np.ndarray,
     responses: Responses,
     config: LabelConfig,
+    triggers: TriggerSet | None = None,
     user_max: np.ndarray | None = None,
     persona: np.ndarray | None = None,
 ) -> Contrast:
     """Contrast personas against the default on response-level means [n_responses, F].
 
     Candidates are chosen on train questions, tested on held-out ones; `persona` replaces
-    `responses.persona` (the shuffled-label control); `user_max` [n_responses, F] enables the
-    trigger tests.
+    `responses.persona` (the shuffled-label control); `triggers` with `user_max` [m, F] (its
+    user messages' maxima) enables the trigger tests.
     """
     persona = responses.persona if persona is None else persona
     n_personas, n_features = len(responses.names), response_mean.shape[1]
@@ -601,8 +663,8 @@ def contrast(
         tests += _broad_tests(
             response_mean, responses, persona, tested, train_auroc, heldout_auroc, config
         )
-    if user_max is not None:
-        tests += _trigger_tests(user_max, responses, persona, config)
+    if triggers is not None and user_max is not None:
+        tests += _trigger_tests(user_max, triggers, config)
     table = (
         pd.concat(tests, ignore_index=True)
         if tests
@@ -669,21 +731,20 @@ def _broad_tests(
 
 
 def _trigger_tests(
-    user_max: np.ndarray, responses: Responses, persona: np.ndarray, config: LabelConfig
+    user_max: np.ndarray, triggers: TriggerSet, config: LabelConfig
 ) -> list[pd.DataFrame]:
-    """trigger:<wrapper> tests on the maximum over the user's message [n_responses, F]: fires in
-    at least trigger_min_rate of the wrapped messages and separates them from all others
-    (AUROC >= trigger_min_auroc), on train and on held-out questions."""
-    wrapper_of_persona = np.full(len(responses.names), -1)
-    wrapper_of_persona[responses.persona] = responses.wrapper
-    wrapper = wrapper_of_persona[persona]
+    """trigger:<wrapper> tests on the maximum over the user's message [m, F] of the TriggerSet:
+    fires in at least trigger_min_rate of the wrapped messages and separates them from the same
+    conditional personas' unwrapped messages, same system prompts and questions (AUROC >=
+    trigger_min_auroc), on train and on held-out questions."""
     values = user_max.astype(np.float32)
     out = []
-    for w, name in enumerate(responses.wrappers):
+    for w, name in enumerate(triggers.wrappers):
         scores = []
         for split in (TRAIN, HELDOUT):
-            wrapped = np.flatnonzero((wrapper == w) & (responses.split == split))
-            other = np.flatnonzero((wrapper != w) & (responses.split == split))
+            mine = (triggers.wrapper == w) & (triggers.split == split)
+            wrapped = np.flatnonzero(mine & triggers.wrapped)
+            other = np.flatnonzero(mine & ~triggers.wrapped)
             if min(len(wrapped), len(other)) < 2:
                 break
             auroc, _ = auroc_and_effect(values[wrapped], values[other])
@@ -1056,7 +1117,8 @@ def label(
         table["doc"][table["role"] == ROLE_CODE["assistant"]], minlength=len(provenance)
     )
     responses = find_responses(provenance, assistant_tokens, catalogue)
-    stats = collect(store, sae, hook, responses, config, progress)
+    triggers = find_triggers(provenance, catalogue)
+    stats = collect(store, sae, hook, responses, config, progress, triggers)
 
     n_features = int(sae.cfg.d_sae)
     categories = [
@@ -1065,7 +1127,7 @@ def label(
         else ""
         for name in responses.names
     ]
-    result = contrast(stats.response_mean, responses, config, stats.user_max)
+    result = contrast(stats.response_mean, responses, config, triggers, stats.user_max)
     tags = contrast_tags(result, responses, config, categories)
     puppeteer = puppeteer_features(stats, responses, config)
     for feature in np.flatnonzero(puppeteer["puppeteer"]):
@@ -1123,7 +1185,17 @@ def label(
         }
     )
     summary = make_summary(
-        stats, responses, result, tags, labels, puppeteer, template, density, config, folded
+        stats,
+        responses,
+        triggers,
+        result,
+        tags,
+        labels,
+        puppeteer,
+        template,
+        density,
+        config,
+        folded,
     )
     summary["seconds"] = time.monotonic() - started
     return Labels(
@@ -1156,6 +1228,7 @@ def top_personas(effect: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def make_summary(
     stats: FeatureStatistics,
     responses: Responses,
+    triggers: TriggerSet | None,
     result: Contrast,
     tags: list[list[str]],
     labels: list[str],
@@ -1184,8 +1257,14 @@ def make_summary(
             "heldout_auroc": float(result.heldout_auroc[p, feature]),
         }
     heldout = [v["heldout_auroc"] for v in best_per_persona.values()]
-    shuffled = np.random.default_rng(config.seed).permutation(responses.persona)
-    control = contrast(stats.response_mean, responses, config, stats.user_max, shuffled)
+    rng = np.random.default_rng(config.seed)
+    shuffled = rng.permutation(responses.persona)
+    shuffled_triggers = (
+        None if triggers is None else replace(triggers, wrapped=rng.permutation(triggers.wrapped))
+    )
+    control = contrast(
+        stats.response_mean, responses, config, shuffled_triggers, stats.user_max, shuffled
+    )
     control_tags = contrast_tags(control, responses, config, [""] * len(responses.names))
     chosen_template, by_persona = template
     header_rate = stats.header_fires.sum(0) / max(stats.header_tokens.sum(), 1)
@@ -1200,6 +1279,18 @@ def make_summary(
         "tag_counts": dict(sorted(tag_counts.items())),
         "kind_counts": dict(sorted(kinds.items())),
         "n_tagged": sum(bool(t) for t in tags),
+        "trigger_tests": (
+            "none: no conditional persona sampled with and without its wrapper (corpus "
+            "condition unwrapped)"
+            if triggers is None
+            else {
+                name: {
+                    "wrapped": int((triggers.wrapped & (triggers.wrapper == w)).sum()),
+                    "unwrapped": int((~triggers.wrapped & (triggers.wrapper == w)).sum()),
+                }
+                for w, name in enumerate(triggers.wrappers)
+            }
+        ),
         "tests": {
             "n_tested": len(tests),
             "n_significant": len(significant),

@@ -5,9 +5,10 @@ personas with random response words, and their user / plain controls) whose acti
 noise plus planted features: one per persona for pirate, villain and pirate_tag, one up in every
 persona but the default (roleplay), one up in the default only (assistant), one on every
 assistant token (puppeteer), one on the wrapper of pirate_tag's user messages (trigger), one on
-the assistant header (template). The SAE reads coordinate i as feature i (threshold 0.5), so the
-expected tags are known; noise alone makes every feature fire on about 0.6% of tokens (about 20%
-of responses).
+pirate_tag's user messages with or without the wrapper (its system prompt's: no trigger), one on
+the assistant header (template); pirate_tag's unwrapped transcripts answer as the default. The
+SAE reads coordinate i as feature i (threshold 0.5), so the expected tags are known; noise alone
+makes every feature fire on about 0.6% of tokens (about 20% of responses).
 """
 
 from __future__ import annotations
@@ -24,13 +25,20 @@ from scipy.stats import false_discovery_control
 from feature_store.activations import ActivationStore, ActivationWriter
 from feature_store.schema import ROLE_CODE
 from sae_atlas.config import CorpusConfig, LabelConfig
-from sae_atlas.corpus import SAMPLED_CONDITIONS, Response, corpus_jobs, response_transcripts
+from sae_atlas.corpus import (
+    SAMPLED_CONDITIONS,
+    UNWRAPPED,
+    Response,
+    corpus_jobs,
+    response_transcripts,
+)
 from sae_atlas.label import (
     Contrast,
     card_label,
     catalogue_from_corpus,
     contrast_tags,
     find_responses,
+    find_triggers,
     header_rows,
     label,
     label_stage,
@@ -41,8 +49,8 @@ from sae_atlas.personas import load_catalogue
 HOOK = "blocks.1.hook_resid_post"
 PERSONAS = ("assistant", "pirate", "villain", "chef", "knight", "poet", "pirate_tag")
 D_MODEL, D_SAE = 32, 40
-PIRATE, VILLAIN, PIRATE_TAG, ROLEPLAY, ASSISTANT, PUPPETEER, TRIGGER, HEADER = range(8)
-PLANTED = range(8)
+PIRATE, VILLAIN, PIRATE_TAG, ROLEPLAY, ASSISTANT, PUPPETEER, TRIGGER, HEADER, SYSTEM = range(9)
+PLANTED = range(9)
 WORDS = ["the", "sea", "ship", "sun", "gold", "map", "storm", "crew", "wind", "cake"]
 NOISE = 0.2
 CONFIG = LabelConfig(block_tokens=2048, top_examples=5, quantile_examples=3, reservoir=16)
@@ -52,7 +60,7 @@ def planted_acts(transcript, rng: np.random.Generator) -> np.ndarray:
     """[n_tokens, D_MODEL] noise plus the planted features of this transcript's provenance."""
     n = len(transcript)
     acts = rng.normal(0, NOISE, (n, D_MODEL))
-    if transcript.condition not in SAMPLED_CONDITIONS:
+    if transcript.condition not in (*SAMPLED_CONDITIONS, UNWRAPPED):
         return acts
     role = transcript.roles
     assistant = role == ROLE_CODE["assistant"]
@@ -64,10 +72,13 @@ def planted_acts(transcript, rng: np.random.Generator) -> np.ndarray:
     else:
         acts[assistant & (rng.random(n) < 0.6), ASSISTANT] += 1.2
     for name, feature in (("pirate", PIRATE), ("villain", VILLAIN), ("pirate_tag", PIRATE_TAG)):
-        if transcript.persona == name:
+        if transcript.persona == name and transcript.condition == "persona":
             acts[some, feature] += 1.5
     if transcript.persona == "pirate_tag":
-        acts[np.flatnonzero(role == ROLE_CODE["user"])[:3], TRIGGER] += 1.5
+        user = np.flatnonzero(role == ROLE_CODE["user"])
+        acts[user[rng.random(len(user)) < 0.5], SYSTEM] += 1.5
+        if transcript.condition == "persona":
+            acts[user[:3], TRIGGER] += 1.5
     return acts
 
 
@@ -154,8 +165,9 @@ def test_planted_features_get_their_tags(labels):
         ASSISTANT: {"assistant"},
         PUPPETEER: {"puppeteer"},
         TRIGGER: {"trigger:<pirate>"},
-    }
+    }  # SYSTEM fires on pirate_tag's user messages with and without the wrapper: no trigger
     summary = labels.summary
+    assert summary["trigger_tests"] == {"<pirate>": {"wrapped": 32, "unwrapped": 32}}
     assert summary["tag_counts"]["persona:pirate"] == 1 and summary["kind_counts"]["persona"] == 3
     # chef, knight and poet have only the roleplay feature, which separates them too
     assert summary["best_heldout_auroc"]["villain"]["feature"] in (VILLAIN, ROLEPLAY)
@@ -168,7 +180,8 @@ def test_shuffled_persona_labels_tag_nothing_persona_related(
     tmp_path, transcripts, sae, tiny, catalogue
 ):
     rng = np.random.default_rng(2)
-    sampled = [i for i, t in enumerate(transcripts) if t.condition in SAMPLED_CONDITIONS]
+    kinds = (*SAMPLED_CONDITIONS, UNWRAPPED)
+    sampled = [i for i, t in enumerate(transcripts) if t.condition in kinds]
     provenance = [(transcripts[i].persona, transcripts[i].condition) for i in sampled]
     shuffled = list(transcripts)
     for i, j in zip(sampled, rng.permutation(len(sampled)), strict=True):
@@ -228,8 +241,10 @@ def test_q_values_are_bh_of_the_heldout_p_values(planted, sae, catalogue):
         table["doc"][table["role"] == ROLE_CODE["assistant"]], minlength=len(provenance)
     )
     responses = find_responses(provenance, counts, catalogue)
-    stats = collect(store, sae, HOOK, responses, CONFIG)
-    result = contrast(stats.response_mean, responses, CONFIG, stats.user_max)
+    triggers = find_triggers(provenance, catalogue)
+    stats = collect(store, sae, HOOK, responses, CONFIG, triggers=triggers)
+    result = contrast(stats.response_mean, responses, CONFIG, triggers, stats.user_max)
+    assert set(result.tests["kind"]) == {"persona", "roleplay", "assistant", "trigger"}
     np.testing.assert_allclose(
         result.tests["q_value"], false_discovery_control(result.tests["p_value"])
     )
@@ -337,3 +352,11 @@ def test_persona_statistics(planted, sae, catalogue):
     assert by_persona["firing_rate"][:, PUPPETEER].min() > 0.99
     assert (by_persona["response_max"] >= by_persona["response_mean"]).all()
     assert by_persona["mean_act"][pirate, PIRATE] == pytest.approx(1.0, abs=0.1)
+
+
+def test_no_trigger_tests_without_unwrapped_transcripts(planted, catalogue):
+    provenance = ActivationStore(planted).provenance()
+    triggers = find_triggers(provenance, catalogue)
+    assert triggers is not None and triggers.wrappers == ("<pirate>",)
+    assert find_triggers(provenance, None) is None
+    assert find_triggers(provenance[provenance["condition"] != UNWRAPPED], catalogue) is None
