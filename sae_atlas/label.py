@@ -237,7 +237,8 @@ class RowKinds:
     response: response row; group: persona * 2 + (0 train, 1 otherwise) of response rows;
     user: TriggerSet row whose user's message holds the row; header: persona of assistant-header
     rows; template: template rows of sampled transcripts; control: index into CONTROLS of rows
-    carrying the response text of a control of one of the responses.
+    carrying the response text of a control of one of the responses (same job seed: the store's
+    `source` is the transcript's own row in the corpus once harvested).
     """
 
     response: np.ndarray
@@ -302,7 +303,8 @@ def row_kinds(
     header_mask = in_response & header_rows(role, doc)
     header[header_mask] = responses.persona[response_of_doc[doc[header_mask]]]
     control = np.full(len(role), -1, dtype=np.int64)
-    of_response = np.isin(provenance["source"].to_numpy(), responses.doc)[doc]
+    seeds = provenance["seed"].to_numpy()
+    of_response = np.isin(seeds, seeds[responses.doc])[doc]  # a control keeps its job's seed
     for code, condition in enumerate(CONTROLS):
         carries = (
             of_response
@@ -1225,6 +1227,16 @@ def top_personas(effect: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return index, np.where(np.isfinite(best), best, np.nan).astype(np.float32)
 
 
+def best_features(result: Contrast, responses: Responses) -> dict[int, int]:
+    """Per contrasted persona (row of `responses.names`), its best feature on train questions:
+    the highest train AUROC against the default, ties broken by the larger train Cohen's d."""
+    return {
+        p: int(np.lexsort((-result.train_effect[p], -result.train_auroc[p]))[0])
+        for p in range(len(responses.names))
+        if p != responses.default and not np.isnan(result.train_auroc[p]).all()
+    }
+
+
 def make_summary(
     stats: FeatureStatistics,
     responses: Responses,
@@ -1245,17 +1257,15 @@ def make_summary(
     shuffled persona labels, and whether the logits fold in the final norm."""
     tag_counts = Counter(tag for feature_tags in tags for tag in feature_tags)
     kinds = Counter(tag.split(":")[0] for feature_tags in tags for tag in set(feature_tags))
-    best_per_persona = {}
-    for p, name in enumerate(responses.names):
-        if p == responses.default or np.isnan(result.train_auroc[p]).all():
-            continue
-        feature = int(np.lexsort((-result.train_effect[p], -result.train_auroc[p]))[0])
-        best_per_persona[name] = {
+    best_per_persona = {
+        responses.names[p]: {
             "feature": feature,
             "label": labels[feature],
             "train_auroc": float(result.train_auroc[p, feature]),
             "heldout_auroc": float(result.heldout_auroc[p, feature]),
         }
+        for p, feature in best_features(result, responses).items()
+    }
     heldout = [v["heldout_auroc"] for v in best_per_persona.values()]
     rng = np.random.default_rng(config.seed)
     shuffled = rng.permutation(responses.persona)

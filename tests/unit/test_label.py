@@ -253,7 +253,16 @@ def test_q_values_are_bh_of_the_heldout_p_values(planted, sae, catalogue):
     assert (persona_rows["train_score"] >= CONFIG.auroc_min).all()
 
 
-def test_puppeteer_needs_the_controls(labels):
+def test_puppeteer_needs_the_controls(labels, transcripts):
+    # the controls count the text of the contrasted responses only, not of the unwrapped ones
+    unwrapped = {t.seed for t in transcripts if t.condition == UNWRAPPED}
+    for condition, role in (("user_control", "user"), ("plain_control", "plain")):
+        expected = sum(
+            int((t.roles == ROLE_CODE[role]).sum())
+            for t in transcripts
+            if t.condition == condition and t.seed not in unwrapped
+        )
+        assert labels.summary["controls_present"][condition] == expected
     puppeteers = labels.summary["puppeteer_features"]
     assert [p["id"] for p in puppeteers] == [PUPPETEER]
     assert puppeteers[0]["cv"] < 0.1 and puppeteers[0]["persona_share"] == 1.0

@@ -1,0 +1,363 @@
+"""What limits the labeling pass's two headline figures, and what a choice made on train questions
+buys: the share of personas whose best feature reaches held-out AUROC >= 0.9 against the default,
+and persona decoding from SAE profiles on held-out responses.
+
+Reads a finished run (activations.h5, sae/, transcripts.h5 for the catalogue; nothing is written
+there) and makes one SAE pass over its sampled responses that keeps, per response and feature,
+several response-level statistics: the mean over its tokens (what `sae-atlas label` uses), the
+maximum, the firing rate, the mean over its first N tokens, and the mean raw residual (no SAE).
+Then, for each statistic:
+- AUROC: the labeling pass's own contrast and best-feature rule (sae_atlas.label.contrast,
+  best_features), giving the share of personas at held-out AUROC >= 0.9; the same rule
+  cross-validated inside the train questions (choose on half of them, score on the other half)
+  is the figure a statistic is chosen by. The best held-out AUROC of any feature ("oracle") is a
+  ceiling for diagnosis only, never a choice.
+- Decoding: nearest centroid on unit-normalised response means (the labeling pass's decoder, the
+  baseline), nearest centroid on standardised features, shrinkage LDA and L2 logistic regression
+  on standardised features; the decoder, statistic and regularisation are chosen by accuracy in a
+  grouped cross-validation over train questions (folds never share a question) and only then
+  scored on held-out questions.
+- A learning curve over the number of train questions (2, 4, 6, 8) for the chosen decoder and
+  the AUROC share: what more questions per persona would buy, measured before proposing them.
+
+Prints the tables and writes runs/bench/label_targets.json.
+
+    .venv/bin/python scripts/label_targets.py --run runs/quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from feature_store.schema import ROLE_CODE
+from sae_atlas.config import LabelConfig
+from sae_atlas.label import (
+    HELDOUT,
+    TRAIN,
+    Responses,
+    best_features,
+    catalogue_from_corpus,
+    contrast,
+    doc_blocks,
+    find_responses,
+    open_store,
+    persona_decoder,
+)
+from sae_atlas.train import load_sae
+
+FIRST = (8, 16, 32)
+CV_FOLDS = 4
+LOGISTIC_C = (0.01, 0.1, 1.0)
+
+
+@torch.inference_mode()
+def response_statistics(run: Path, block_tokens: int = 8192) -> tuple[Responses, dict]:
+    """Per sampled response of the run: {statistic: [n_responses, d]} (d_sae, or d_model for the
+    raw residual mean)."""
+    store = open_store(run / "activations.h5")
+    sae_dir = next((run / "sae").iterdir())
+    sae = load_sae(sae_dir)
+    hook = str(sae.cfg.metadata.hook_name)
+    catalogue = catalogue_from_corpus(run / "transcripts.h5")
+    provenance = store.provenance()
+    table = store.token_table()
+    assistant = table["role"] == ROLE_CODE["assistant"]
+    counts = np.bincount(table["doc"][assistant], minlength=len(provenance))
+    responses = find_responses(provenance, counts, catalogue)
+    response_of_doc = np.full(len(provenance), -1, dtype=np.int64)
+    response_of_doc[responses.doc] = np.arange(len(responses))
+    response = np.where(assistant, response_of_doc[table["doc"]], -1)
+    n, n_features = len(responses), int(sae.cfg.d_sae)
+    sums = np.zeros((n, n_features), np.float64)
+    maxima = np.zeros((n, n_features), np.float32)
+    fires = np.zeros((n, n_features), np.float64)
+    first = {k: np.zeros((n, n_features), np.float64) for k in FIRST}
+    residual = np.zeros((n, store.d_model), np.float64)
+    for start, stop in doc_blocks(
+        provenance["token_start"].to_numpy(), provenance["token_count"].to_numpy(), block_tokens
+    ):
+        local = np.flatnonzero(response[start:stop] >= 0)
+        if not len(local):
+            continue
+        raw = store.acts(hook, start, stop)[local].astype(np.float32)
+        acts = sae.encode(torch.from_numpy(raw)).float().numpy()
+        ids = response[start + local]  # non-decreasing: whole transcripts in row order
+        starts = np.r_[0, np.flatnonzero(np.diff(ids)) + 1]
+        position = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
+        present = ids[starts]
+        sums[present] = np.add.reduceat(acts, starts)
+        maxima[present] = np.maximum.reduceat(acts, starts)
+        fires[present] = np.add.reduceat((acts > 0).astype(np.float32), starts)
+        residual[present] = np.add.reduceat(raw, starts)
+        for k in FIRST:
+            first[k][present] = np.add.reduceat(acts * (position < k)[:, None], starts)
+    tokens = np.maximum(np.bincount(response[response >= 0], minlength=n), 1)[:, None]
+    stats = {
+        "mean": sums / tokens,
+        "max": maxima,
+        "rate": fires / tokens,
+        **{f"first{k}": first[k] / np.minimum(tokens, k) for k in FIRST},
+        "residual": residual / tokens,
+    }
+    return responses, {name: value.astype(np.float32) for name, value in stats.items()}
+
+
+def train_folds(responses: Responses, n_folds: int) -> list[np.ndarray]:
+    """Train questions dealt into n_folds groups (sorted ids, round robin): [question ids]."""
+    questions = np.unique(responses.question[responses.split == TRAIN])
+    return [questions[i::n_folds] for i in range(n_folds)]
+
+
+def within_train(responses: Responses, held: np.ndarray) -> Responses:
+    """`responses` with the train questions in `held` as the held-out split and the rest of the
+    train questions as train; held-out questions are dropped (split -1)."""
+    split = np.full(len(responses), -1, dtype=np.int64)
+    train = responses.split == TRAIN
+    split[train] = TRAIN
+    split[train & np.isin(responses.question, held)] = HELDOUT
+    return replace(responses, split=split)
+
+
+def first_questions(responses: Responses, k: int) -> Responses:
+    """`responses` keeping only the first k train questions (sorted ids) in the train split."""
+    keep = np.unique(responses.question[responses.split == TRAIN])[:k]
+    dropped = (responses.split == TRAIN) & ~np.isin(responses.question, keep)
+    return replace(responses, split=np.where(dropped, -1, responses.split))
+
+
+# ---------------------------------------------------------------------------- AUROC
+
+
+def auroc_share(values: np.ndarray, responses: Responses, config: LabelConfig) -> dict[str, Any]:
+    """The labeling pass's best feature per persona (chosen on train) and its held-out AUROC;
+    the share at >= 0.9; the best held-out AUROC of any feature (a ceiling, not a choice)."""
+    result = contrast(values, responses, config)
+    best = best_features(result, responses)
+    heldout = {responses.names[p]: float(result.heldout_auroc[p, f]) for p, f in best.items()}
+    oracle = {responses.names[p]: float(np.nanmax(result.heldout_auroc[p])) for p in best}
+    return {
+        "share": float(np.mean([v >= 0.9 for v in heldout.values()])),
+        "median": float(np.median(list(heldout.values()))),
+        "oracle_share": float(np.mean([v >= 0.9 for v in oracle.values()])),
+        "heldout": heldout,
+        "oracle": oracle,
+        "train": {responses.names[p]: float(result.train_auroc[p, f]) for p, f in best.items()},
+    }
+
+
+def auroc_cv(values: np.ndarray, responses: Responses, config: LabelConfig) -> float:
+    """The share of personas at AUROC >= 0.9 when the feature is chosen on half of the train
+    questions and scored on the other half, averaged over both halves (train data only)."""
+    folds = train_folds(responses, 2)
+    shares = [auroc_share(values, within_train(responses, held), config)["share"] for held in folds]
+    return float(np.mean(shares))
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def centroid(values: np.ndarray, labels: np.ndarray, standardise: bool) -> Any:
+    """A fit function: nearest centroid by cosine, on raw or standardised features."""
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+    mean = values.mean(0) if standardise else 0.0
+    scale = values.std(0) + 1e-6 if standardise else 1.0
+    names = np.unique(labels)
+    centroids = unit(np.stack([((values - mean) / scale)[labels == n].mean(0) for n in names]))
+    return lambda x: names[(unit((x - mean) / scale) @ centroids.T).argmax(1)]
+
+
+def fitted(method: str, parameter: float | None, values: np.ndarray, labels: np.ndarray) -> Any:
+    """predict(x) of a decoder fitted on values [n, d] with labels [n]."""
+    if method == "centroid":
+        return centroid(values, labels, standardise=False)
+    if method == "centroid_std":
+        return centroid(values, labels, standardise=True)
+    if method == "lda":
+        model = make_pipeline(
+            StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+        )
+    else:
+        model = make_pipeline(
+            StandardScaler(), LogisticRegression(C=parameter or 1.0, max_iter=300, tol=1e-3)
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(values, labels)
+    return model.predict
+
+
+DECODERS: tuple[tuple[str, float | None], ...] = (
+    ("centroid", None),
+    ("centroid_std", None),
+    ("lda", None),
+    *(("logistic", c) for c in LOGISTIC_C),
+)
+
+
+def decoder_scores(values: np.ndarray, responses: Responses) -> dict[str, dict[str, float]]:
+    """Per decoder: grouped CV accuracy on train questions and held-out accuracy (fit on all
+    train responses)."""
+    labels = responses.persona
+    train = responses.split == TRAIN
+    heldout = responses.split == HELDOUT
+    out = {}
+    for method, parameter in DECODERS:
+        name = method if parameter is None else f"{method}(C={parameter})"
+        correct = []
+        for held in train_folds(responses, CV_FOLDS):
+            test = train & np.isin(responses.question, held)
+            fit = train & ~test
+            predict = fitted(method, parameter, values[fit], labels[fit])
+            correct.append(predict(values[test]) == labels[test])
+        predict = fitted(method, parameter, values[train], labels[train])
+        out[name] = {
+            "cv": float(np.concatenate(correct).mean()),
+            "heldout": float((predict(values[heldout]) == labels[heldout]).mean()),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    responses, stats = response_statistics(args.run)
+    seconds = {"pass": time.monotonic() - started}
+    config = LabelConfig()
+    n_classes = len(np.unique(responses.persona[responses.split == TRAIN]))
+    baseline = persona_decoder(stats["mean"], responses)
+
+    started = time.monotonic()
+    auroc = {}
+    for name, values in stats.items():
+        if name == "residual":
+            continue
+        auroc[name] = {"cv_share": auroc_cv(values, responses, config)}
+        auroc[name].update(auroc_share(values, responses, config))
+    chosen_statistic = max(auroc, key=lambda name: auroc[name]["cv_share"])
+    seconds["auroc"] = time.monotonic() - started
+
+    started = time.monotonic()
+    decoding = {name: decoder_scores(values, responses) for name, values in stats.items()}
+    cv_best = max(
+        ((s, d) for s in decoding for d in decoding[s] if s != "residual"),
+        key=lambda key: decoding[key[0]][key[1]]["cv"],
+    )
+    seconds["decoding"] = time.monotonic() - started
+
+    started = time.monotonic()
+    method, _, rest = cv_best[1].partition("(C=")
+    parameter = float(rest.rstrip(")")) if rest else None
+    curve = []
+    for k in (2, 4, 6, 8):
+        subset = first_questions(responses, k)
+        values = stats[cv_best[0]]
+        train, heldout = subset.split == TRAIN, subset.split == HELDOUT
+        predict = fitted(method, parameter, values[train], subset.persona[train])
+        curve.append(
+            {
+                "train_questions": k,
+                "decoder_heldout": float(
+                    (predict(values[heldout]) == subset.persona[heldout]).mean()
+                ),
+                "centroid_mean_heldout": persona_decoder(stats["mean"], subset)["accuracy"],
+                "auroc_share_mean": auroc_share(stats["mean"], subset, config)["share"],
+                f"auroc_share_{chosen_statistic}": auroc_share(
+                    stats[chosen_statistic], subset, config
+                )["share"],
+            }
+        )
+    seconds["curve"] = time.monotonic() - started
+    return {
+        "run": str(args.run),
+        "n_responses": len(responses),
+        "n_classes": n_classes,
+        "chance": 1 / n_classes,
+        "baseline": {
+            "auroc_share": auroc["mean"]["share"],
+            "decoder_accuracy": baseline["accuracy"],
+        },
+        "auroc": auroc,
+        "auroc_chosen_statistic": chosen_statistic,
+        "decoding": decoding,
+        "decoder_chosen": {
+            "statistic": cv_best[0],
+            "decoder": cv_best[1],
+            **decoding[cv_best[0]][cv_best[1]],
+        },
+        "curve": curve,
+        "seconds": seconds,
+    }
+
+
+def report(result: dict[str, Any]) -> None:
+    chance = result["chance"]
+    print(
+        f"responses: {result['n_responses']}, personas: {result['n_classes']}, chance {chance:.3f}"
+    )
+    print("\nShare of personas whose best feature (chosen on train) reaches held-out AUROC >= 0.9")
+    print(f"| {'statistic':<9} | CV share (train) | held-out share | median | oracle share |")
+    print(f"|{'-' * 11}|------------------|----------------|--------|--------------|")
+    for name, row in result["auroc"].items():
+        mark = " *" if name == result["auroc_chosen_statistic"] else ""
+        print(
+            f"| {name:<9} | {row['cv_share']:>16.3f} | {row['share']:>14.3f} | "
+            f"{row['median']:>6.3f} | {row['oracle_share']:>12.3f} |{mark}"
+        )
+    print("(* chosen by the CV share; oracle: best held-out AUROC of any feature, a ceiling)")
+    print("\nPersona decoding: CV accuracy on train questions / held-out accuracy")
+    decoders = list(next(iter(result["decoding"].values())))
+    print("| statistic | " + " | ".join(f"{d:>17}" for d in decoders) + " |")
+    print("|-----------|" + "|".join("-" * 19 for _ in decoders) + "|")
+    for name, row in result["decoding"].items():
+        cells = " | ".join(
+            f"{row[d]['cv']:.3f} / {row[d]['heldout']:.3f}".rjust(17) for d in decoders
+        )
+        print(f"| {name:<9} | {cells} |")
+    chosen = result["decoder_chosen"]
+    print(
+        f"\nchosen by CV (SAE statistics only): {chosen['decoder']} on {chosen['statistic']}: "
+        f"held-out {chosen['heldout']:.3f} = {chosen['heldout'] / chance:.1f}x chance "
+        f"(baseline centroid on mean: {result['baseline']['decoder_accuracy']:.3f} = "
+        f"{result['baseline']['decoder_accuracy'] / chance:.1f}x)"
+    )
+    print("\nTrain questions per persona (held-out questions fixed):")
+    keys = [k for k in result["curve"][0] if k != "train_questions"]
+    print("| train questions | " + " | ".join(keys) + " |")
+    for row in result["curve"]:
+        cells = " | ".join(f"{row[k]:.3f}".rjust(len(k)) for k in keys)
+        print(f"| {row['train_questions']:>15} | {cells} |")
+    print(f"\nseconds: { {k: round(v, 1) for k, v in result['seconds'].items()} }")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/quick"), help="a finished run")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/label_targets.json"))
+    args = parser.parse_args()
+    result = run(args)
+    report(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
