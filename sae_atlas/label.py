@@ -21,8 +21,9 @@ unwrapped user messages under the same system prompts, so a system prompt that m
 wrapper does not make a trigger. It tags features (`persona:<name>`, `roleplay`, `assistant`,
 `puppeteer`, `trigger:<wrapper>`), finds template features, builds a card per
 feature (top and quantile contexts, promoted / suppressed tokens through the unembedding, top
-personas, a short label), decodes personas from SAE profiles (nearest centroid, cosine), and
-repeats the contrast with shuffled persona labels as a negative control.
+personas, a short label), decodes personas from SAE profiles (nearest centroid or logistic
+regression, chosen by cross-validation on train questions, scored on held-out ones), and repeats
+the contrast with shuffled persona labels as a negative control.
 
 Cost: one SAE encoder pass per encoded row (O(d_model x d_sae)); memory about
 4 x n_responses x d_sae bytes (plus 2 x d_sae per transcript of a conditional persona) plus one
@@ -37,11 +38,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import h5py
 import numpy as np
@@ -49,6 +51,10 @@ import pandas as pd
 import torch
 from sae_lens import SAE
 from scipy.stats import false_discovery_control, mannwhitneyu, rankdata
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from feature_store.activations import ActivationStore
 from feature_store.errors import StoreError
@@ -75,6 +81,9 @@ PRINTABLE = {code: "\ufffd" for code in range(32)} | {ord("\n"): "\\n", ord("\t"
 """Decoded text shown in contexts and lists: newlines as `\\n`, other control characters as U+FFFD
 (HDF5 strings cannot hold NUL)."""
 SUMMARY_FEATURES = 50
+DECODERS: tuple[str, ...] = ("centroid", "logistic(C=0.01)", "logistic(C=0.1)")
+"""Persona decoder candidates (fit_decoder names), chosen by cross-validation on train questions."""
+DECODER_FOLDS = 4
 """At most this many features are listed per kind in the summary."""
 TRAIN, HELDOUT = 0, 1
 
@@ -868,34 +877,85 @@ def template_features(
 # ---------------------------------------------------------------------------- decoding personas
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def fit_decoder(
+    name: str, profiles: np.ndarray, labels: np.ndarray
+) -> Callable[[np.ndarray], np.ndarray]:
+    """predict(profiles [m, F]) -> labels [m] of a decoder fitted on profiles [n, F] with labels
+    [n]. name: `centroid` (cosine to the per-label mean profile) or `logistic(C=c)` (L2 logistic
+    regression on standardised profiles, sklearn's C)."""
+    if name == "centroid":
+        names = np.unique(labels)
+        centroids = unit_rows(np.stack([profiles[labels == n].mean(0) for n in names]))
+        return lambda x: names[(unit_rows(x) @ centroids.T).argmax(1)]
+    strength = float(name.removeprefix("logistic(C=").removesuffix(")"))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=strength, max_iter=300, tol=1e-3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(profiles, labels)
+    return cast(Callable[[np.ndarray], np.ndarray], model.predict)
+
+
+def question_folds(questions: np.ndarray, n_folds: int) -> list[np.ndarray]:
+    """The distinct question ids (sorted) dealt round robin into n_folds groups."""
+    distinct = np.unique(questions)
+    return [distinct[i::n_folds] for i in range(n_folds)]
+
+
 def persona_decoder(response_mean: np.ndarray, responses: Responses) -> dict[str, Any]:
-    """Nearest-centroid persona decoder (cosine) on response-level mean SAE activations: centroids
-    from train responses, scored on held-out responses."""
+    """A persona decoder on response-level mean SAE activations, chosen on train questions and
+    scored on held-out ones.
+
+    Candidates (DECODERS): nearest centroid (cosine) and L2 logistic regression on standardised
+    profiles. Each is scored by a cross-validation over the train questions (DECODER_FOLDS folds
+    that never share a question); the best (the first on ties) is refitted on every train
+    response and scored on the held-out responses. Held-out data never takes part in the choice.
+    Returns the held-out accuracy, chance (the most frequent train persona's share of the
+    held-out responses), the decoder, every candidate's CV accuracy, the centroid's held-out
+    accuracy (the simplest decoder, for comparison) and the accuracy per persona.
+    """
     train = responses.split == TRAIN
     heldout = responses.split == HELDOUT
     labels = np.unique(responses.persona[train])
     if not heldout.any() or len(labels) < 2:
         return {"accuracy": None, "chance": None, "n_heldout": int(heldout.sum())}
+    persona = responses.persona
+    cv_accuracy = {}
+    for name in DECODERS:
+        correct = []
+        for held in question_folds(responses.question[train], DECODER_FOLDS):
+            test = train & np.isin(responses.question, held)
+            fit = train & ~test
+            if test.any() and len(np.unique(persona[fit])) >= 2:
+                predict = fit_decoder(name, response_mean[fit], persona[fit])
+                correct.append(predict(response_mean[test]) == persona[test])
+        cv_accuracy[name] = float(np.concatenate(correct).mean()) if correct else float("nan")
+    chosen = max(DECODERS, key=lambda name: np.nan_to_num(cv_accuracy[name], nan=-1.0))
+    truth = persona[heldout]
 
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    def heldout_predictions(name: str) -> np.ndarray:
+        return fit_decoder(name, response_mean[train], persona[train])(response_mean[heldout])
 
-    centroids = np.stack([response_mean[train & (responses.persona == p)].mean(0) for p in labels])
-    predicted = labels[(unit(response_mean[heldout]) @ unit(centroids).T).argmax(1)]
-    truth = responses.persona[heldout]
-    majority = labels[np.bincount(responses.persona[train])[labels].argmax()]
-    per_persona = {
-        responses.names[p]: float((predicted[truth == p] == p).mean())
-        for p in labels
-        if (truth == p).any()
-    }
+    predicted = heldout_predictions(chosen)
+    centroid = predicted if chosen == "centroid" else heldout_predictions("centroid")
+    majority = labels[np.bincount(persona[train])[labels].argmax()]
     return {
         "accuracy": float((predicted == truth).mean()),
         "chance": float((truth == majority).mean()),
         "uniform_chance": 1 / len(labels),
+        "decoder": chosen,
+        "cv_accuracy": cv_accuracy,
+        "centroid_accuracy": float((centroid == truth).mean()),
         "n_personas": len(labels),
         "n_heldout": int(heldout.sum()),
-        "per_persona": per_persona,
+        "per_persona": {
+            responses.names[p]: float((predicted[truth == p] == p).mean())
+            for p in labels
+            if (truth == p).any()
+        },
     }
 
 

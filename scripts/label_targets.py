@@ -13,16 +13,21 @@ Then, for each statistic:
   is the figure a statistic is chosen by. The best held-out AUROC of any feature ("oracle") is a
   ceiling for diagnosis only, never a choice.
 - Decoding: nearest centroid on unit-normalised response means (the labeling pass's decoder, the
-  baseline), nearest centroid on standardised features, shrinkage LDA and L2 logistic regression
-  on standardised features; the decoder, statistic and regularisation are chosen by accuracy in a
-  grouped cross-validation over train questions (folds never share a question) and only then
-  scored on held-out questions.
+  baseline), nearest centroid on standardised features, L2 logistic regression on standardised
+  features and (on the residual only: a fit on SAE features costs ~45 s) shrinkage LDA; the
+  decoder, statistic and regularisation are chosen by accuracy in a grouped cross-validation
+  over train questions (folds never share a question) and only then scored on held-out
+  questions.
 - A learning curve over the number of train questions (2, 4, 6, 8) for the chosen decoder and
   the AUROC share: what more questions per persona would buy, measured before proposing them.
 
-Prints the tables and writes runs/bench/label_targets.json.
+Prints the tables and writes runs/bench/label_targets.json. With --layers, instead: harvests
+the run's sampled responses at those layers (one pass, into --scratch) and decodes personas from
+the raw residual mean at each (no SAE), to see which layer carries the persona.
 
     .venv/bin/python scripts/label_targets.py --run runs/quick
+    .venv/bin/python scripts/label_targets.py --run runs/quick --layers 5 10 15 20 \
+        --out runs/bench/label_targets_layers.json
 """
 
 from __future__ import annotations
@@ -30,21 +35,26 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sae_lens import SAE
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from feature_store.activations import ActivationStore
 from feature_store.schema import ROLE_CODE
-from sae_atlas.config import LabelConfig
+from feature_store.transcripts import TranscriptStore
+from sae_atlas.config import HarvestConfig, LabelConfig
+from sae_atlas.corpus import SAMPLED_CONDITIONS
+from sae_atlas.harvest import harvest
 from sae_atlas.label import (
+    DECODER_FOLDS,
+    DECODERS,
     HELDOUT,
     TRAIN,
     Responses,
@@ -53,25 +63,32 @@ from sae_atlas.label import (
     contrast,
     doc_blocks,
     find_responses,
+    fit_decoder,
     open_store,
     persona_decoder,
+    question_folds,
 )
+from sae_atlas.models import load_model
+from sae_atlas.personas import Catalogue
 from sae_atlas.train import load_sae
 
 FIRST = (8, 16, 32)
-CV_FOLDS = 4
-LOGISTIC_C = (0.01, 0.1, 1.0)
+DECODED = ("mean", "max", "rate", "first16", "residual")
+"""The statistics decoders are fitted on (each fit costs seconds)."""
+LDA_MAX_DIM = 1024
+"""Shrinkage LDA only up to this many dimensions (a fit on 2,304 SAE features costs ~45 s)."""
 
 
 @torch.inference_mode()
-def response_statistics(run: Path, block_tokens: int = 8192) -> tuple[Responses, dict]:
-    """Per sampled response of the run: {statistic: [n_responses, d]} (d_sae, or d_model for the
-    raw residual mean)."""
-    store = open_store(run / "activations.h5")
-    sae_dir = next((run / "sae").iterdir())
-    sae = load_sae(sae_dir)
-    hook = str(sae.cfg.metadata.hook_name)
-    catalogue = catalogue_from_corpus(run / "transcripts.h5")
+def response_statistics(
+    store: ActivationStore,
+    hook: str,
+    sae: SAE[Any] | None,
+    catalogue: Catalogue,
+    block_tokens: int = 8192,
+) -> tuple[Responses, dict]:
+    """Per sampled response of the store: {statistic: [n_responses, d]} (d_sae, or d_model for
+    the raw residual mean, the only statistic without an SAE)."""
     provenance = store.provenance()
     table = store.token_table()
     assistant = table["role"] == ROLE_CODE["assistant"]
@@ -80,7 +97,7 @@ def response_statistics(run: Path, block_tokens: int = 8192) -> tuple[Responses,
     response_of_doc = np.full(len(provenance), -1, dtype=np.int64)
     response_of_doc[responses.doc] = np.arange(len(responses))
     response = np.where(assistant, response_of_doc[table["doc"]], -1)
-    n, n_features = len(responses), int(sae.cfg.d_sae)
+    n, n_features = len(responses), 0 if sae is None else int(sae.cfg.d_sae)
     sums = np.zeros((n, n_features), np.float64)
     maxima = np.zeros((n, n_features), np.float32)
     fires = np.zeros((n, n_features), np.float64)
@@ -93,32 +110,32 @@ def response_statistics(run: Path, block_tokens: int = 8192) -> tuple[Responses,
         if not len(local):
             continue
         raw = store.acts(hook, start, stop)[local].astype(np.float32)
-        acts = sae.encode(torch.from_numpy(raw)).float().numpy()
         ids = response[start + local]  # non-decreasing: whole transcripts in row order
         starts = np.r_[0, np.flatnonzero(np.diff(ids)) + 1]
         position = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
         present = ids[starts]
+        residual[present] = np.add.reduceat(raw, starts)
+        if sae is None:
+            continue
+        acts = sae.encode(torch.from_numpy(raw)).float().numpy()
         sums[present] = np.add.reduceat(acts, starts)
         maxima[present] = np.maximum.reduceat(acts, starts)
         fires[present] = np.add.reduceat((acts > 0).astype(np.float32), starts)
-        residual[present] = np.add.reduceat(raw, starts)
         for k in FIRST:
             first[k][present] = np.add.reduceat(acts * (position < k)[:, None], starts)
     tokens = np.maximum(np.bincount(response[response >= 0], minlength=n), 1)[:, None]
-    stats = {
-        "mean": sums / tokens,
-        "max": maxima,
-        "rate": fires / tokens,
-        **{f"first{k}": first[k] / np.minimum(tokens, k) for k in FIRST},
-        "residual": residual / tokens,
-    }
+    stats: dict[str, np.ndarray] = (
+        {}
+        if sae is None
+        else {
+            "mean": sums / tokens,
+            "max": maxima,
+            "rate": fires / tokens,
+            **{f"first{k}": first[k] / np.minimum(tokens, k) for k in FIRST},
+        }
+    )
+    stats["residual"] = residual / tokens
     return responses, {name: value.astype(np.float32) for name, value in stats.items()}
-
-
-def train_folds(responses: Responses, n_folds: int) -> list[np.ndarray]:
-    """Train questions dealt into n_folds groups (sorted ids, round robin): [question ids]."""
-    questions = np.unique(responses.question[responses.split == TRAIN])
-    return [questions[i::n_folds] for i in range(n_folds)]
 
 
 def within_train(responses: Responses, held: np.ndarray) -> Responses:
@@ -161,7 +178,7 @@ def auroc_share(values: np.ndarray, responses: Responses, config: LabelConfig) -
 def auroc_cv(values: np.ndarray, responses: Responses, config: LabelConfig) -> float:
     """The share of personas at AUROC >= 0.9 when the feature is chosen on half of the train
     questions and scored on the other half, averaged over both halves (train data only)."""
-    folds = train_folds(responses, 2)
+    folds = question_folds(responses.question[responses.split == TRAIN], 2)
     shares = [auroc_share(values, within_train(responses, held), config)["share"] for held in folds]
     return float(np.mean(shares))
 
@@ -169,45 +186,27 @@ def auroc_cv(values: np.ndarray, responses: Responses, config: LabelConfig) -> f
 # ---------------------------------------------------------------------------- decoding
 
 
-def centroid(values: np.ndarray, labels: np.ndarray, standardise: bool) -> Any:
-    """A fit function: nearest centroid by cosine, on raw or standardised features."""
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-    mean = values.mean(0) if standardise else 0.0
-    scale = values.std(0) + 1e-6 if standardise else 1.0
-    names = np.unique(labels)
-    centroids = unit(np.stack([((values - mean) / scale)[labels == n].mean(0) for n in names]))
-    return lambda x: names[(unit((x - mean) / scale) @ centroids.T).argmax(1)]
-
-
-def fitted(method: str, parameter: float | None, values: np.ndarray, labels: np.ndarray) -> Any:
-    """predict(x) of a decoder fitted on values [n, d] with labels [n]."""
-    if method == "centroid":
-        return centroid(values, labels, standardise=False)
-    if method == "centroid_std":
-        return centroid(values, labels, standardise=True)
-    if method == "lda":
+def fitted(name: str, values: np.ndarray, labels: np.ndarray) -> Any:
+    """predict(x) of a decoder fitted on values [n, d] with labels [n]: the labeling pass's
+    candidates (sae_atlas.label.fit_decoder), nearest centroid on standardised features, or
+    shrinkage LDA on standardised features."""
+    if name == "centroid_std":
+        scaler = StandardScaler().fit(values)
+        predict = fit_decoder("centroid", scaler.transform(values), labels)
+        return lambda x: predict(scaler.transform(x))
+    if name == "lda":
         model = make_pipeline(
             StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
         )
-    else:
-        model = make_pipeline(
-            StandardScaler(), LogisticRegression(C=parameter or 1.0, max_iter=300, tol=1e-3)
-        )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(values, labels)
-    return model.predict
+        return model.fit(values, labels).predict
+    return fit_decoder(name, values, labels)
 
 
-DECODERS: tuple[tuple[str, float | None], ...] = (
-    ("centroid", None),
-    ("centroid_std", None),
-    ("lda", None),
-    *(("logistic", c) for c in LOGISTIC_C),
-)
+CANDIDATES = (DECODERS[0], "centroid_std", "lda", *DECODERS[1:])
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
 def decoder_scores(values: np.ndarray, responses: Responses) -> dict[str, dict[str, float]]:
@@ -217,15 +216,16 @@ def decoder_scores(values: np.ndarray, responses: Responses) -> dict[str, dict[s
     train = responses.split == TRAIN
     heldout = responses.split == HELDOUT
     out = {}
-    for method, parameter in DECODERS:
-        name = method if parameter is None else f"{method}(C={parameter})"
+    for name in CANDIDATES:
+        if name == "lda" and values.shape[1] > LDA_MAX_DIM:
+            continue
         correct = []
-        for held in train_folds(responses, CV_FOLDS):
+        for held in question_folds(responses.question[train], DECODER_FOLDS):
             test = train & np.isin(responses.question, held)
             fit = train & ~test
-            predict = fitted(method, parameter, values[fit], labels[fit])
+            predict = fitted(name, values[fit], labels[fit])
             correct.append(predict(values[test]) == labels[test])
-        predict = fitted(method, parameter, values[train], labels[train])
+        predict = fitted(name, values[train], labels[train])
         out[name] = {
             "cv": float(np.concatenate(correct).mean()),
             "heldout": float((predict(values[heldout]) == labels[heldout]).mean()),
@@ -233,16 +233,72 @@ def decoder_scores(values: np.ndarray, responses: Responses) -> dict[str, dict[s
     return out
 
 
+# ---------------------------------------------------------------------------- layers
+
+
+def layer_decoding(args: argparse.Namespace) -> dict[str, Any]:
+    """Persona decoding from the raw residual mean of each response at each of args.layers (no
+    SAE: which layer carries the persona), from one harvest of the run's sampled transcripts
+    into args.scratch."""
+    catalogue = catalogue_from_corpus(args.run / "transcripts.h5")
+    corpus = TranscriptStore(args.run / "transcripts.h5")
+    transcripts = [t for t in corpus if t.condition in SAMPLED_CONDITIONS]
+    hooks = tuple(f"blocks.{layer}.hook_resid_post" for layer in args.layers)
+    started = time.monotonic()
+    handle = load_model(corpus.model)
+    harvested = harvest(handle, transcripts, args.scratch, HarvestConfig(hooks=hooks))
+    store = open_store(args.scratch)
+    rows = []
+    for layer, hook in zip(args.layers, hooks, strict=True):
+        responses, stats = response_statistics(store, hook, None, catalogue)
+        scores = decoder_scores(stats["residual"], responses)
+        chosen = max(scores, key=lambda name: scores[name]["cv"])
+        rows.append(
+            {
+                "layer": layer,
+                "centroid_heldout": scores["centroid"]["heldout"],
+                "chosen": chosen,
+                **scores[chosen],
+            }
+        )
+        say(f"layer {layer}: {rows[-1]}")
+    return {
+        "run": str(args.run),
+        "layers": rows,
+        "harvest_seconds": harvested.seconds,
+        "tokens": harvested.n_tokens,
+        "seconds": time.monotonic() - started,
+    }
+
+
+def report_layers(result: dict[str, Any]) -> None:
+    print("Raw residual mean per response, by layer (no SAE); decoder chosen by CV on train")
+    print("| layer | centroid held-out | chosen decoder | CV (train) | held-out |")
+    print("|-------|-------------------|----------------|------------|----------|")
+    for row in result["layers"]:
+        print(
+            f"| {row['layer']:>5} | {row['centroid_heldout']:>17.3f} | {row['chosen']:<14} | "
+            f"{row['cv']:>10.3f} | {row['heldout']:>8.3f} |"
+        )
+    print(f"harvest: {result['tokens']:,} tokens in {result['harvest_seconds']:.0f} s")
+
+
 # ---------------------------------------------------------------------------- main
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
-    responses, stats = response_statistics(args.run)
+    store = open_store(args.run / "activations.h5")
+    sae = load_sae(next((args.run / "sae").iterdir()))
+    hook = str(sae.cfg.metadata.hook_name)
+    catalogue = catalogue_from_corpus(args.run / "transcripts.h5")
+    responses, stats = response_statistics(store, hook, sae, catalogue)
     seconds = {"pass": time.monotonic() - started}
+    say(f"statistics of {len(responses)} responses: {seconds['pass']:.0f} s")
     config = LabelConfig()
     n_classes = len(np.unique(responses.persona[responses.split == TRAIN]))
-    baseline = persona_decoder(stats["mean"], responses)
+    labeling_pass = persona_decoder(stats["mean"], responses)
+    say(f"the labeling pass's decoder: {time.monotonic() - started:.0f} s")
 
     started = time.monotonic()
     auroc = {}
@@ -253,9 +309,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         auroc[name].update(auroc_share(values, responses, config))
     chosen_statistic = max(auroc, key=lambda name: auroc[name]["cv_share"])
     seconds["auroc"] = time.monotonic() - started
+    say(f"AUROC shares: {seconds['auroc']:.0f} s")
 
     started = time.monotonic()
-    decoding = {name: decoder_scores(values, responses) for name, values in stats.items()}
+    decoding = {}
+    for name in DECODED:
+        decoding[name] = decoder_scores(stats[name], responses)
+        say(f"decoders on {name}: {time.monotonic() - started:.0f} s")
     cv_best = max(
         ((s, d) for s in decoding for d in decoding[s] if s != "residual"),
         key=lambda key: decoding[key[0]][key[1]]["cv"],
@@ -263,21 +323,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seconds["decoding"] = time.monotonic() - started
 
     started = time.monotonic()
-    method, _, rest = cv_best[1].partition("(C=")
-    parameter = float(rest.rstrip(")")) if rest else None
     curve = []
     for k in (2, 4, 6, 8):
         subset = first_questions(responses, k)
         values = stats[cv_best[0]]
         train, heldout = subset.split == TRAIN, subset.split == HELDOUT
-        predict = fitted(method, parameter, values[train], subset.persona[train])
+        predict = fitted(cv_best[1], values[train], subset.persona[train])
         curve.append(
             {
                 "train_questions": k,
                 "decoder_heldout": float(
                     (predict(values[heldout]) == subset.persona[heldout]).mean()
                 ),
-                "centroid_mean_heldout": persona_decoder(stats["mean"], subset)["accuracy"],
+                "centroid_mean_heldout": float(
+                    (
+                        fitted("centroid", stats["mean"][train], subset.persona[train])(
+                            stats["mean"][heldout]
+                        )
+                        == subset.persona[heldout]
+                    ).mean()
+                ),
                 "auroc_share_mean": auroc_share(stats["mean"], subset, config)["share"],
                 f"auroc_share_{chosen_statistic}": auroc_share(
                     stats[chosen_statistic], subset, config
@@ -292,8 +357,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "chance": 1 / n_classes,
         "baseline": {
             "auroc_share": auroc["mean"]["share"],
-            "decoder_accuracy": baseline["accuracy"],
+            "decoder_accuracy": labeling_pass["centroid_accuracy"],
         },
+        "labeling_pass_decoder": labeling_pass,
         "auroc": auroc,
         "auroc_chosen_statistic": chosen_statistic,
         "decoding": decoding,
@@ -323,12 +389,13 @@ def report(result: dict[str, Any]) -> None:
         )
     print("(* chosen by the CV share; oracle: best held-out AUROC of any feature, a ceiling)")
     print("\nPersona decoding: CV accuracy on train questions / held-out accuracy")
-    decoders = list(next(iter(result["decoding"].values())))
+    decoders = list(result["decoding"]["residual"])
     print("| statistic | " + " | ".join(f"{d:>17}" for d in decoders) + " |")
     print("|-----------|" + "|".join("-" * 19 for _ in decoders) + "|")
     for name, row in result["decoding"].items():
         cells = " | ".join(
-            f"{row[d]['cv']:.3f} / {row[d]['heldout']:.3f}".rjust(17) for d in decoders
+            (f"{row[d]['cv']:.3f} / {row[d]['heldout']:.3f}" if d in row else "-").rjust(17)
+            for d in decoders
         )
         print(f"| {name:<9} | {cells} |")
     chosen = result["decoder_chosen"]
@@ -337,6 +404,11 @@ def report(result: dict[str, Any]) -> None:
         f"held-out {chosen['heldout']:.3f} = {chosen['heldout'] / chance:.1f}x chance "
         f"(baseline centroid on mean: {result['baseline']['decoder_accuracy']:.3f} = "
         f"{result['baseline']['decoder_accuracy'] / chance:.1f}x)"
+    )
+    own = result["labeling_pass_decoder"]
+    print(
+        f"the labeling pass's decoder (sae_atlas.label.persona_decoder, chosen by CV on the mean): "
+        f"{own['decoder']}: held-out {own['accuracy']:.3f} = {own['accuracy'] / chance:.1f}x"
     )
     print("\nTrain questions per persona (held-out questions fixed):")
     keys = [k for k in result["curve"][0] if k != "train_questions"]
@@ -351,9 +423,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/quick"), help="a finished run")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/label_targets.json"))
+    parser.add_argument(
+        "--layers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="instead: harvest the run's responses at these layers and decode from the residual",
+    )
+    parser.add_argument(
+        "--scratch",
+        type=Path,
+        default=Path("runs/bench/label_targets_layers.h5"),
+        help="activation store of the layer harvest (reused when complete)",
+    )
     args = parser.parse_args()
-    result = run(args)
-    report(result)
+    if args.layers:
+        result = layer_decoding(args)
+        report_layers(result)
+    else:
+        result = run(args)
+        report(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

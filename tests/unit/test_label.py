@@ -33,6 +33,7 @@ from sae_atlas.corpus import (
     response_transcripts,
 )
 from sae_atlas.label import (
+    DECODERS,
     Contrast,
     card_label,
     catalogue_from_corpus,
@@ -277,6 +278,32 @@ def test_template_features_and_decoder(labels):
     decoder = labels.summary["decoder"]
     assert decoder["accuracy"] > 2 * decoder["chance"]
     assert decoder["n_personas"] == len(PERSONAS)
+    assert set(decoder["cv_accuracy"]) == set(DECODERS)
+    assert decoder["decoder"] == max(DECODERS, key=decoder["cv_accuracy"].get)
+
+
+def test_the_decoder_is_chosen_without_heldout_labels(catalogue):
+    from sae_atlas.label import persona_decoder
+
+    rows = [
+        (persona, "persona" if persona != "assistant" else "default", split, f"{split}{q}")
+        for persona in PERSONAS
+        for split in ("train", "heldout")
+        for q in range(4)
+        for _ in range(2)
+    ]
+    provenance = pd.DataFrame(rows, columns=["persona", "condition", "split", "question_id"])
+    responses = find_responses(provenance, np.ones(len(rows), dtype=np.int64), catalogue)
+    rng = np.random.default_rng(0)
+    profiles = rng.exponential(size=(len(rows), 12)) + 2.0 * np.eye(12)[responses.persona]
+    decoder = persona_decoder(profiles, responses)
+    assert decoder["accuracy"] > 0.5 and decoder["centroid_accuracy"] > 0.5
+    heldout = np.flatnonzero(responses.split == 1)
+    scrambled = responses.persona.copy()
+    scrambled[heldout] = rng.permutation(scrambled[heldout])
+    again = persona_decoder(profiles, replace(responses, persona=scrambled))
+    assert again["cv_accuracy"] == decoder["cv_accuracy"]
+    assert again["decoder"] == decoder["decoder"] and again["accuracy"] < decoder["accuracy"]
 
 
 def test_cards(labels, tiny):
