@@ -159,8 +159,10 @@ class ActivationStore(TranscriptStore):
         seed: int = 0,
         epochs: int | None = None,
         prefetch: int = 8,
+        dtype: type[np.floating] = np.float32,
     ) -> ShuffledBatches:
-        """Shuffled float32 batches [batch_size, d_model] of the rows where `mask` is true."""
+        """Shuffled batches [batch_size, d_model] of `dtype` (float32, or the stored float16) of
+        the rows where `mask` is true."""
         self.check_hook(hook)
         return ShuffledBatches(
             self.path,
@@ -172,6 +174,7 @@ class ActivationStore(TranscriptStore):
             seed=seed,
             epochs=epochs,
             prefetch=prefetch,
+            dtype=dtype,
         )
 
 
@@ -199,6 +202,7 @@ class ShuffledBatches:
         seed: int,
         epochs: int | None,
         prefetch: int,
+        dtype: type[np.floating] = np.float32,
     ) -> None:
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
@@ -211,6 +215,7 @@ class ShuffledBatches:
         if self.n_selected == 0:
             raise StoreError(f"{path}: no rows of acts/{hook} match the selection")
         self.buffer_rows = max(buffer_rows, 2 * batch_size)
+        self.dtype = dtype
         self.rng = np.random.default_rng(seed)
         self.epochs = epochs
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
@@ -255,14 +260,14 @@ class ShuffledBatches:
                 n_pending += len(chunk)
                 if n_pending < self.buffer_rows:
                     continue
-                buffer = np.concatenate(pending).astype(np.float32, copy=False)
+                buffer = np.concatenate(pending).astype(self.dtype, copy=False)
                 buffer = buffer[self.rng.permutation(len(buffer))]
                 half = (len(buffer) // 2 // self.batch_size) * self.batch_size
                 for i in range(0, half, self.batch_size):
                     if not self._put(buffer[i : i + self.batch_size]):
                         return
                 pending, n_pending = [buffer[half:]], len(buffer) - half
-            buffer = np.concatenate(pending).astype(np.float32, copy=False)
+            buffer = np.concatenate(pending).astype(self.dtype, copy=False)
             buffer = buffer[self.rng.permutation(len(buffer))]
             for i in range(0, len(buffer) - self.batch_size + 1, self.batch_size):
                 if not self._put(buffer[i : i + self.batch_size]):

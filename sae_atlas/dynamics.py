@@ -536,7 +536,7 @@ def turn_activations(
         ids = torch.full((len(rows), len(formatted[rows[-1]])), pad_id, dtype=torch.long)
         for r, i in enumerate(rows):
             ids[r, : len(formatted[i])] = torch.from_numpy(formatted[i].token_ids.astype(np.int64))
-        acts = residual_activations(handle, ids, [hook])[hook].float().cpu()
+        acts = residual_activations(handle, ids, [hook])[hook].float()
         for r, i in enumerate(rows):
             replies = [m for m in chats[i] if m["role"] == "assistant"]
             spoken = [t for t, m in enumerate(replies) if m["content"].strip()]
@@ -550,11 +550,11 @@ def turn_activations(
                 if turn >= n_turns:
                     continue
                 block = acts[r, a:b]
-                means[i, turn] = block.mean(0).numpy()
+                means[i, turn] = block.mean(0).cpu().numpy()
                 norm_sum += float(block.norm(dim=-1).sum())
                 norm_count += b - a
                 if fires is not None:
-                    codes = sae.encode(block.to(sae.W_dec.dtype))
+                    codes = sae.encode(block.to(sae.W_dec.device, sae.W_dec.dtype))
                     fires[i, turn] = (codes > 0).any(0).cpu().numpy()
     return TurnActivations(means, fires, norm_sum / max(norm_count, 1))
 
@@ -1274,7 +1274,9 @@ def run_dynamics(
         puppeteer = atlas.features(tag=config.ablate_tag).index.to_numpy()
         kinds = dict(zip(atlas.clusters()["id"], atlas.clusters()["kind"], strict=True))
         d_sae = atlas.d_sae
-    sae = load_sae(paths.sae / hook if (paths.sae / hook).is_dir() else paths.sae)
+    sae = load_sae(
+        paths.sae / hook if (paths.sae / hook).is_dir() else paths.sae, device=str(handle.device)
+    )
     if int(sae.cfg.d_sae) != d_sae:
         raise SaeAtlasError(
             f"{paths.sae}: has {sae.cfg.d_sae} features, the atlas {d_sae}; give the SAE the "

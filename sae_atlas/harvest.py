@@ -140,7 +140,7 @@ def harvest(
         for batch in length_batches(ordered[done:], config.batch_tokens, config.max_batch):
             tokens, mask = padded(batch, pad_id)
             acts = residual_activations(handle, tokens, config.hooks)
-            flat_mask = torch.from_numpy(mask)
+            flat_mask = torch.from_numpy(mask).to(handle.device)
             rows = {
                 hook: value[flat_mask].to(torch.float16).cpu().numpy()
                 for hook, value in acts.items()

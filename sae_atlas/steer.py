@@ -105,10 +105,12 @@ def ablate_features(
 
     def function(acts: torch.Tensor, hook: Any = None) -> torch.Tensor:
         with torch.no_grad():
-            codes = sae.encode(acts.to(sae.W_dec.dtype))[..., index]
-            decoder = sae.W_dec[index]
+            weights = sae.W_dec
+            on_sae = index.to(weights.device)
+            codes = sae.encode(acts.to(weights.device, weights.dtype))[..., on_sae]
+            decoder = weights[on_sae]
             delta = (codes - target.to(codes.device, codes.dtype)) @ decoder
-        return acts - delta.to(acts.dtype)
+        return acts - delta.to(acts.device, acts.dtype)
 
     return Intervention(hook, function, f"{mode}-ablate {len(index)} features at {hook}")
 
