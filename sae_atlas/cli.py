@@ -125,25 +125,34 @@ def harvest(
 ) -> None:
     """Record residual activations of a transcript store at one or more hook points.
 
+    Under `torchrun --nproc-per-node N` (or `accelerate launch`) each rank harvests its share into
+    its own shard file beside --out, and rank 0 joins them into --out.
+
     Example: sae-atlas harvest --transcripts runs/quick/transcripts.h5
     --out runs/quick/activations.h5 --hook blocks.15.hook_resid_post
     """
     from feature_store.transcripts import TranscriptStore
     from sae_atlas.config import HarvestConfig
+    from sae_atlas.harvest import distributed, length_sorted, shard_share
     from sae_atlas.harvest import harvest as run_harvest
     from sae_atlas.models import load_model
 
     store = TranscriptStore(transcripts)
-    handle = load_model(model, device=device, dtype=dtype)
-    if store.model != handle.model_id:
-        raise SaeAtlasError(
-            f"{transcripts}: was written with model {store.model!r}, not "
-            f"{handle.model_id!r}; pass --model {store.model}"
-        )
-    records = list(store)
     config = HarvestConfig(hooks=tuple(hook), batch_tokens=batch_tokens, max_len=max_len)
-    with token_bar(sum(min(len(r), max_len) for r in records), "harvest") as bar:
-        result = run_harvest(handle, records, out, config, progress=bar.update)
+    with distributed(device) as (shard, rank_device):
+        handle = load_model(model, device=rank_device, dtype=dtype)
+        if store.model != handle.model_id:
+            raise SaeAtlasError(
+                f"{transcripts}: was written with model {store.model!r}, not "
+                f"{handle.model_id!r}; pass --model {store.model}"
+            )
+        records = list(store)
+        share = shard_share(length_sorted(records, max_len), shard)
+        where = "" if shard is None else f" rank {shard.rank}/{shard.world_size}"
+        with token_bar(sum(len(r) for r in share), "harvest" + where) as bar:
+            result = run_harvest(handle, records, out, config, progress=bar.update, shard=shard)
+    if shard is not None and shard.rank != 0:
+        return
     if result.skipped:
         console.print(f"{out}: already complete for this input and config; skipped")
     else:

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -16,9 +19,11 @@ from tiny import random_transcripts, tiny_handle
 
 from feature_store.activations import ActivationStore
 from feature_store.errors import StoreError
-from sae_atlas.config import HarvestConfig
+from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.harvest import harvest, length_batches
+from sae_atlas.harvest import Shard, distributed, harvest, length_batches, shard_share
+from sae_atlas.label import label
+from sae_atlas.train import load_sae, train_saes
 
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
 TESTS = Path(__file__).parents[1]
@@ -110,3 +115,76 @@ def test_killed_harvest_resumes_to_identical_content(tmp_path):
     for key, values in clean.token_table().items():
         np.testing.assert_array_equal(resumed.token_table()[key], values)
     assert resumed.provenance().equals(clean.provenance())
+
+
+def test_shares_are_contiguous_and_balanced():
+    ordered = sorted(random_transcripts(50), key=len)
+    shares = [shard_share(ordered, Shard(rank, 3)) for rank in range(3)]
+    assert [t for share in shares for t in share] == ordered
+    tokens = [sum(len(t) for t in share) for share in shares]
+    assert max(tokens) - min(tokens) <= 2 * max(len(t) for t in ordered)
+
+
+def harvest_rank(handle, transcripts, out, config, rank: int, port: int) -> None:
+    """One rank of a 2-rank gloo harvest, as torchrun would start it (forked: the model is
+    inherited, not rebuilt)."""
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    with distributed("cpu") as (shard, device):
+        assert device == "cpu"
+        harvest(handle, transcripts, out, config, shard=shard)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_two_rank_harvest_equals_one_process_and_reads_as_one_store(tmp_path, tiny):
+    transcripts = [  # persona p0 plays the default persona, which labeling contrasts against
+        dataclasses.replace(t, condition="default" if t.persona == "p0" else "persona")
+        for t in random_transcripts(40)
+    ]
+    config = HarvestConfig(hooks=HOOKS, batch_tokens=300)
+    harvest(tiny, transcripts, tmp_path / "single" / "a.h5", config)
+    out = tmp_path / "sharded" / "a.h5"
+    context = multiprocessing.get_context("fork")
+    port = free_port()
+    ranks = [
+        context.Process(target=harvest_rank, args=(tiny, transcripts, out, config, rank, port))
+        for rank in range(2)
+    ]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=120)
+    assert [process.exitcode for process in ranks] == [0, 0]
+
+    one, joined = ActivationStore(tmp_path / "single" / "a.h5"), ActivationStore(out)
+    assert joined.shards == ("a.rank0-of-2.h5", "a.rank1-of-2.h5")
+    assert all(
+        0 < ActivationStore(out.parent / name).n_tokens < one.n_tokens for name in joined.shards
+    )
+    assert joined.complete and joined.rows == one.rows and joined.config == one.config
+    assert joined.provenance().equals(one.provenance())
+    for key, values in one.token_table().items():
+        np.testing.assert_array_equal(joined.token_table()[key], values)
+    for hook in HOOKS:
+        np.testing.assert_array_equal(joined.acts(hook), one.acts(hook))
+        with one.batches(hook, 64, epochs=1) as a, joined.batches(hook, 64, epochs=1) as b:
+            for x, y in zip(a, b, strict=True):
+                np.testing.assert_array_equal(x, y)
+    assert harvest(tiny, transcripts, out, config).skipped  # the joined store is the same harvest
+
+    small = TrainConfig(width=32, k=4, batch_size=64, training_tokens=640, splits=())
+    trained = train_saes(out, tmp_path / "sae", small)
+    assert trained[0].card["data"]["store_tokens"] == one.n_tokens
+    labels = label(out, load_sae(trained[0].path), HOOKS[0], LabelConfig())
+    assert len(labels.features) == 32
+
+    (out.parent / joined.shards[1]).unlink()
+    with pytest.raises(StoreError, match="not beside it"):
+        ActivationStore(out)
