@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import random_transcripts, tiny_handle
+from tiny import random_transcripts, tiny_handle, tiny_model, tiny_tokenizer
 
 from feature_store.activations import ActivationStore
 from feature_store.errors import StoreError
@@ -23,6 +23,7 @@ from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.harvest import Shard, distributed, harvest, length_batches, shard_share
 from sae_atlas.label import label
+from sae_atlas.models import handle_from_hf
 from sae_atlas.train import load_sae, train_saes
 
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
@@ -46,6 +47,22 @@ def test_activations_equal_run_with_cache(tmp_path, tiny):
             expected = cache[hook][0].numpy()
             np.testing.assert_allclose(stored.astype(np.float32), expected, rtol=2e-3, atol=2e-3)
         assert row.persona == original.persona and row.split == original.split
+
+
+def test_a_bfloat16_model_harvests_in_bfloat16(tmp_path, tiny):
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(len(tokenizer)).to(torch.bfloat16)
+    handle = handle_from_hf(model, tokenizer, "tiny-llama")
+    assert handle.bridge.cfg.dtype == torch.bfloat16
+    transcripts = random_transcripts(10)
+    config = HarvestConfig(hooks=HOOKS[:1])
+    harvest(handle, transcripts, tmp_path / "bf16.h5", config)
+    harvest(tiny, transcripts, tmp_path / "fp32.h5", config)
+    bf16, fp32 = ActivationStore(tmp_path / "bf16.h5"), ActivationStore(tmp_path / "fp32.h5")
+    assert bf16.attrs["dtype"] == "bfloat16" and fp32.attrs["dtype"] == "float32"
+    low, full = bf16.acts(HOOKS[0]).astype(np.float32), fp32.acts(HOOKS[0]).astype(np.float32)
+    assert not np.array_equal(low, full)
+    np.testing.assert_allclose(low, full, rtol=0.1, atol=0.1)
 
 
 def test_batches_respect_the_padded_budget():
@@ -78,7 +95,7 @@ def test_second_run_is_skipped_and_other_model_refused(tmp_path, tiny):
 CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
-    from tiny import random_transcripts, tiny_handle
+    from tiny import random_transcripts, tiny_handle, tiny_model, tiny_tokenizer
     from sae_atlas.config import HarvestConfig
     from sae_atlas.harvest import harvest
     config = HarvestConfig(hooks={hooks!r}, batch_tokens=200)
