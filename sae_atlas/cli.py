@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import sys
 from collections.abc import Callable
@@ -43,6 +44,24 @@ ProfileDtypeOption = Annotated[
         "than float32 uses bfloat16 autocast (default: the profile's)",
     ),
 ]
+
+
+MMAP_THRESHOLD = 1 << 20
+"""Bytes from which glibc serves an allocation by mmap and returns it to the system when freed."""
+M_MMAP_THRESHOLD = -3  # mallopt parameter, malloc.h
+
+
+@app.callback()
+def bounded_heap() -> None:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD for every command. By default glibc raises it
+    (up to 32 MiB) each time a large block is freed, so the per-batch arrays of harvest, train
+    and label land on the heap, which fragments: peak memory then grew with the tokens a stage
+    streamed (scripts/bench_memory.py). No effect off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def user_errors(command: F) -> F:

@@ -227,26 +227,27 @@ def header_rows(role: np.ndarray, doc: np.ndarray) -> np.ndarray:
 def row_kinds(
     table: dict[str, np.ndarray], conditions: np.ndarray, responses: Responses
 ) -> RowKinds:
-    """The RowKinds of a store from its token table and per-transcript conditions."""
+    """The RowKinds of a store from its token table and per-transcript conditions (int32 row
+    indices: 21 bytes per token)."""
     role, doc = table["role"], table["doc"]
     n_docs = len(conditions)
-    response_of_doc = np.full(n_docs, -1, dtype=np.int64)
+    response_of_doc = np.full(n_docs, -1, dtype=np.int32)
     response_of_doc[responses.doc] = np.arange(len(responses))
     response = response_of_doc[doc]
     in_response = response >= 0
     response = np.where(in_response & (role == ROLE_CODE["assistant"]), response, -1)
-    group = np.full(len(role), -1, dtype=np.int64)
+    group = np.full(len(role), -1, dtype=np.int32)
     rows = response >= 0
-    not_train = (responses.split[response[rows]] != TRAIN).astype(np.int64)
+    not_train = (responses.split[response[rows]] != TRAIN).astype(np.int32)
     group[rows] = responses.persona[response[rows]] * 2 + not_train
-    user = np.full(len(role), -1, dtype=np.int64)
+    user = np.full(len(role), -1, dtype=np.int32)
     if responses.wrappers:
         user_rows = in_response & (role == ROLE_CODE["user"])
         user[user_rows] = response_of_doc[doc[user_rows]]
-    header = np.full(len(role), -1, dtype=np.int64)
+    header = np.full(len(role), -1, dtype=np.int32)
     header_mask = in_response & header_rows(role, doc)
     header[header_mask] = responses.persona[response_of_doc[doc[header_mask]]]
-    control = np.full(len(role), -1, dtype=np.int64)
+    control = np.full(len(role), -1, dtype=np.int32)
     for code, condition in enumerate(CONTROLS):
         carries = (conditions[doc] == condition) & (role == ROLE_CODE[CONTROL_ROLE[condition]])
         control[carries] = code
@@ -327,7 +328,7 @@ def _segment_max(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Ten
     """[n, F] maximum of the rows of values [b, F] with each index [b] (0 where none; values are
     non-negative SAE activations)."""
     out = torch.zeros((n, values.shape[1]), dtype=values.dtype, device=values.device)
-    return out.scatter_reduce_(0, index[:, None].expand_as(values), values, "amax")
+    return out.scatter_reduce_(0, index.long()[:, None].expand_as(values), values, "amax")
 
 
 def _select(mask: np.ndarray, rows: np.ndarray, acts: torch.Tensor) -> tuple:

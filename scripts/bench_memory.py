@@ -5,9 +5,11 @@ synthetic chat corpus, as the CLI runs it: harvest reads transcripts.h5 and writ
 activations.h5, train trains one SAE from it (a fixed token budget, evaluation included), label
 labels that SAE on the whole store. The child reports its peak resident set size (ru_maxrss).
 The baseline, in the same way, is a child that imports every stage and builds the model but runs
-none. A stage that streams from disk has the same peak at N and 4N tokens; the table gives the
-growth per extra token next to the bytes per token of dense float32 activations ([n_tokens,
-d_model] in memory). Prints a table and writes JSON.
+none. Children fix glibc's mmap threshold as the `sae-atlas` command does (`bounded_heap`);
+`--glibc-default` leaves glibc's dynamic threshold, to show what that costs. A stage that streams
+from disk has the same peak at N and 4N tokens; the table gives the growth per extra token next
+to the bytes per token of dense float32 activations ([n_tokens, d_model] in memory). Prints a
+table and writes JSON.
 
     PYTHONPATH=. python scripts/bench_memory.py --tokens 50000 --out runs/bench/bench_memory.json
 """
@@ -29,8 +31,12 @@ from typing import Any
 STAGES = ("baseline", "harvest", "train", "label")
 
 
-def run_stage(stage: str, folder: str, model: dict[str, Any]) -> dict[str, float]:
+def run_stage(stage: str, folder: str, model: dict[str, Any], bounded: bool) -> dict[str, float]:
     """Run `stage` on the run folder in this (child) process; its seconds and peak RSS."""
+    from sae_atlas.cli import bounded_heap
+
+    if bounded:
+        bounded_heap()
     from synthetic import random_chat_model
 
     from feature_store.transcripts import TranscriptStore
@@ -66,9 +72,9 @@ def run_stage(stage: str, folder: str, model: dict[str, Any]) -> dict[str, float
     }
 
 
-def in_child(stage: str, folder: Path, model: dict[str, Any]) -> dict[str, float]:
+def in_child(stage: str, folder: Path, model: dict[str, Any], bounded: bool) -> dict[str, float]:
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(run_stage, stage, str(folder), model).result()
+        return pool.submit(run_stage, stage, str(folder), model, bounded).result()
 
 
 def main() -> None:
@@ -77,6 +83,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--glibc-default", action="store_true", help="leave glibc's threshold")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_memory.json"))
     args = parser.parse_args()
     from synthetic import synthetic_corpus
@@ -101,7 +108,7 @@ def main() -> None:
                 folder / "transcripts.h5", model_id, n_tokens=factor * args.tokens, vocab=args.vocab
             )
             for stage in STAGES:
-                result = in_child(stage, folder, model)
+                result = in_child(stage, folder, model, not args.glibc_default)
                 if stage == "harvest":
                     n_tokens = ActivationStore(folder / "activations.h5").n_tokens
                 rows.append({"stage": stage, "factor": factor, **result})
@@ -127,6 +134,7 @@ def main() -> None:
         json.dumps(
             {
                 "args": {k: str(v) for k, v in vars(args).items()},
+                "glibc_mmap_threshold": "dynamic" if args.glibc_default else "1 MiB (bounded_heap)",
                 "model": model,
                 "dense_float32_bytes_per_token": dense,
                 "runs": rows,

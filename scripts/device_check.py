@@ -47,6 +47,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "k": 64,
         "batch_size": 4096,
         "training_tokens": 4096 * 600,
+        "eval_transcripts": 32,
     },
     "small": {
         "model": {
@@ -58,13 +59,14 @@ SIZES: dict[str, dict[str, Any]] = {
             "vocab": 512,
         },
         "layer": 1,
-        "corpus_tokens": 6000,
+        "corpus_tokens": 4000,
         "batch_tokens": 4096,
         "max_batch": 64,
         "width": 256,
         "k": 8,
-        "batch_size": 256,
-        "training_tokens": 256 * 10,
+        "batch_size": 512,
+        "training_tokens": 512 * 5,
+        "eval_transcripts": 4,
     },
 }
 VERSIONS = ("torch", "transformers", "transformer-lens", "sae-lens", "h5py", "numpy")
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
             batch_size=size["batch_size"],
             training_tokens=size["training_tokens"],
             eval_tokens=16 * size["batch_size"],
-            eval_transcripts=32,
+            eval_transcripts=size["eval_transcripts"],
             device=args.device,
             dtype="float32" if args.dtype == "float32" else "bfloat16",
             checkpoint_every=10**9,
