@@ -189,11 +189,13 @@ def test_two_rank_harvest_equals_one_process_and_reads_as_one_store(tmp_path, ti
     assert joined.provenance().equals(one.provenance())
     for key, values in one.token_table().items():
         np.testing.assert_array_equal(joined.token_table()[key], values)
+    # the ranks batch differently (batches end at the shard boundary), so matrix shapes and
+    # thread counts differ: values agree to float16 rounding, not bit for bit
     for hook in HOOKS:
-        np.testing.assert_array_equal(joined.acts(hook), one.acts(hook))
+        np.testing.assert_allclose(joined.acts(hook), one.acts(hook), rtol=1e-3, atol=1e-4)
         with one.batches(hook, 64, epochs=1) as a, joined.batches(hook, 64, epochs=1) as b:
             for x, y in zip(a, b, strict=True):
-                np.testing.assert_array_equal(x, y)
+                np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
     assert harvest(tiny, transcripts, out, config).skipped  # the joined store is the same harvest
 
     small = TrainConfig(width=32, k=4, batch_size=64, training_tokens=640, splits=())
