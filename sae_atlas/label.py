@@ -249,7 +249,7 @@ def row_kinds(
     header[header_mask] = responses.persona[response_of_doc[doc[header_mask]]]
     control = np.full(len(role), -1, dtype=np.int32)
     for code, condition in enumerate(CONTROLS):
-        carries = (conditions[doc] == condition) & (role == ROLE_CODE[CONTROL_ROLE[condition]])
+        carries = (conditions == condition)[doc] & (role == ROLE_CODE[CONTROL_ROLE[condition]])
         control[carries] = code
     return RowKinds(
         response=response,
