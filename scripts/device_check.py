@@ -165,8 +165,8 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
         row["width"], row["k"], row["steps"] = size["width"], size["k"], trained.n_steps
         row["tokens_per_s"] = round(metrics["tokens_per_second"])
         row["explained_variance"] = metrics.get("explained_variance")
-        spliced = trained.card["evaluation"]["spliced"] or {}
-        row["ce_recovered_mean"] = spliced.get("ce_recovered_mean")
+        spliced = trained.card["evaluation"]["spliced"] or {}  # a random model: only that it ran
+        row["eval_predictions"], row["kl_sae"] = spliced.get("n_predictions"), spliced.get("kl_sae")
     with report.step("label") as row:
         store = ActivationStore(work / "activations.h5")
         labeled = label_stage(
