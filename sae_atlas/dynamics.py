@@ -31,8 +31,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,13 @@ from sae_atlas.label import catalogue_from_corpus
 from sae_atlas.models import ModelHandle
 from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
 from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
-from sae_atlas.steer import Intervention, ablate_features, add_direction, matched_random
+from sae_atlas.steer import (
+    Intervention,
+    ablate_features,
+    add_direction,
+    matched_random,
+    steered,
+)
 from sae_atlas.train import load_sae
 
 
@@ -388,44 +393,6 @@ def sampling_config(config: DynamicsConfig) -> CorpusConfig:
     )
 
 
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder blocks of a plain Hugging Face causal LM (block L = hook_resid_post L)."""
-    get_decoder = getattr(model, "get_decoder", None)
-    decoder = get_decoder() if callable(get_decoder) else None
-    layers = getattr(decoder, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise SaeAtlasError(
-            f"{type(model).__name__}: no decoder layers found (model.get_decoder().layers); "
-            "dynamics steers Llama-style Hugging Face models"
-        )
-    return layers
-
-
-@contextmanager
-def steered(
-    handle: ModelHandle, model: torch.nn.Module, interventions: Sequence[Intervention]
-) -> Iterator[None]:
-    """Install `interventions` on a plain model from `sampling_model` (forward hooks on its
-    decoder blocks) for the block; removed afterwards, even on error."""
-    blocks = decoder_layers(model)
-    removers = []
-    try:
-        for layer, intervention in zip(
-            handle.check_hooks([i.hook for i in interventions]), interventions, strict=True
-        ):
-
-            def hook(module: Any, args: Any, output: Any, function: Any = intervention.function):
-                if isinstance(output, tuple):
-                    return (function(output[0]), *output[1:])
-                return function(output)
-
-            removers.append(blocks[layer].register_forward_hook(hook))
-        yield
-    finally:
-        for remover in removers:
-            remover.remove()
-
-
 def converse(
     handle: ModelHandle,
     heads: Sequence[Messages],
@@ -645,7 +612,7 @@ def persona_map(atlas: Atlas, max_clusters: int = 8) -> PersonaMap:
         names=tuple(region_names),
         members=tuple(members),
         personas=personas.assign(region=region),
-        vectors=np.asarray(atlas.file["personas/vector"], dtype=np.float32),
+        vectors=atlas.persona_vectors(),
         default=default,
     )
 

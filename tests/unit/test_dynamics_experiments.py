@@ -145,25 +145,6 @@ def test_converse_steers_only_the_kicked_turn_and_pairs_seeds(tiny):
     assert [m["role"] for m in written[0]] == ["user", "assistant"] * 2
 
 
-def test_steered_plain_model_matches_the_bridge_and_is_removed(tiny):
-    from sae_atlas.corpus import sampling_model
-    from sae_atlas.dynamics import steered
-    from sae_atlas.steer import add_direction, intervene
-
-    model = sampling_model(tiny, "float32")
-    tokens = torch.tensor([[5, 6, 7, 8, 9]])
-    kick = [add_direction("blocks.1.hook_resid_post", np.ones(tiny.d_model), 5.0)]
-    with torch.inference_mode():
-        before = model(tokens).logits
-        with steered(tiny, model, kick):
-            after = model(tokens).logits
-        with intervene(tiny, kick):
-            bridged = tiny.hf_model(tokens).logits
-        torch.testing.assert_close(model(tokens).logits, before)
-    assert not torch.allclose(after, before)
-    torch.testing.assert_close(after, bridged, atol=1e-4, rtol=1e-4)
-
-
 def test_marker_ablation_pairs_responses_with_and_without(tiny_run):
     from sae_atlas.dynamics import marker_ablation, persona_map, question_bank
     from sae_atlas.train import load_sae
