@@ -10,7 +10,7 @@ from tiny import tiny_handle
 
 from feature_store.atlas import Atlas
 from sae_atlas.build import build
-from sae_atlas.config import DynamicsConfig
+from sae_atlas.config import to_dict
 from sae_atlas.dynamics import (
     MARKERS,
     benjamini_hochberg,
@@ -23,17 +23,7 @@ from sae_atlas.dynamics import (
 )
 from sae_atlas.errors import SaeAtlasError
 
-TINY = DynamicsConfig(
-    n_personas=3,
-    seeds=2,
-    n_turns=2,
-    n_scenes=1,
-    max_new_tokens=4,
-    n_steer=1,
-    n_prompts=2,
-    wrappers=("pirate_tag", "bullets"),
-    n_bootstrap=200,
-)
+TINY = tiny_config().dynamics
 
 
 @pytest.fixture(scope="module")
@@ -44,23 +34,18 @@ def tiny_run(tmp_path_factory):
     return handle, out
 
 
-def test_run_dynamics_writes_dynamics_and_leaves_the_model_unchanged(tiny_run):
+def test_build_writes_dynamics_and_run_dynamics_leaves_the_model_unchanged(tiny_run):
     handle, out = tiny_run
-    tokens = torch.tensor([[5, 6, 7, 8, 9]])
-    with torch.inference_mode():
-        before = handle.hf_model(tokens).logits
-    steps = []
-    result = run_dynamics(handle, out, TINY, progress=steps.append)
-    assert not result.skipped
-    assert steps == ["rollouts", "classifier", "steering", "markers", "triggers", "write"]
-    with Atlas.open(out / "atlas.h5") as atlas:
+    with Atlas.open(out / "atlas.h5") as atlas:  # written by the build's dynamics stage
         names = atlas.dynamics_names()
         for name in (
             "trajectories",
             "regions",
             "transition_matrix",
             "attractors",
+            "attractor_robustness",
             "drift",
+            "drift_baseline",
             "kick",
             "steering",
             "markers",
@@ -73,12 +58,27 @@ def test_run_dynamics_writes_dynamics_and_leaves_the_model_unchanged(tiny_run):
         trajectories = atlas.dynamics("trajectories")
         assert len(trajectories) == (3 * 2 + 1 * 2) * 2
         assert set(atlas.dynamics("steering")["target"]) >= {"all"}
-    with torch.inference_mode():
-        torch.testing.assert_close(handle.hf_model(tokens).logits, before)  # hooks are gone
+        robust = atlas.dynamics("attractor_robustness")
+        assert robust["found"].between(0, 1).all() and robust["in_estimate"].any()
+        assert atlas.dynamics("regions")["in_attractor"].between(0, 1).all()
+        baseline = atlas.dynamics("drift_baseline")
+        default = baseline[(baseline["by"] == "start") & (baseline["group"] == "assistant")]
+        np.testing.assert_allclose(default["mean"], 0.0)  # the baseline minus itself
+        assert len(baseline) == len(atlas.dynamics("drift"))
     again = run_dynamics(handle, out, TINY)
-    assert again.skipped and again.summary["config"] == result.summary["config"]
+    assert again.skipped and again.summary["config"] == to_dict(TINY)
     with pytest.raises(SaeAtlasError, match="another model or config"):
         run_dynamics(handle, out, dataclasses.replace(TINY, seeds=1))
+    tokens = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.inference_mode():
+        before = handle.hf_model(tokens).logits
+    steps: list[str] = []
+    other = dataclasses.replace(TINY, seeds=1, n_scenes=0)
+    result = run_dynamics(handle, out, other, progress=steps.append, overwrite=True)
+    assert not result.skipped and result.summary["config"]["seeds"] == 1
+    assert steps == ["rollouts", "classifier", "steering", "markers", "triggers", "write"]
+    with torch.inference_mode():
+        torch.testing.assert_close(handle.hf_model(tokens).logits, before)  # hooks are gone
 
 
 def test_bootstrap_ci_on_known_cases():
@@ -155,7 +155,15 @@ def test_marker_ablation_pairs_responses_with_and_without(tiny_run):
         pmap = persona_map(atlas)
     bank = question_bank(out / "transcripts.h5", 0)
     sae = load_sae(out / "sae" / hook)
-    rates = marker_ablation(handle, pmap, sae, hook, [0, 1, 2], ["assistant", "pirate"], bank, TINY)
-    assert rates["marker"].tolist() == list(MARKERS)
+    starts = ["assistant", "pirate"]
+    means = np.full(sae.cfg.d_sae, 0.5, dtype=np.float32)
+    rates = marker_ablation(handle, pmap, sae, hook, [0, 1, 2], starts, bank, TINY, means=means)
+    assert rates["marker"].tolist() == [*MARKERS, "any"] * 2
+    assert rates["ablation"].tolist() == ["zero"] * 8 + ["mean"] * 8
     assert (rates["n"] == 2 * TINY.n_prompts).all()
     assert rates[["rate_off", "rate_on"]].apply(lambda c: c.between(0, 1)).all().all()
+    zero, mean = rates.iloc[:8], rates.iloc[8:]  # both against the same unablated responses
+    np.testing.assert_array_equal(zero["rate_off"], mean["rate_off"])
+    for block in (zero, mean):
+        any_row = block[block["marker"] == "any"].iloc[0]
+        assert any_row["rate_on"] >= block["rate_on"].iloc[:-1].max()
