@@ -6,8 +6,8 @@ import json
 import pytest
 from tiny import tiny_handle
 
-from sae_atlas.build import STAGES, build
 from feature_store.atlas import Atlas
+from sae_atlas.build import STAGES, build
 from sae_atlas.config import (
     BuildConfig,
     CorpusConfig,
