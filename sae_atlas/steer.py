@@ -102,7 +102,7 @@ def ablate_features(
     target = (
         torch.zeros(len(index))
         if mode == "zero"
-        else torch.as_tensor(np.asarray(means, dtype=np.float32))[index]
+        else torch.as_tensor(np.array(means, dtype=np.float32))[index]
     )
 
     def function(acts: torch.Tensor, hook: Any = None) -> torch.Tensor:
