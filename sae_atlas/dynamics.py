@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import false_discovery_control, fisher_exact
+from scipy.stats import t as student_t
 
 from feature_store.atlas import Atlas, AtlasWriter
 from feature_store.schema import ROLE_CODE
@@ -253,7 +254,8 @@ def relative_to_baseline(
 
 
 def drift_curves(values: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
-    """Per group and turn: mean of `values` [n_rollouts, n_turns], its 95% CI and count."""
+    """Per group and turn: mean of `values` [n_rollouts, n_turns], its 95% CI (Student t: a
+    start has a handful of seeds) and count."""
     values = np.asarray(values, dtype=float)
     rows = []
     names = np.asarray(groups)
@@ -264,13 +266,14 @@ def drift_curves(values: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
             column = column[np.isfinite(column)]
             mean = float(column.mean()) if len(column) else float("nan")
             sem = float(column.std(ddof=1) / np.sqrt(len(column))) if len(column) > 1 else 0.0
+            half = float(student_t.ppf(0.975, len(column) - 1)) * sem if sem > 0 else 0.0
             rows.append(
                 {
                     "group": group,
                     "turn": turn,
                     "mean": mean,
-                    "ci_low": mean - 1.96 * sem,
-                    "ci_high": mean + 1.96 * sem,
+                    "ci_low": mean - half,
+                    "ci_high": mean + half,
                     "n": len(column),
                 }
             )

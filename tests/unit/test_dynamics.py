@@ -84,6 +84,7 @@ def test_nearest_region_and_drift_curves():
     row = curves[(curves.group == "a") & (curves.turn == 1)].iloc[0]
     assert row["mean"] == 3.0 and row["n"] == 2
     assert row["ci_low"] < 3.0 < row["ci_high"]
+    assert row["ci_high"] - 3.0 == pytest.approx(12.706, abs=1e-3)  # t(0.975, 1 df) x sem (1)
 
 
 def test_attractor_robustness_on_hand_made_rollouts():
