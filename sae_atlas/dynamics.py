@@ -1141,7 +1141,8 @@ COLUMNS: dict[str, str] = {
     "basin": "share of the start's rollouts that end in the attractor",
     "relaxation": "mean turns until the start's rollouts enter the attractor for good (NaN: "
     "none does)",
-    "by": "what group is: start or category",
+    "curve": "raw (the projection) or baseline (minus the default persona's rollout on the "
+    "same user turns and seed)",
     "mean": "mean over rollouts",
     "ci_low": "lower end of the 95% confidence interval",
     "ci_high": "upper end of the 95% confidence interval",
@@ -1252,25 +1253,26 @@ def baseline_rows(meta: pd.DataFrame, default: str) -> np.ndarray:
     return ((meta["experiment"] == "persona_prompt") & (meta["start"] == default)).to_numpy()
 
 
-def drift_tables(natural: Rollouts, default: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Assistant-axis drift per turn, per category and per start (category rows first): raw,
-    and minus the default persona's rollout on the same seed (paired; 95% CIs of the paired
-    differences)."""
+def drift_tables(
+    natural: Rollouts, default: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Assistant-axis drift per turn: per category raw, per category minus the default
+    persona's rollout on the same seed (paired: 95% CIs of the paired differences), and per
+    start both (a `curve` column: raw or baseline; the start in `start`)."""
     meta = natural.meta
     relative = relative_to_baseline(
         natural.axis, meta["seed"].tolist(), baseline_rows(meta, default)
     )
-
-    def curves(values: np.ndarray) -> pd.DataFrame:
-        return pd.concat(
-            [
-                drift_curves(values, meta[by].tolist()).assign(by=name)
-                for by, name in (("group", "category"), ("start", "start"))
-            ],
-            ignore_index=True,
-        )
-
-    return curves(natural.axis), curves(relative)
+    starts = meta["start"].tolist()
+    by_start = pd.concat(
+        [
+            drift_curves(values, starts).rename(columns={"group": "start"}).assign(curve=curve)
+            for values, curve in ((natural.axis, "raw"), (relative, "baseline"))
+        ],
+        ignore_index=True,
+    )
+    categories = meta["group"].tolist()
+    return drift_curves(natural.axis, categories), drift_curves(relative, categories), by_start
 
 
 def dynamics_tables(
@@ -1323,7 +1325,7 @@ def dynamics_tables(
         ],
         columns=["attractor", "regions", "stationary_mass", "start", "basin", "relaxation"],
     )
-    drift, drift_baseline = drift_tables(natural, pmap.default)
+    drift, drift_baseline, drift_by_start = drift_tables(natural, pmap.default)
     return {
         "trajectories": (
             _trajectories(natural, pmap),
@@ -1343,13 +1345,17 @@ def dynamics_tables(
         ),
         "drift": (
             drift,
-            "assistant-axis projection per turn, mean and 95% CI per category and per start",
+            "assistant-axis projection per turn, mean and 95% CI per start category",
         ),
         "drift_baseline": (
             drift_baseline,
             "assistant-axis projection per turn minus the default persona's rollout with the "
             "same user turns and seed (what turn position alone does): paired mean and 95% CI "
-            "per category and per start",
+            "per start category",
+        ),
+        "drift_by_start": (
+            drift_by_start,
+            "drift and drift_baseline per starting persona or scene (curve: raw or baseline)",
         ),
     }
 

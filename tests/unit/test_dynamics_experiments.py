@@ -46,6 +46,7 @@ def test_build_writes_dynamics_and_run_dynamics_leaves_the_model_unchanged(tiny_
             "attractor_robustness",
             "drift",
             "drift_baseline",
+            "drift_by_start",
             "kick",
             "steering",
             "markers",
@@ -61,10 +62,13 @@ def test_build_writes_dynamics_and_run_dynamics_leaves_the_model_unchanged(tiny_
         robust = atlas.dynamics("attractor_robustness")
         assert robust["found"].between(0, 1).all() and robust["in_estimate"].any()
         assert atlas.dynamics("regions")["in_attractor"].between(0, 1).all()
-        baseline = atlas.dynamics("drift_baseline")
-        default = baseline[(baseline["by"] == "start") & (baseline["group"] == "assistant")]
+        by_start = atlas.dynamics("drift_by_start")
+        default = by_start[(by_start["curve"] == "baseline") & (by_start["start"] == "assistant")]
         np.testing.assert_allclose(default["mean"], 0.0)  # the baseline minus itself
-        assert len(baseline) == len(atlas.dynamics("drift"))
+        assert len(default) == TINY.n_turns
+        baseline = atlas.dynamics("drift_baseline")
+        n_categories = trajectories["group"].nunique()  # default, scene and the others'
+        assert len(baseline) == len(atlas.dynamics("drift")) == n_categories * TINY.n_turns
     again = run_dynamics(handle, out, TINY)
     assert again.skipped and again.summary["config"] == to_dict(TINY)
     with pytest.raises(SaeAtlasError, match="another model or config"):
