@@ -25,10 +25,11 @@ relaxation) and the persona classifier's probability of the target persona on th
 zero- and mean-ablated through the SAE, with assistant-style marker rates with and without;
 (d) a trigger scan: SAE features that fire on responses only when the user's message is
 wrapped. Turn points are measured on the text without hooks: a kick counts through what it made
-the model write. Cost: every sampled token is one decode step of the (hooked) model plus one
-forward pass to measure it; the default config samples at most ~25k tokens, about 2-3 minutes
-of an idle 2-core CPU for the default model in bfloat16. Results go to the atlas's dynamics/
-group (`write_dynamics`).
+the model write. Cost: every sampled token is one decode step of the (hooked) model, every turn
+re-reads its conversation, and one forward pass to the hook measures it. The quick profile
+samples ~14k tokens, the full profile ~30k (on the 2-core development machine shared with other
+jobs at load 7-10: 18 and 29 minutes; not yet timed on an idle machine). Results go to the
+atlas's dynamics/ group (`write_dynamics`).
 """
 
 from __future__ import annotations
