@@ -5,10 +5,18 @@
 ACTS_CHUNK_ROWS rows. It is written in commits by `ActivationWriter` (crash-safe, resumable; see
 `feature_store.appendable`) and read in shuffled batches by `ShuffledBatches`, which reads random
 chunks into a shuffle buffer on a background thread, optionally keeping only some roles or splits.
+Readers hold at most a block or a shuffle buffer of activations in memory, never the store.
+
+A sharded harvest writes one such store per rank (`shard_path`) and `join_shards` joins them into
+one store whose datasets are HDF5 virtual datasets over the shards: every reader reads it as if one
+writer had written the shards' rows one after another.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,12 +26,16 @@ from typing import Any
 import h5py
 import numpy as np
 
-from feature_store.appendable import AppendFile, open_readable
+from feature_store.appendable import COPY_ROWS, AppendFile, open_readable, write_root_attrs
 from feature_store.errors import StoreError
 from feature_store.schema import (
     ACTIVATIONS_KIND,
     ACTS_CHUNK_ROWS,
+    GROUP_DESCRIPTIONS,
+    PROGRESS_DESCRIPTION,
     ROLE_CODE,
+    ROOT_ATTRS,
+    SHARDS_ATTR,
     TOKEN_COLUMNS,
     TRANSCRIPT_COLUMNS,
     acts_column,
@@ -109,6 +121,13 @@ class ActivationStore(TranscriptStore):
         super().__init__(path, kind=ACTIVATIONS_KIND)
         self.hooks: tuple[str, ...] = tuple(str(h) for h in self.attrs["hooks"])
         self.d_model = int(self.attrs["d_model"])
+        self.shards: tuple[str, ...] = tuple(json.loads(self.attrs.get(SHARDS_ATTR, "[]")))
+        missing = [name for name in self.shards if not (self.path.parent / name).is_file()]
+        if missing:
+            raise StoreError(
+                f"{self.path}: joins shard stores that are not beside it: {', '.join(missing)}; "
+                "put them back, or delete this file and rerun the harvest"
+            )
 
     def check_hook(self, hook: str) -> None:
         if hook not in self.hooks:
@@ -159,8 +178,10 @@ class ActivationStore(TranscriptStore):
         seed: int = 0,
         epochs: int | None = None,
         prefetch: int = 8,
+        dtype: type[np.floating] = np.float32,
     ) -> ShuffledBatches:
-        """Shuffled float32 batches [batch_size, d_model] of the rows where `mask` is true."""
+        """Shuffled batches [batch_size, d_model] of `dtype` (float32, or the stored float16) of
+        the rows where `mask` is true."""
         self.check_hook(hook)
         return ShuffledBatches(
             self.path,
@@ -172,7 +193,116 @@ class ActivationStore(TranscriptStore):
             seed=seed,
             epochs=epochs,
             prefetch=prefetch,
+            dtype=dtype,
         )
+
+
+def shard_path(path: str | Path, rank: int, world_size: int) -> Path:
+    """The shard store of `rank` of a harvest into `path`: activations.rank0-of-2.h5 beside it."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rank{rank}-of-{world_size}{path.suffix}")
+
+
+RENUMBERED = {"tokens/doc": "transcripts", "transcripts/token_start": "tokens"}
+"""Columns that point into a table (column -> that table): a shard numbers them from 0, so the
+joined store stores them, offset by the rows of that table in the shards before."""
+
+
+def join_shards(
+    path: str | Path,
+    shards: Sequence[str | Path],
+    *,
+    config: Mapping[str, Any],
+    attrs: Mapping[str, Any] | None = None,
+) -> ActivationStore:
+    """Write the activation store `path` whose rows are those of the complete shard stores
+    `shards` (files beside it), one shard after another, with `config` as its config and `attrs`
+    added to its root; returns it opened.
+
+    Every dataset is an HDF5 virtual dataset over the shards (they must stay beside it) except
+    RENUMBERED (4 bytes per token, 8 per transcript), so joining costs no copy of activations. It
+    is written to a temporary file and renamed: `path` appears complete or not at all.
+    """
+    path = Path(path)
+    if path.exists():
+        raise StoreError(f"{path}: already exists; it is never overwritten")
+    stores = [ActivationStore(shard) for shard in shards]
+    if not stores:
+        raise StoreError(f"{path}: no shard stores to join")
+    first = stores[0]
+    for store in stores:
+        if not store.complete:
+            raise StoreError(f"{store.path}: is unfinished; finish its harvest before joining")
+        if store.path.parent.resolve() != path.parent.resolve():
+            raise StoreError(f"{store.path}: a shard must be in the folder of {path}")
+        if (store.model, store.hooks, store.d_model) != (first.model, first.hooks, first.d_model):
+            raise StoreError(
+                f"{store.path}: holds another model, hooks or d_model than {first.path}; "
+                "join shards of one harvest"
+            )
+    columns = _columns(first.hooks, first.d_model)
+    tables = sorted({c.table for c in columns})
+    totals = {table: sum(store.rows[table] for store in stores) for table in tables}
+    tmp = path.with_name(path.name + ".join")
+    tmp.unlink(missing_ok=True)
+    with contextlib.ExitStack() as stack:
+        sources = [stack.enter_context(open_readable(store.path)) for store in stores]
+        file = stack.enter_context(h5py.File(tmp, "w-", libver="latest"))
+        kept = {k: v for k, v in sources[0].attrs.items() if k not in ROOT_ATTRS or k == "roles"}
+        write_root_attrs(
+            file,
+            kind=ACTIVATIONS_KIND,
+            model=first.model,
+            config=config,
+            attrs={
+                **kept,
+                **(attrs or {}),
+                "complete": True,
+                SHARDS_ATTR: json.dumps([store.path.name for store in stores]),
+            },
+        )
+        for group, text in GROUP_DESCRIPTIONS.items():
+            file.require_group(group).attrs["description"] = text
+        for column in columns:
+            parts = [source[column.path] for source in sources]
+            shape = (totals[column.table], *parts[0].shape[1:])
+            if column.path in RENUMBERED or shape[0] == 0:
+                chunks = tuple(min(c, n) for c, n in zip(column.chunk, shape, strict=True))
+                dataset = file.create_dataset(
+                    column.path,
+                    shape=shape,
+                    chunks=chunks if shape[0] else None,
+                    dtype=parts[0].dtype,
+                )
+                start = offset = 0
+                for store, part in zip(stores, parts, strict=True):
+                    n = store.rows[column.table]
+                    for row in range(0, n, COPY_ROWS):
+                        stop = min(n, row + COPY_ROWS)
+                        dataset[start + row : start + stop] = part[row:stop] + offset
+                    start += n
+                    offset += store.rows[RENUMBERED[column.path]]
+            else:
+                layout = h5py.VirtualLayout(shape=shape, dtype=parts[0].dtype)
+                start = 0
+                for store, part in zip(stores, parts, strict=True):
+                    n = store.rows[column.table]
+                    if n:
+                        source = h5py.VirtualSource(
+                            store.path.name, column.path, shape=part.shape, dtype=part.dtype
+                        )
+                        layout[start : start + n] = source[:n]
+                    start += n
+                dataset = file.create_virtual_dataset(column.path, layout)
+            for key, value in parts[0].attrs.items():
+                dataset.attrs[key] = value
+        progress = file.create_dataset(
+            "progress", data=np.array([totals[t] for t in tables], dtype=np.int64)
+        )
+        progress.attrs["tables"] = json.dumps(tables)
+        progress.attrs["description"] = PROGRESS_DESCRIPTION
+    os.replace(tmp, path)
+    return ActivationStore(path)
 
 
 _DONE = object()
@@ -199,6 +329,7 @@ class ShuffledBatches:
         seed: int,
         epochs: int | None,
         prefetch: int,
+        dtype: type[np.floating] = np.float32,
     ) -> None:
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
@@ -211,6 +342,7 @@ class ShuffledBatches:
         if self.n_selected == 0:
             raise StoreError(f"{path}: no rows of acts/{hook} match the selection")
         self.buffer_rows = max(buffer_rows, 2 * batch_size)
+        self.dtype = dtype
         self.rng = np.random.default_rng(seed)
         self.epochs = epochs
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=prefetch)
@@ -255,14 +387,14 @@ class ShuffledBatches:
                 n_pending += len(chunk)
                 if n_pending < self.buffer_rows:
                     continue
-                buffer = np.concatenate(pending).astype(np.float32, copy=False)
+                buffer = np.concatenate(pending).astype(self.dtype, copy=False)
                 buffer = buffer[self.rng.permutation(len(buffer))]
                 half = (len(buffer) // 2 // self.batch_size) * self.batch_size
                 for i in range(0, half, self.batch_size):
                     if not self._put(buffer[i : i + self.batch_size]):
                         return
                 pending, n_pending = [buffer[half:]], len(buffer) - half
-            buffer = np.concatenate(pending).astype(np.float32, copy=False)
+            buffer = np.concatenate(pending).astype(self.dtype, copy=False)
             buffer = buffer[self.rng.permutation(len(buffer))]
             for i in range(0, len(buffer) - self.batch_size + 1, self.batch_size):
                 if not self._put(buffer[i : i + self.batch_size]):

@@ -749,6 +749,11 @@ class Atlas:
             profile=self._dataset("personas/profile")[row],
         )
 
+    def persona_vectors(self) -> np.ndarray:
+        """Persona vectors [n_personas, d_model] (float32), rows in the order of `personas()`:
+        each persona's mean residual over response tokens."""
+        return self._column("personas/vector").copy()
+
     def persona_space(self) -> dict[str, np.ndarray]:
         """assistant_axis [d_model], center [d_model], components [n_components, d_model],
         explained_variance [n_components]."""

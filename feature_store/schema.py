@@ -159,6 +159,12 @@ ROOT_ATTRS: dict[str, str] = {
     "roles": "names of the role codes in tokens/role",
 }
 
+SHARDS_ATTR = "shards"
+"""Root attribute of an activation store joined from shards (feature_store.activations): JSON list
+of the shard stores (files beside it, in row order) a sharded harvest wrote. acts/, tokens/ and
+transcripts/ are HDF5 virtual datasets over them, except tokens/doc and transcripts/token_start,
+which are stored in the joined file, renumbered across the shards."""
+
 
 # =================================================================================================
 # atlas.h5 (kind sae-atlas/atlas): written once by feature_store.atlas.AtlasWriter, then read-only.

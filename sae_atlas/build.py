@@ -1,7 +1,8 @@
 """`sae-atlas build`: run every stage that exists, in order, into one run folder.
 
-Each stage writes one output in the run folder and is skipped when that output is complete for
-the same config, so an interrupted build resumes where it stopped. `build.json` in the run folder
+Each stage writes one output in the run folder (dynamics: the atlas's dynamics/ group) and is
+skipped when that output is complete for the same config, so an interrupted build resumes where
+it stopped. `build.json` in the run folder
 records the config, and per stage its seconds, output size and whether it was skipped.
 """
 
@@ -17,6 +18,7 @@ from feature_store.activations import ActivationStore
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import BuildConfig, dump_config, to_dict
 from sae_atlas.corpus import build_corpus, corpus_jobs
+from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
 from sae_atlas.harvest import harvest
 from sae_atlas.label import catalogue_from_corpus, label_stage
 from sae_atlas.labels import load_labels
@@ -26,7 +28,7 @@ from sae_atlas.personas import load_catalogue
 from sae_atlas.report import write_report
 from sae_atlas.train import load_sae, train_saes
 
-STAGES = ("corpus", "harvest", "train", "label", "organize", "report")
+STAGES = ("corpus", "harvest", "train", "label", "organize", "dynamics", "report")
 
 Progress = Callable[[str, int, str], Callable[[int], None]]
 """progress(stage, total, unit) -> update(n): the CLI's progress bars."""
@@ -48,6 +50,7 @@ def run_paths(out: Path) -> dict[str, Path]:
         "train": out / "sae",
         "label": out / "labels.h5",
         "organize": out / "atlas.h5",
+        "dynamics": out / "atlas.h5",  # its dynamics/ group
         "report": out / "report",
     }
 
@@ -138,6 +141,11 @@ def build(
         },
     )
     record("organize", started, organized.skipped)
+
+    started = time.monotonic()
+    update = bar("dynamics", len(DYNAMICS_STEPS), "step")
+    dynamics = run_dynamics(handle, out, config.dynamics, progress=lambda _: update(1))
+    record("dynamics", started, dynamics.skipped)
 
     started = time.monotonic()
     write_report(paths["organize"], paths["report"])  # seconds, so always rewritten

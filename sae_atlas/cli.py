@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import sys
 from collections.abc import Callable
@@ -31,6 +32,36 @@ ModelOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
 DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16")]
+ProfileDeviceOption = Annotated[
+    str | None,
+    typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: the profile's)"),
+]
+ProfileDtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype",
+        help="float32, bfloat16 or float16 for the model and sampling; SAE training other "
+        "than float32 uses bfloat16 autocast (default: the profile's)",
+    ),
+]
+
+
+MMAP_THRESHOLD = 1 << 20
+"""Bytes from which glibc serves an allocation by mmap and returns it to the system when freed."""
+M_MMAP_THRESHOLD = -3  # mallopt parameter, malloc.h
+
+
+@app.callback()
+def bounded_heap() -> None:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD for every command. By default glibc raises it
+    (up to 32 MiB) each time a large block is freed, so the per-batch arrays of harvest, train
+    and label land on the heap, which fragments: peak memory then grew with the tokens a stage
+    streamed (scripts/bench_memory.py). No effect off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def user_errors(command: F) -> F:
@@ -63,7 +94,8 @@ def corpus(
         Path | None, typer.Option(help="a persona catalogue (YAML/JSON) instead of the shipped one")
     ] = None,
     model: ModelOption = "smollm2-135m-instruct",
-    device: DeviceOption = "cpu",
+    device: ProfileDeviceOption = None,
+    dtype: ProfileDtypeOption = None,
 ) -> None:
     """Sample the contrastive persona corpus (the profile's `corpus` section) into a store.
 
@@ -71,16 +103,17 @@ def corpus(
     """
     import dataclasses
 
-    from sae_atlas.config import load_config
+    from sae_atlas.config import load_config, on_device
     from sae_atlas.corpus import build_corpus, corpus_jobs
     from sae_atlas.models import load_model
     from sae_atlas.personas import load_catalogue
 
-    config = load_config(profile).corpus
+    build_config = on_device(load_config(profile), device, dtype)
+    config = build_config.corpus
     if catalogue is not None:
         config = dataclasses.replace(config, catalogue=str(catalogue))
     personas = load_catalogue(config.catalogue or None)
-    handle = load_model(model, device=device)
+    handle = load_model(model, build_config.model.device, build_config.model.dtype)
     total = len(corpus_jobs(personas, config))
     with tqdm(total=total, desc="corpus", unit="job", dynamic_ncols=True) as bar:
         result = build_corpus(handle, personas, config, out, progress=bar.update)
@@ -111,25 +144,34 @@ def harvest(
 ) -> None:
     """Record residual activations of a transcript store at one or more hook points.
 
+    Under `torchrun --nproc-per-node N` (or `accelerate launch`) each rank harvests its share into
+    its own shard file beside --out, and rank 0 joins them into --out.
+
     Example: sae-atlas harvest --transcripts runs/quick/transcripts.h5
     --out runs/quick/activations.h5 --hook blocks.15.hook_resid_post
     """
     from feature_store.transcripts import TranscriptStore
     from sae_atlas.config import HarvestConfig
+    from sae_atlas.harvest import distributed, length_sorted, shard_share
     from sae_atlas.harvest import harvest as run_harvest
     from sae_atlas.models import load_model
 
     store = TranscriptStore(transcripts)
-    handle = load_model(model, device=device, dtype=dtype)
-    if store.model != handle.model_id:
-        raise SaeAtlasError(
-            f"{transcripts}: was written with model {store.model!r}, not "
-            f"{handle.model_id!r}; pass --model {store.model}"
-        )
-    records = list(store)
     config = HarvestConfig(hooks=tuple(hook), batch_tokens=batch_tokens, max_len=max_len)
-    with token_bar(sum(min(len(r), max_len) for r in records), "harvest") as bar:
-        result = run_harvest(handle, records, out, config, progress=bar.update)
+    with distributed(device) as (shard, rank_device):
+        handle = load_model(model, device=rank_device, dtype=dtype)
+        if store.model != handle.model_id:
+            raise SaeAtlasError(
+                f"{transcripts}: was written with model {store.model!r}, not "
+                f"{handle.model_id!r}; pass --model {store.model}"
+            )
+        records = list(store)
+        share = shard_share(length_sorted(records, max_len), shard)
+        where = "" if shard is None else f" rank {shard.rank}/{shard.world_size}"
+        with token_bar(sum(len(r) for r in share), "harvest" + where) as bar:
+            result = run_harvest(handle, records, out, config, progress=bar.update, shard=shard)
+    if shard is not None and shard.rank != 0:
+        return
     if result.skipped:
         console.print(f"{out}: already complete for this input and config; skipped")
     else:
@@ -149,7 +191,8 @@ def train(
         list[str] | None, typer.Option(help="hook point, repeatable (default: the profile's)")
     ] = None,
     model: ModelOption = "smollm2-135m-instruct",
-    device: DeviceOption = "cpu",
+    device: ProfileDeviceOption = None,
+    dtype: ProfileDtypeOption = None,
     evaluate: Annotated[bool, typer.Option(help="evaluate CE/KL with the model")] = True,
 ) -> None:
     """Train SAEs on the activation store (the profile's `train` section) and evaluate them.
@@ -158,14 +201,16 @@ def train(
     """
     import dataclasses
 
-    from sae_atlas.config import load_config
+    from sae_atlas.config import load_config, on_device
     from sae_atlas.models import load_model
     from sae_atlas.train import train_saes
 
-    config = load_config(profile).train
+    build_config = on_device(load_config(profile), device, dtype)
+    config = build_config.train
     if hook:
         config = dataclasses.replace(config, hooks=tuple(hook))
-    handle = load_model(model, device=device) if evaluate else None
+    model_config = build_config.model
+    handle = load_model(model, model_config.device, model_config.dtype) if evaluate else None
     with tqdm(desc="train", unit="step", dynamic_ncols=True) as bar:
         results = train_saes(store, out, config, handle=handle, progress=lambda _: bar.update())
     for result in results:
@@ -182,7 +227,8 @@ def label(
     out: Annotated[Path, typer.Option(help="labels.h5 to write")],
     profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
     model: ModelOption = "smollm2-135m-instruct",
-    device: DeviceOption = "cpu",
+    device: ProfileDeviceOption = None,
+    dtype: ProfileDtypeOption = None,
 ) -> None:
     """Tag SAE features by persona contrasts (train questions, confirmed held-out) and card them.
 
@@ -190,18 +236,19 @@ def label(
     --sae runs/quick/sae/blocks.15.hook_resid_post --corpus runs/quick/transcripts.h5
     --out runs/quick/labels.h5
     """
-    from sae_atlas.config import load_config
+    from sae_atlas.config import load_config, on_device
     from sae_atlas.label import catalogue_from_corpus, label_stage
     from sae_atlas.models import load_model
 
-    handle = load_model(model, device=device)
+    config = on_device(load_config(profile), device, dtype)
+    handle = load_model(model, config.model.device, config.model.dtype)
     catalogue = catalogue_from_corpus(corpus)
     with token_bar(0, "label") as bar:
         result = label_stage(
             store,
             sae,
             out,
-            load_config(profile).label,
+            config.label,
             handle=handle,
             catalogue=catalogue,
             progress=bar.update,
@@ -257,6 +304,8 @@ def dynamics(
     overwrite: Annotated[
         bool, typer.Option(help="replace dynamics made with another config")
     ] = False,
+    device: ProfileDeviceOption = None,
+    dtype: ProfileDtypeOption = None,
 ) -> None:
     """Rollouts, attractors, drift, steering against random controls, puppeteer ablation and a
     trigger scan; results go into the atlas's dynamics/ group.
@@ -265,11 +314,11 @@ def dynamics(
     """
     import json
 
-    from sae_atlas.config import load_config
+    from sae_atlas.config import load_config, on_device
     from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
     from sae_atlas.models import load_model
 
-    config = load_config(profile)
+    config = on_device(load_config(profile), device, dtype)
     handle = load_model(config.model.source, config.model.device, config.model.dtype)
     with tqdm(total=len(DYNAMICS_STEPS), desc="dynamics", unit="step") as bar:
 
@@ -413,8 +462,8 @@ def build(
     out: Annotated[Path, typer.Option(help="run folder, e.g. runs/quick")],
     profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
     model: Annotated[str | None, typer.Option(help="override the profile's model source")] = None,
-    device: Annotated[str | None, typer.Option(help="override the profile's device")] = None,
-    dtype: Annotated[str | None, typer.Option(help="override the profile's dtype")] = None,
+    device: ProfileDeviceOption = None,
+    dtype: ProfileDtypeOption = None,
 ) -> None:
     """Run every stage into one run folder; rerun to resume, finished stages are skipped.
 
@@ -425,15 +474,11 @@ def build(
     from rich.table import Table
 
     from sae_atlas.build import build as run_build
-    from sae_atlas.config import load_config
+    from sae_atlas.config import load_config, on_device
 
-    config = load_config(profile)
-    overrides = {
-        k: v
-        for k, v in {"source": model, "device": device, "dtype": dtype}.items()
-        if v is not None
-    }
-    config = dataclasses.replace(config, model=dataclasses.replace(config.model, **overrides))
+    config = on_device(load_config(profile), device, dtype)
+    if model is not None:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, source=model))
     bars: list[tqdm] = []
 
     def progress(stage: str, total: int, unit: str) -> Callable[[int], None]:

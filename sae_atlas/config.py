@@ -93,6 +93,8 @@ class TrainConfig:
     left untouched when the reconstruction is spliced in.
     dead_feature_window: steps without firing after which a feature is dead and auxiliary
     losses (TopK's AuxK) revive it; 0: a tenth of the run, at most 1000.
+    device: where the SAE trains; dtype: float32, or bfloat16 for sae-lens's autocast (bfloat16
+    matrix products, float32 weights and optimizer state).
     """
 
     hooks: tuple[str, ...] = ()
@@ -119,6 +121,7 @@ class TrainConfig:
     skip_positions: int = 1
     dead_feature_window: int = 0
     device: str = "cpu"
+    dtype: str = "float32"
     seed: int = 0
     log_to_wandb: bool = False
     wandb_project: str = "sae-atlas"
@@ -270,6 +273,31 @@ class BuildConfig:
     organize: OrganizeConfig = field(default_factory=OrganizeConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+
+
+def on_device(
+    config: BuildConfig, device: str | None = None, dtype: str | None = None
+) -> BuildConfig:
+    """`config` with every stage that runs torch put on `device` and in `dtype` (None: as
+    configured): the model, corpus and dynamics sampling, SAE training (any dtype but float32:
+    sae-lens's bfloat16 autocast) and labeling (the SAE encodes on `device` in float32)."""
+    replace = dataclasses.replace
+    if device is not None:
+        config = replace(
+            config,
+            model=replace(config.model, device=device),
+            train=replace(config.train, device=device),
+            label=replace(config.label, device=device),
+        )
+    if dtype is not None:
+        config = replace(
+            config,
+            model=replace(config.model, dtype=dtype),
+            corpus=replace(config.corpus, dtype=dtype),
+            dynamics=replace(config.dynamics, dtype=dtype),
+            train=replace(config.train, dtype="float32" if dtype == "float32" else "bfloat16"),
+        )
+    return config
 
 
 T = TypeVar("T")

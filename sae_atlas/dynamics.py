@@ -6,24 +6,30 @@ point in persona space and belongs to its nearest region (a persona cluster's ce
 region sequences of many rollouts this module estimates the transition matrix between regions,
 its stationary distribution, and the attractors: closed sets of regions the chain enters and does
 not leave, each with its basin (which starting personas end there) and relaxation time (turns
-until a rollout enters the attractor for good). Drift curves are a per-turn scalar (the
-projection on the assistant axis) averaged per group with a 95% confidence interval. These are
-numpy on small arrays: milliseconds.
+until a rollout enters the attractor for good); resampling whole rollouts says how often each
+attractor set is found (`attractor_robustness`). Drift curves are a per-turn scalar (the
+projection on the assistant axis) averaged per group with a 95% confidence interval, raw and
+minus a baseline rollout on the same user turns and seed (`relative_to_baseline`: what turn
+position alone does). These are numpy on small arrays: milliseconds (the robustness bootstrap:
+about a second).
 
 The experiments (`run_dynamics`), on a built run (atlas.h5, transcripts.h5, the SAE):
 (a) rollouts from many starting personas (system prompt, then neutral questions from the question
-bank) and (b) without a system prompt after scene-setting first turns, pooled into the transition
-matrix, stationary distribution, attractors and drift curves; (c) a steering kick: a persona
+bank; the default persona's rollouts are the drift baseline) and (b) without a system prompt
+after scene-setting first turns (then the same questions), pooled into the transition matrix,
+stationary distribution, attractors and drift curves; (c) a steering kick: a persona
 direction (persona vector minus default vector) added at turn 0 only, against a matched random
 direction and no kick on the same seeds, with the distance to the unkicked rollout per turn (the
 relaxation) and the persona classifier's probability of the target persona on the kicked turn
 (mean paired difference to the random kick, bootstrap 95% CI over prompts); puppeteer features
-zero-ablated through the SAE, with assistant-style marker rates with and without; (d) a trigger
-scan: SAE features that fire on responses only when the user's message is wrapped. Turn points
-are measured on the text without hooks: a kick counts through what it made the model write.
-Cost: every sampled token is one decode step of the (hooked) model plus one forward pass to
-measure it; the default config samples at most ~25k tokens, about 2-3 minutes of an idle 2-core
-CPU for the default model in bfloat16. Results go to the atlas's dynamics/ group (`write_dynamics`).
+zero- and mean-ablated through the SAE, with assistant-style marker rates with and without;
+(d) a trigger scan: SAE features that fire on responses only when the user's message is
+wrapped. Turn points are measured on the text without hooks: a kick counts through what it made
+the model write. Cost: every sampled token is one decode step of the (hooked) model, every turn
+re-reads its conversation, and one forward pass to the hook measures it. The quick profile
+samples ~14k tokens, the full profile ~30k (on the 2-core development machine shared with other
+jobs at load 7-10: 18 and 29 minutes; not yet timed on an idle machine). Results go to the
+atlas's dynamics/ group (`write_dynamics`).
 """
 
 from __future__ import annotations
@@ -31,8 +37,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import false_discovery_control, fisher_exact
+from scipy.stats import t as student_t
 
 from feature_store.atlas import Atlas, AtlasWriter
 from feature_store.schema import ROLE_CODE
@@ -66,7 +72,13 @@ from sae_atlas.label import catalogue_from_corpus
 from sae_atlas.models import ModelHandle
 from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
 from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
-from sae_atlas.steer import Intervention, ablate_features, add_direction, matched_random
+from sae_atlas.steer import (
+    Intervention,
+    ablate_features,
+    add_direction,
+    matched_random,
+    steered,
+)
 from sae_atlas.train import load_sae
 
 
@@ -151,6 +163,17 @@ def settle_turn(path: np.ndarray, members: Sequence[int]) -> int | None:
     return 0 if len(outside) == 0 else int(outside[-1]) + 1
 
 
+def visited_closed_classes(
+    regions: np.ndarray, n_regions: int, threshold: float
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Transition matrix of `regions` [n_rollouts, n_turns] and its closed classes
+    (`closed_classes`) that some rollout visits (a region never visited keeps itself, P = 1,
+    but is no attractor)."""
+    matrix = transition_matrix(regions, n_regions)
+    visited = np.isin(np.arange(n_regions), regions)
+    return matrix, [m for m in closed_classes(matrix, threshold) if visited[m].any()]
+
+
 def find_attractors(
     regions: np.ndarray, starts: Sequence[str], n_regions: int, threshold: float = 0.05
 ) -> tuple[np.ndarray, np.ndarray, list[Attractor]]:
@@ -158,14 +181,17 @@ def find_attractors(
 
     regions: [n_rollouts, n_turns] region per turn; starts: the starting persona of each rollout;
     threshold: transitions rarer than this are treated as noise when finding closed classes.
+    The stationary distribution starts from the rollouts' turn-0 regions (a reducible chain's
+    long run depends on where it starts).
     """
     if len(starts) != len(regions):
         raise SaeAtlasError(f"{len(starts)} starts for {len(regions)} rollouts")
-    matrix = transition_matrix(regions, n_regions)
-    stationary = stationary_distribution(matrix)
+    matrix, classes = visited_closed_classes(regions, n_regions, threshold)
+    first = np.bincount(np.asarray(regions)[:, 0], minlength=n_regions) / len(regions)
+    stationary = stationary_distribution(matrix, first)
     names = np.asarray(starts)
     attractors = []
-    for members in closed_classes(matrix, threshold):
+    for members in classes:
         basin: dict[str, float] = {}
         relaxation: dict[str, float] = {}
         for start in dict.fromkeys(starts):
@@ -181,8 +207,56 @@ def find_attractors(
     return matrix, stationary, attractors
 
 
+def attractor_robustness(
+    regions: np.ndarray,
+    n_regions: int,
+    threshold: float,
+    n_bootstrap: int,
+    seed: int = 0,
+) -> tuple[dict[tuple[int, ...], float], np.ndarray]:
+    """How often each attractor set is found when the rollouts are resampled with replacement.
+
+    regions: [n_rollouts, n_turns]; each of n_bootstrap resamples of whole rollouts gets its
+    own transition matrix and visited closed classes (at `threshold`). Returns
+    ({attractor regions: share of resamples with exactly that closed class}, most often first;
+    [n_regions] share of resamples in which each region lies in some closed class).
+    """
+    regions = np.asarray(regions)
+    rng = np.random.default_rng(seed)
+    found: dict[tuple[int, ...], int] = {}
+    in_attractor = np.zeros(n_regions)
+    for _ in range(n_bootstrap):
+        sample = regions[rng.integers(0, len(regions), len(regions))]
+        for members in visited_closed_classes(sample, n_regions, threshold)[1]:
+            found[tuple(members)] = found.get(tuple(members), 0) + 1
+            in_attractor[members] += 1
+    shares = {k: v / n_bootstrap for k, v in sorted(found.items(), key=lambda kv: -kv[1])}
+    return shares, in_attractor / n_bootstrap
+
+
+def relative_to_baseline(
+    values: np.ndarray, pairs: Sequence[Any], baseline: np.ndarray
+) -> np.ndarray:
+    """values [n, T] minus the baseline row with the same pair key: [n, T].
+
+    pairs: one key per row (the seed: rows with the same key saw the same user turns and
+    sampling seeds); baseline: bool [n], the baseline rows (one per key).
+    """
+    values = np.asarray(values, dtype=float)
+    keys = np.asarray(pairs)
+    baseline = np.asarray(baseline, bool)
+    rows = {key: i for i, key in zip(np.flatnonzero(baseline), keys[baseline], strict=True)}
+    if len(rows) != int(baseline.sum()):
+        raise SaeAtlasError("baseline: give one baseline row per pair key")
+    missing = sorted({str(k) for k in keys} - {str(k) for k in rows})
+    if missing:
+        raise SaeAtlasError(f"baseline: no baseline row for pair key(s) {missing}")
+    return values - values[[rows[key] for key in keys]]
+
+
 def drift_curves(values: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
-    """Per group and turn: mean of `values` [n_rollouts, n_turns], its 95% CI and count."""
+    """Per group and turn: mean of `values` [n_rollouts, n_turns], its 95% CI (Student t: a
+    start has a handful of seeds) and count."""
     values = np.asarray(values, dtype=float)
     rows = []
     names = np.asarray(groups)
@@ -193,13 +267,14 @@ def drift_curves(values: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
             column = column[np.isfinite(column)]
             mean = float(column.mean()) if len(column) else float("nan")
             sem = float(column.std(ddof=1) / np.sqrt(len(column))) if len(column) > 1 else 0.0
+            half = float(student_t.ppf(0.975, len(column) - 1)) * sem if sem > 0 else 0.0
             rows.append(
                 {
                     "group": group,
                     "turn": turn,
                     "mean": mean,
-                    "ci_low": mean - 1.96 * sem,
-                    "ci_high": mean + 1.96 * sem,
+                    "ci_low": mean - half,
+                    "ci_high": mean + half,
                     "n": len(column),
                 }
             )
@@ -388,44 +463,6 @@ def sampling_config(config: DynamicsConfig) -> CorpusConfig:
     )
 
 
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder blocks of a plain Hugging Face causal LM (block L = hook_resid_post L)."""
-    get_decoder = getattr(model, "get_decoder", None)
-    decoder = get_decoder() if callable(get_decoder) else None
-    layers = getattr(decoder, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise SaeAtlasError(
-            f"{type(model).__name__}: no decoder layers found (model.get_decoder().layers); "
-            "dynamics steers Llama-style Hugging Face models"
-        )
-    return layers
-
-
-@contextmanager
-def steered(
-    handle: ModelHandle, model: torch.nn.Module, interventions: Sequence[Intervention]
-) -> Iterator[None]:
-    """Install `interventions` on a plain model from `sampling_model` (forward hooks on its
-    decoder blocks) for the block; removed afterwards, even on error."""
-    blocks = decoder_layers(model)
-    removers = []
-    try:
-        for layer, intervention in zip(
-            handle.check_hooks([i.hook for i in interventions]), interventions, strict=True
-        ):
-
-            def hook(module: Any, args: Any, output: Any, function: Any = intervention.function):
-                if isinstance(output, tuple):
-                    return (function(output[0]), *output[1:])
-                return function(output)
-
-            removers.append(blocks[layer].register_forward_hook(hook))
-        yield
-    finally:
-        for remover in removers:
-            remover.remove()
-
-
 def converse(
     handle: ModelHandle,
     heads: Sequence[Messages],
@@ -536,7 +573,7 @@ def turn_activations(
         ids = torch.full((len(rows), len(formatted[rows[-1]])), pad_id, dtype=torch.long)
         for r, i in enumerate(rows):
             ids[r, : len(formatted[i])] = torch.from_numpy(formatted[i].token_ids.astype(np.int64))
-        acts = residual_activations(handle, ids, [hook])[hook].float().cpu()
+        acts = residual_activations(handle, ids, [hook])[hook].float()
         for r, i in enumerate(rows):
             replies = [m for m in chats[i] if m["role"] == "assistant"]
             spoken = [t for t, m in enumerate(replies) if m["content"].strip()]
@@ -550,11 +587,11 @@ def turn_activations(
                 if turn >= n_turns:
                     continue
                 block = acts[r, a:b]
-                means[i, turn] = block.mean(0).numpy()
+                means[i, turn] = block.mean(0).cpu().numpy()
                 norm_sum += float(block.norm(dim=-1).sum())
                 norm_count += b - a
                 if fires is not None:
-                    codes = sae.encode(block.to(sae.W_dec.dtype))
+                    codes = sae.encode(block.to(sae.W_dec.device, sae.W_dec.dtype))
                     fires[i, turn] = (codes > 0).any(0).cpu().numpy()
     return TurnActivations(means, fires, norm_sum / max(norm_count, 1))
 
@@ -645,7 +682,7 @@ def persona_map(atlas: Atlas, max_clusters: int = 8) -> PersonaMap:
         names=tuple(region_names),
         members=tuple(members),
         personas=personas.assign(region=region),
-        vectors=np.asarray(atlas.file["personas/vector"], dtype=np.float32),
+        vectors=atlas.persona_vectors(),
         default=default,
     )
 
@@ -772,7 +809,9 @@ def natural_rollouts(
 ) -> Rollouts:
     """(a) each starting persona's system prompt (variant = seed), then questions from the bank;
     (b) no system prompt after a scene-setting first turn. Seed s shares its questions and
-    sampling seed across starts, so starts compare on the same draws."""
+    sampling seed across starts, so starts compare on the same draws: a scene replaces only the
+    first question, so the default persona's rollout with the same seed is every rollout's
+    baseline from turn 1 on (`relative_to_baseline`)."""
     heads: list[Messages] = []
     turns: list[list[str]] = []
     seeds: list[int] = []
@@ -789,7 +828,7 @@ def natural_rollouts(
     for scene, text in SCENES[: config.n_scenes]:
         for s in range(config.seeds):
             heads.append([])
-            turns.append([text, *_turns(bank, s * config.n_turns, config.n_turns - 1)])
+            turns.append([text, *_turns(bank, s * config.n_turns + 1, config.n_turns - 1)])
             seeds.append(job_seed(config.seed, "rollout", s))
             rows.append(
                 {"experiment": "scene", "start": f"scene:{scene}", "group": "scene", "seed": s}
@@ -956,12 +995,19 @@ def marker_ablation(
     bank: Sequence[str],
     config: DynamicsConfig,
     model: torch.nn.Module | None = None,
+    means: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One response per starting persona and prompt, with and without zero-ablating `features`
-    through the SAE on the same seeds; per marker the paired rates (`paired_rates`)."""
-    ablation = (ablate_features(hook, sae, features),)
+    """One response per starting persona and prompt, without and with ablating `features`
+    through the SAE (zero, and with `means` [d_sae] also mean ablation), on the same seeds.
+
+    Per ablation and marker (MARKERS, and `any`: some marker) the paired rates against the
+    unablated responses (`paired_rates`), with an `ablation` column (zero, mean).
+    """
+    ablations = {"zero": (ablate_features(hook, sae, features),)}
+    if means is not None:
+        ablations["mean"] = (ablate_features(hook, sae, features, "mean", means),)
     heads, turns, seeds, steering = [], [], [], []
-    for condition in ((), ablation):
+    for condition in ((), *ablations.values()):
         for name in starts:
             for i in range(config.n_prompts):
                 heads.append(_head(pmap.prompt(name, 0)))
@@ -969,10 +1015,21 @@ def marker_ablation(
                 seeds.append(job_seed(config.seed, "markers", name, i))
                 steering.append(condition)
     chats = converse(handle, heads, turns, seeds, 1, config, steering, model=model)
-    texts = [chat[-1]["content"] for chat in chats]
-    half = len(texts) // 2
-    return paired_rates(
-        marker_hits(texts[:half]), marker_hits(texts[half:]), config.n_bootstrap, config.seed
+    hits = marker_hits([chat[-1]["content"] for chat in chats])
+    hits["any"] = hits.any(axis=1)
+    n = len(starts) * config.n_prompts
+    off = hits.iloc[:n].reset_index(drop=True)
+    return pd.concat(
+        [
+            paired_rates(
+                off,
+                hits.iloc[(k + 1) * n : (k + 2) * n].reset_index(drop=True),
+                config.n_bootstrap,
+                config.seed,
+            ).assign(ablation=name)
+            for k, name in enumerate(ablations)
+        ],
+        ignore_index=True,
     )
 
 
@@ -1075,13 +1132,18 @@ COLUMNS: dict[str, str] = {
     "name": "region name (the default persona's region is assistant)",
     "personas": "personas of the region (;-separated)",
     "stationary": "long-run share of turns in the region",
+    "in_attractor": "share of bootstrap resamples of the rollouts in which the region lies in "
+    "an attractor",
+    "found": "share of bootstrap resamples of the rollouts with exactly this attractor",
+    "in_estimate": "the attractor is found on all rollouts (dynamics/attractors)",
     "attractor": "attractor id",
     "regions": "regions of the attractor (;-separated names)",
     "stationary_mass": "stationary mass of the attractor",
     "basin": "share of the start's rollouts that end in the attractor",
     "relaxation": "mean turns until the start's rollouts enter the attractor for good (NaN: "
     "none does)",
-    "by": "what group is: start or category",
+    "curve": "raw (the projection) or baseline (minus the default persona's rollout on the "
+    "same user turns and seed)",
     "mean": "mean over rollouts",
     "ci_low": "lower end of the 95% confidence interval",
     "ci_high": "upper end of the 95% confidence interval",
@@ -1096,9 +1158,11 @@ COLUMNS: dict[str, str] = {
     "p_persona": "mean p_target under the persona kick",
     "p_random": "mean p_target under the random kick",
     "p_none": "mean p_target without a kick",
-    "marker": "assistant-style marker (sae_atlas.dynamics.MARKERS)",
+    "marker": "assistant-style marker (sae_atlas.dynamics.MARKERS; any: some marker)",
     "rate_off": "share of responses with the marker, no ablation",
     "rate_on": "share of responses with the marker, the ablate_tag (puppeteer) features ablated",
+    "ablation": "zero (the features' activations set to 0) or mean (set to their mean over "
+    "response tokens)",
     "diff": "mean paired difference rate_on - rate_off",
     "wrapper": "wrapper of the user's message (sae_atlas.dynamics.WRAPPERS)",
     "feature": "SAE feature",
@@ -1155,8 +1219,9 @@ STEERING_DESCRIPTION = (
     "matched random kick, paired over prompts, bootstrap 95% CI"
 )
 MARKERS_DESCRIPTION = (
-    "assistant-style marker rates with and without zero-ablating the puppeteer features "
-    "(paired over personas x prompts, bootstrap 95% CI); empty without puppeteer features"
+    "assistant-style marker rates with and without zero- and mean-ablating the puppeteer "
+    "features (paired over personas x prompts, bootstrap 95% CI); empty without puppeteer "
+    "features"
 )
 TRIGGER_DESCRIPTION = (
     "trigger scan: SAE features firing on responses only under a wrapper (candidates on the "
@@ -1184,21 +1249,67 @@ def check_dynamics_config(config: DynamicsConfig) -> None:
         )
 
 
+def baseline_rows(meta: pd.DataFrame, default: str) -> np.ndarray:
+    """bool [n]: the natural rollouts that are the drift baseline (the default persona's)."""
+    return ((meta["experiment"] == "persona_prompt") & (meta["start"] == default)).to_numpy()
+
+
+def drift_tables(
+    natural: Rollouts, default: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Assistant-axis drift per turn: per category raw, per category minus the default
+    persona's rollout on the same seed (paired: 95% CIs of the paired differences), and per
+    start both (a `curve` column: raw or baseline; the start in `start`)."""
+    meta = natural.meta
+    relative = relative_to_baseline(
+        natural.axis, meta["seed"].tolist(), baseline_rows(meta, default)
+    )
+    starts = meta["start"].tolist()
+    by_start = pd.concat(
+        [
+            drift_curves(values, starts).rename(columns={"group": "start"}).assign(curve=curve)
+            for values, curve in ((natural.axis, "raw"), (relative, "baseline"))
+        ],
+        ignore_index=True,
+    )
+    categories = meta["group"].tolist()
+    return drift_curves(natural.axis, categories), drift_curves(relative, categories), by_start
+
+
 def dynamics_tables(
     natural: Rollouts,
     pmap: PersonaMap,
     matrix: np.ndarray,
     stationary: np.ndarray,
     attractors: Sequence[Attractor],
+    robustness: tuple[dict[tuple[int, ...], float], np.ndarray],
 ) -> dict[str, tuple[pd.DataFrame, str]]:
-    """The tables of the natural rollouts: trajectories, regions, attractors, drift."""
+    """The tables of the natural rollouts: trajectories, regions, attractors and their
+    robustness (`attractor_robustness`), drift raw and baseline-subtracted."""
+    found, in_attractor = robustness
     regions = pd.DataFrame(
         {
             "id": np.arange(len(pmap.names)),
             "name": list(pmap.names),
             "personas": [";".join(m) for m in pmap.members],
             "stationary": stationary,
+            "in_attractor": in_attractor,
         }
+    )
+    estimated = {a.regions for a in attractors}
+    robust = pd.DataFrame(
+        [
+            {
+                "regions": ";".join(pmap.names[r] for r in members),
+                "found": share,
+                "in_estimate": members in estimated,
+            }
+            for members, share in {
+                **found,
+                **{m: 0.0 for m in estimated if m not in found},
+            }.items()
+        ],
+        columns=["regions", "found", "in_estimate"],
     )
     basins = pd.DataFrame(
         [
@@ -1215,14 +1326,7 @@ def dynamics_tables(
         ],
         columns=["attractor", "regions", "stationary_mass", "start", "basin", "relaxation"],
     )
-    meta = natural.meta
-    drift = pd.concat(
-        [
-            drift_curves(natural.axis, meta[by].tolist()).assign(by=name)
-            for by, name in (("start", "start"), ("group", "category"))
-        ],
-        ignore_index=True,
-    )
+    drift, drift_baseline, drift_by_start = drift_tables(natural, pmap.default)
     return {
         "trajectories": (
             _trajectories(natural, pmap),
@@ -1235,9 +1339,24 @@ def dynamics_tables(
             "closed classes of the transition matrix: per attractor and start, basin share "
             "and relaxation turns",
         ),
+        "attractor_robustness": (
+            robust,
+            "attractor sets found when the rollouts are resampled with replacement: share of "
+            "resamples with each closed class",
+        ),
         "drift": (
             drift,
-            "assistant-axis projection per turn, mean and 95% CI per start and per category",
+            "assistant-axis projection per turn, mean and 95% CI per start category",
+        ),
+        "drift_baseline": (
+            drift_baseline,
+            "assistant-axis projection per turn minus the default persona's rollout with the "
+            "same user turns and seed (what turn position alone does): paired mean and 95% CI "
+            "per start category",
+        ),
+        "drift_by_start": (
+            drift_by_start,
+            "drift and drift_baseline per starting persona or scene (curve: raw or baseline)",
         ),
     }
 
@@ -1272,9 +1391,12 @@ def run_dynamics(
         hook = str(atlas.attrs["hook"])
         features = atlas.features()
         puppeteer = atlas.features(tag=config.ablate_tag).index.to_numpy()
+        mean_activations = (features["density"] * features["mean_act"]).to_numpy(np.float32)
         kinds = dict(zip(atlas.clusters()["id"], atlas.clusters()["kind"], strict=True))
         d_sae = atlas.d_sae
-    sae = load_sae(paths.sae / hook if (paths.sae / hook).is_dir() else paths.sae)
+    sae = load_sae(
+        paths.sae / hook if (paths.sae / hook).is_dir() else paths.sae, device=str(handle.device)
+    )
     if int(sae.cfg.d_sae) != d_sae:
         raise SaeAtlasError(
             f"{paths.sae}: has {sae.cfg.d_sae} features, the atlas {d_sae}; give the SAE the "
@@ -1287,6 +1409,13 @@ def run_dynamics(
         starts = natural.meta["start"].tolist()
         matrix, stationary, attractors = find_attractors(
             natural.regions, starts, len(pmap.names), config.attractor_threshold
+        )
+        robustness = attractor_robustness(
+            natural.regions,
+            len(pmap.names),
+            config.attractor_threshold,
+            config.n_bootstrap,
+            config.seed,
         )
     with clock.step("classifier"):
         corpus = corpus_responses(paths.transcripts, handle)
@@ -1314,9 +1443,12 @@ def run_dynamics(
                 bank,
                 config,
                 model,
+                means=mean_activations,
             )
             if len(puppeteer)
-            else paired_rates(marker_hits([]), marker_hits([]), 1, config.seed)
+            else paired_rates(marker_hits([]), marker_hits([]), 1, config.seed).assign(
+                ablation="zero"
+            )
         )
     with clock.step("triggers"):
         triggers = trigger_scan(handle, pmap, sae, hook, bank, config, model)
@@ -1327,7 +1459,7 @@ def run_dynamics(
             label=features["label"].to_numpy()[triggers["feature"].to_numpy()],
         )
     with clock.step("write"):
-        tables = dynamics_tables(natural, pmap, matrix, stationary, attractors)
+        tables = dynamics_tables(natural, pmap, matrix, stationary, attractors, robustness)
         summary = _json_ready(
             {
                 "model": handle.model_id,
@@ -1344,6 +1476,8 @@ def run_dynamics(
                     }
                     for a in attractors
                 ],
+                "attractor_robustness": tables["attractor_robustness"][0].to_dict("records"),
+                "n_transitions": int(natural.regions.size - len(natural.regions)),
                 "token_norm": natural.token_norm,
                 "steer_strength": strength,
                 "steer_targets": targets,

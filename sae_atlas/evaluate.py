@@ -192,7 +192,7 @@ def spliced_losses(
     for batch in length_batches(length_sorted(transcripts, max_len), batch_tokens, 64):
         tokens, mask = padded(batch, pad_id)
         tokens = tokens.to(handle.device)
-        valid = torch.from_numpy(mask[:, 1:])
+        valid = torch.from_numpy(mask[:, 1:]).to(handle.device)
         targets = tokens[:, 1:, None]
         clean = torch.log_softmax(handle.bridge(tokens)[:, :-1].float(), -1)
         columns["role"].append(_padded_roles(batch)[:, 1:][mask[:, 1:]])

@@ -5,25 +5,40 @@ in one pass, transcripts are sorted by length and batched under a padded-token b
 padding, which a causal model never attends to, so no attention mask is needed), and padding is
 never stored. Each batch is one commit of the store: a killed harvest resumes after its last
 batch. Cost: one forward pass through the first L+1 layers per token; about 1,000-1,300
-tokens/s through 16 layers of the default model on a 2-core CPU in float32.
+tokens/s through 16 layers of the default model on a 2-core CPU in float32. Memory: the model, one
+batch, and the transcripts' token ids and roles (5 bytes per token), never the activations.
+
+Sharded (under `torchrun` or `accelerate launch`, see `distributed`): rank r of W harvests the r-th
+of W contiguous runs of the length-sorted transcripts, cut at equal token counts, into its own
+shard store (`feature_store.activations.shard_path`); after a barrier rank 0 joins the shards into
+`out` (`join_shards`, HDF5 virtual datasets), whose rows are in the order a single process writes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from feature_store.activations import ActivationWriter
+from feature_store.activations import ActivationWriter, join_shards, shard_path
 from feature_store.schema import ACTIVATIONS_KIND
 from feature_store.transcripts import Transcript, store_state
 from sae_atlas.config import HarvestConfig, to_dict
+from sae_atlas.errors import SaeAtlasError
 from sae_atlas.models import ModelHandle
+
+BARRIER_TIMEOUT = timedelta(hours=24)
+"""How long a rank waits at the barrier for the others (a resumed shard may be far behind)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +52,40 @@ class HarvestResult:
     @property
     def tokens_per_second(self) -> float:
         return self.n_tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a sharded harvest: rank `rank` of `world_size`."""
+
+    rank: int
+    world_size: int
+
+
+@contextmanager
+def distributed(device: str) -> Iterator[tuple[Shard | None, str]]:
+    """The process group torchrun / accelerate launch describe in RANK, WORLD_SIZE, LOCAL_RANK
+    (and MASTER_ADDR / MASTER_PORT), joined for the block: gloo on cpu, nccl on cuda. Yields this
+    process's Shard (None without WORLD_SIZE > 1) and its device (cuda becomes cuda:LOCAL_RANK)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        yield None, device
+        return
+    rank = int(os.environ["RANK"])
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and torch.device(device).index is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    dist.init_process_group(
+        "nccl" if on_cuda else "gloo",
+        rank=rank,
+        world_size=world_size,
+        timeout=BARRIER_TIMEOUT,
+        device_id=torch.device(device) if on_cuda else None,
+    )
+    try:
+        yield Shard(rank, world_size), device
+    finally:
+        dist.destroy_process_group()
 
 
 def transcripts_digest(transcripts: Sequence[Transcript]) -> str:
@@ -56,6 +105,18 @@ def length_sorted(transcripts: Sequence[Transcript], max_len: int) -> list[Trans
         for i, t in enumerate(transcripts)
     ]
     return sorted(prepared, key=len)
+
+
+def shard_share(ordered: Sequence[Transcript], shard: Shard | None) -> Sequence[Transcript]:
+    """The contiguous run of the length-sorted `ordered` that `shard` harvests (all of it for
+    None): cut where the running token count crosses rank / world_size of the total, so ranks get
+    about equal tokens and the shards, one after another, are in single-process order."""
+    if shard is None:
+        return ordered
+    ends = np.cumsum([0] + [len(t) for t in ordered])
+    cuts = np.searchsorted(ends, ends[-1] * np.arange(shard.world_size + 1) / shard.world_size)
+    cuts[-1] = len(ordered)
+    return ordered[int(cuts[shard.rank]) : int(cuts[shard.rank + 1])]
 
 
 def length_batches(
@@ -106,11 +167,14 @@ def harvest(
     out: str | Path,
     config: HarvestConfig,
     progress: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> HarvestResult:
     """Write activations of `transcripts` at `config.hooks` to the store at `out`.
 
-    Resumes an incomplete store for the same input and config; skips a complete one.
-    `progress(n_tokens)` is called after each committed batch.
+    Resumes an incomplete store (or shard) for the same input and config; skips a complete one.
+    With a `shard` (inside `distributed`), harvests this rank's share into its shard store, then
+    waits for every rank and rank 0 joins the shards into `out`. `progress(n_tokens)` is called
+    after each committed batch.
     """
     out = Path(out)
     handle.check_hooks(config.hooks)
@@ -120,9 +184,57 @@ def harvest(
         "input_digest": transcripts_digest(ordered),
         "n_transcripts": len(ordered),
     }
+    n_tokens = sum(len(t) for t in ordered)
     started = time.monotonic()
-    if store_state(out, ACTIVATIONS_KIND, handle.model_id, stage_config) == "complete":
-        return HarvestResult(out, len(ordered), sum(len(t) for t in ordered), 0.0, skipped=True)
+    state = store_state(out, ACTIVATIONS_KIND, handle.model_id, stage_config)
+    if state == "complete":
+        return HarvestResult(out, len(ordered), n_tokens, 0.0, skipped=True)
+    if shard is None:
+        written = write_store(handle, ordered, out, stage_config, config, progress)
+        seconds = time.monotonic() - started
+        return HarvestResult(out, len(ordered), written, seconds, skipped=False)
+    if state == "incomplete":
+        raise SaeAtlasError(
+            f"{out}: an unfinished single-process harvest is there; finish it without torchrun "
+            "or delete it"
+        )
+    share = shard_share(ordered, shard)
+    shard_config = {
+        **stage_config,
+        "shard": {
+            "rank": shard.rank,
+            "world_size": shard.world_size,
+            "input_digest": transcripts_digest(share),
+            "n_transcripts": len(share),
+        },
+    }
+    path = shard_path(out, shard.rank, shard.world_size)
+    if store_state(path, ACTIVATIONS_KIND, handle.model_id, shard_config) != "complete":
+        write_store(handle, share, path, shard_config, config, progress)
+    dist.barrier()
+    seconds = time.monotonic() - started
+    if shard.rank == 0:
+        join_shards(
+            out,
+            [shard_path(out, rank, shard.world_size) for rank in range(shard.world_size)],
+            config=stage_config,
+            attrs={"seconds": seconds, "tokens_per_second": n_tokens / max(seconds, 1e-9)},
+        )
+    dist.barrier()
+    return HarvestResult(out, len(ordered), n_tokens, seconds, skipped=False)
+
+
+def write_store(
+    handle: ModelHandle,
+    ordered: Sequence[Transcript],
+    out: Path,
+    stage_config: dict[str, Any],
+    config: HarvestConfig,
+    progress: Callable[[int], None] | None,
+) -> int:
+    """Harvest `ordered` (length-sorted) into the store at `out`, resuming it after its last
+    commit, and finish it; returns the tokens it holds."""
+    started = time.monotonic()
     writer = ActivationWriter.open(
         out,
         model=handle.model_id,
@@ -140,7 +252,7 @@ def harvest(
         for batch in length_batches(ordered[done:], config.batch_tokens, config.max_batch):
             tokens, mask = padded(batch, pad_id)
             acts = residual_activations(handle, tokens, config.hooks)
-            flat_mask = torch.from_numpy(mask)
+            flat_mask = torch.from_numpy(mask).to(handle.device)
             rows = {
                 hook: value[flat_mask].to(torch.float16).cpu().numpy()
                 for hook, value in acts.items()
@@ -155,4 +267,4 @@ def harvest(
         raise
     seconds = time.monotonic() - started
     writer.finish({"seconds": seconds, "tokens_per_second": new_tokens / max(seconds, 1e-9)})
-    return HarvestResult(out, len(ordered), writer.n_tokens, seconds, skipped=False)
+    return writer.n_tokens

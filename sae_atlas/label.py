@@ -35,6 +35,7 @@ and config.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -289,36 +290,35 @@ def row_kinds(
     responses: Responses,
     triggers: TriggerSet | None,
 ) -> RowKinds:
-    """The RowKinds of a store from its token table and provenance (one row per transcript)."""
+    """The RowKinds of a store from its token table and provenance (one row per transcript;
+    int32 row indices: about 21 bytes per token)."""
     role, doc = table["role"], table["doc"]
     conditions = provenance["condition"].to_numpy(dtype=object)
     n_docs = len(conditions)
-    response_of_doc = np.full(n_docs, -1, dtype=np.int64)
+    response_of_doc = np.full(n_docs, -1, dtype=np.int32)
     response_of_doc[responses.doc] = np.arange(len(responses))
     response = response_of_doc[doc]
     in_response = response >= 0
     response = np.where(in_response & (role == ROLE_CODE["assistant"]), response, -1)
-    group = np.full(len(role), -1, dtype=np.int64)
+    group = np.full(len(role), -1, dtype=np.int32)
     rows = response >= 0
-    not_train = (responses.split[response[rows]] != TRAIN).astype(np.int64)
+    not_train = (responses.split[response[rows]] != TRAIN).astype(np.int32)
     group[rows] = responses.persona[response[rows]] * 2 + not_train
-    user = np.full(len(role), -1, dtype=np.int64)
+    user = np.full(len(role), -1, dtype=np.int32)
     if triggers is not None:
-        trigger_of_doc = np.full(n_docs, -1, dtype=np.int64)
+        trigger_of_doc = np.full(n_docs, -1, dtype=np.int32)
         trigger_of_doc[triggers.doc] = np.arange(len(triggers))
         user_rows = (trigger_of_doc[doc] >= 0) & (role == ROLE_CODE["user"])
         user[user_rows] = trigger_of_doc[doc[user_rows]]
-    header = np.full(len(role), -1, dtype=np.int64)
+    header = np.full(len(role), -1, dtype=np.int32)
     header_mask = in_response & header_rows(role, doc)
     header[header_mask] = responses.persona[response_of_doc[doc[header_mask]]]
-    control = np.full(len(role), -1, dtype=np.int64)
+    control = np.full(len(role), -1, dtype=np.int32)
     seeds = provenance["seed"].to_numpy()
-    of_response = np.isin(seeds, seeds[responses.doc])[doc]  # a control keeps its job's seed
+    of_response = np.isin(seeds, seeds[responses.doc])  # a control keeps its job's seed
     for code, condition in enumerate(CONTROLS):
-        carries = (
-            of_response
-            & (conditions[doc] == condition)
-            & (role == ROLE_CODE[CONTROL_ROLE[condition]])
+        carries = (of_response & (conditions == condition))[doc] & (
+            role == ROLE_CODE[CONTROL_ROLE[condition]]
         )
         control[carries] = code
     return RowKinds(
@@ -397,15 +397,15 @@ def _keep_top(
 def _segment_max(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
     """[n, F] maximum of the rows of values [b, F] with each index [b] (0 where none; values are
     non-negative SAE activations)."""
-    out = torch.zeros((n, values.shape[1]), dtype=values.dtype)
-    return out.scatter_reduce_(0, index[:, None].expand_as(values), values, "amax")
+    out = torch.zeros((n, values.shape[1]), dtype=values.dtype, device=values.device)
+    return out.scatter_reduce_(0, index.long()[:, None].expand_as(values), values, "amax")
 
 
 def _select(mask: np.ndarray, rows: np.ndarray, acts: torch.Tensor) -> tuple:
     """Positions in the block (into `rows` / `acts` [b, F]) of the rows where the store-wide
     bool `mask` holds, and their activations."""
     where = np.flatnonzero(mask[rows])
-    return where, acts[torch.from_numpy(where)]
+    return where, acts[torch.from_numpy(where).to(acts.device)]
 
 
 @torch.inference_mode()
@@ -419,21 +419,25 @@ def collect(
     triggers: TriggerSet | None = None,
 ) -> FeatureStatistics:
     """One pass over `store` at `hook`: the FeatureStatistics of `responses` (and the user
-    messages of `triggers`)."""
+    messages of `triggers`).
+
+    Reads one block of whole transcripts at a time; encoding and every running statistic stay on
+    the SAE's device. Memory: the per-token tables (token_table, row kinds: about 50 bytes per
+    token) and per-response statistics ([n_responses, d_sae]), never [n_tokens, d_model]."""
     provenance = store.provenance()
     table = store.token_table()
     kinds = row_kinds(table, provenance, responses, triggers)
     needed = kinds.needed()
     n_personas, n_features = len(responses.names), int(sae.cfg.d_sae)
     device = sae.W_dec.device
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
     group_tokens = np.bincount(kinds.group[kinds.group >= 0], minlength=2 * n_personas)
     response_tokens = np.bincount(kinds.response[kinds.response >= 0], minlength=len(responses))
     header_tokens = np.bincount(kinds.header[kinds.header >= 0], minlength=n_personas)
     control_tokens = np.bincount(kinds.control[kinds.control >= 0], minlength=len(CONTROLS))
     response_mean = np.zeros((len(responses), n_features), dtype=np.float32)
     user_max = None if triggers is None else np.zeros((len(triggers), n_features), dtype=np.float16)
-    zeros = torch.zeros
+    zeros = functools.partial(torch.zeros, device=device)
     group_sum = zeros((2 * n_personas, n_features), dtype=torch.float64)
     group_fires = zeros((2 * n_personas, n_features), dtype=torch.float64)
     group_vector = zeros((2 * n_personas, store.d_model), dtype=torch.float64)
@@ -443,11 +447,12 @@ def collect(
     template_fires = zeros(n_features, dtype=torch.float64)
     control_sum = zeros((len(CONTROLS), n_features), dtype=torch.float64)
     control_fires = zeros((len(CONTROLS), n_features), dtype=torch.float64)
-    top_value = torch.full((config.top_examples, n_features), -1.0)
-    top_row = torch.full((config.top_examples, n_features), -1, dtype=torch.int64)
-    sample_key = torch.full((config.reservoir, n_features), 2.0)
+    full = functools.partial(torch.full, device=device)
+    top_value = full((config.top_examples, n_features), -1.0)
+    top_row = full((config.top_examples, n_features), -1, dtype=torch.int64)
+    sample_key = full((config.reservoir, n_features), 2.0)
     sample_value = zeros((config.reservoir, n_features))
-    sample_row = torch.full((config.reservoir, n_features), -1, dtype=torch.int64)
+    sample_row = full((config.reservoir, n_features), -1, dtype=torch.int64)
     blocks = doc_blocks(
         provenance["token_start"].to_numpy(),
         provenance["token_count"].to_numpy(),
@@ -456,33 +461,35 @@ def collect(
     for start, stop in blocks:
         local = np.flatnonzero(needed[start:stop])
         if len(local):
-            raw = torch.from_numpy(store.acts(hook, start, stop)[local].astype(np.float32))
-            acts = sae.encode(raw.to(device)).float().cpu()  # [b, F]
+            raw = torch.from_numpy(store.acts(hook, start, stop)[local]).to(device).float()
+            acts = sae.encode(raw.to(sae.dtype)).float()  # [b, F]
             rows = local + start
             where, response_acts = _select(kinds.response >= 0, rows, acts)
             if len(where):
                 ids = kinds.response[rows[where]]
                 first = int(ids.min())
-                index = torch.from_numpy(ids - first)
+                index = torch.from_numpy(ids - first).to(device)
                 n_local = int(ids.max()) - first + 1
                 sums = zeros((n_local, n_features)).index_add_(0, index, response_acts)
                 maxima = _segment_max(index, response_acts, n_local)
                 span = slice(first, first + n_local)
                 counts = np.maximum(response_tokens[span], 1)[:, None]
-                response_mean[span] = sums.numpy() / counts
+                response_mean[span] = sums.cpu().numpy() / counts
                 present = np.unique(ids) - first
-                personas = torch.from_numpy(responses.persona[present + first])
-                persona_max_sum.index_add_(0, personas, maxima[present].double())
-                groups = torch.from_numpy(kinds.group[rows[where]])
+                personas = torch.from_numpy(responses.persona[present + first]).to(device)
+                persona_max_sum.index_add_(
+                    0, personas, maxima[torch.from_numpy(present).to(device)].double()
+                )
+                groups = torch.from_numpy(kinds.group[rows[where]]).to(device)
                 group_sum.index_add_(0, groups, response_acts.double())
                 group_fires.index_add_(0, groups, (response_acts > 0).double())
-                group_vector.index_add_(0, groups, raw[torch.from_numpy(where)].double())
-                block_rows = torch.from_numpy(rows[where]).expand(n_features, -1).T
+                group_vector.index_add_(0, groups, raw[torch.from_numpy(where).to(device)].double())
+                block_rows = torch.from_numpy(rows[where]).to(device).expand(n_features, -1).T
                 best = response_acts.topk(min(config.top_examples, len(where)), dim=0)
                 top_value, top_row = _keep_top(
                     top_value, top_row, best.values, block_rows.gather(0, best.indices)
                 )
-                keys = torch.rand(response_acts.shape, generator=generator)
+                keys = torch.rand(response_acts.shape, generator=generator, device=device)
                 keys[response_acts <= 0] = 2.0
                 merged_keys = torch.cat([sample_key, keys])
                 chosen = merged_keys.topk(config.reservoir, dim=0, largest=False).indices
@@ -495,19 +502,21 @@ def collect(
                     ids = kinds.user[rows[where]]
                     first = int(ids.min())
                     n_local = int(ids.max()) - first + 1
-                    maxima = _segment_max(torch.from_numpy(ids - first), user_acts, n_local)
+                    maxima = _segment_max(
+                        torch.from_numpy(ids - first).to(device), user_acts, n_local
+                    )
                     span = slice(first, first + n_local)
-                    user_max[span] = np.maximum(user_max[span], maxima.numpy())
+                    user_max[span] = np.maximum(user_max[span], maxima.cpu().numpy())
             where, header_acts = _select(kinds.header >= 0, rows, acts)
             if len(where):
-                personas = torch.from_numpy(kinds.header[rows[where]])
+                personas = torch.from_numpy(kinds.header[rows[where]]).to(device)
                 header_sum.index_add_(0, personas, header_acts.double())
                 header_fires.index_add_(0, personas, (header_acts > 0).double())
             _, template_acts = _select(kinds.template, rows, acts)
             template_fires += (template_acts > 0).double().sum(0)
             where, control_acts = _select(kinds.control >= 0, rows, acts)
             if len(where):
-                codes = torch.from_numpy(kinds.control[rows[where]])
+                codes = torch.from_numpy(kinds.control[rows[where]]).to(device)
                 control_sum.index_add_(0, codes, control_acts.double())
                 control_fires.index_add_(0, codes, (control_acts > 0).double())
         if progress is not None:
@@ -519,22 +528,22 @@ def collect(
         response_tokens=response_tokens,
         user_max=user_max,
         group_tokens=group_tokens.reshape(by_persona),
-        group_sum=group_sum.numpy().reshape(*by_persona, n_features),
-        group_fires=group_fires.numpy().reshape(*by_persona, n_features),
-        group_vector=group_vector.numpy().reshape(*by_persona, store.d_model),
-        persona_max_sum=persona_max_sum.numpy(),
+        group_sum=group_sum.cpu().numpy().reshape(*by_persona, n_features),
+        group_fires=group_fires.cpu().numpy().reshape(*by_persona, n_features),
+        group_vector=group_vector.cpu().numpy().reshape(*by_persona, store.d_model),
+        persona_max_sum=persona_max_sum.cpu().numpy(),
         header_tokens=header_tokens,
-        header_sum=header_sum.numpy(),
-        header_fires=header_fires.numpy(),
+        header_sum=header_sum.cpu().numpy(),
+        header_fires=header_fires.cpu().numpy(),
         template_tokens=int(kinds.template.sum()),
-        template_fires=template_fires.numpy(),
+        template_fires=template_fires.cpu().numpy(),
         control_tokens=control_tokens,
-        control_sum=control_sum.numpy(),
-        control_fires=control_fires.numpy(),
-        top_value=top_value.numpy(),
-        top_row=np.where(top_value.numpy() > 0, top_row.numpy(), -1),
-        sample_value=sample_value.numpy(),
-        sample_row=sample_row.numpy(),
+        control_sum=control_sum.cpu().numpy(),
+        control_fires=control_fires.cpu().numpy(),
+        top_value=top_value.cpu().numpy(),
+        top_row=np.where(top_value.cpu().numpy() > 0, top_row.cpu().numpy(), -1),
+        sample_value=sample_value.cpu().numpy(),
+        sample_row=sample_row.cpu().numpy(),
     )
 
 
@@ -1005,17 +1014,19 @@ def logit_tokens(
     """Tokens each decoder direction promotes / suppresses most: W_dec (times the final norm's
     weight, when found) @ W_U^T, [d_sae, vocab] in blocks of features. Returns the pos and neg
     lists (LIST_SEPARATOR-joined) and whether the norm weight was folded in."""
-    unembedding = handle.hf_model.get_output_embeddings().weight.detach().float().cpu()
-    directions = sae.W_dec.detach().float().cpu()  # [d_sae, d_model]
+    directions = sae.W_dec.detach().float()  # [d_sae, d_model]
+    unembedding = handle.hf_model.get_output_embeddings().weight.detach()
+    unembedding = unembedding.to(directions.device, torch.float32)
     norm = final_norm_weight(handle)
     if norm is not None:
-        directions = directions * norm
+        directions = directions * norm.to(directions.device)
     text = TokenText(handle)
     pos: list[str] = []
     neg: list[str] = []
     for start in range(0, len(directions), block):
         logits = directions[start : start + block] @ unembedding.T  # [block, vocab]
-        for ids, out in ((logits.topk(n).indices, pos), ((-logits).topk(n).indices, neg)):
+        promoted, suppressed = logits.topk(n).indices.cpu(), (-logits).topk(n).indices.cpu()
+        for ids, out in ((promoted, pos), (suppressed, neg)):
             out += [LIST_SEPARATOR.join(text.token(int(i)) for i in row) for row in ids]
     return pos, neg, norm is not None
 

@@ -834,6 +834,11 @@ class ReportBuilder:
                 f", first {len(shown)} shown" if len(shown) < len(value) else ""
             )
             return [text(note), table(shown)]
+        if isinstance(value, str):  # a text entry, e.g. dynamics/summary (JSON)
+            flat = flatten(json_attr({name: value}, name))
+            if not flat:
+                return [text(value)]
+            return [Table(("", "value"), tuple((k, fmt(v)) for k, v in flat.items()))]
         if value.dtype == object or value.ndim == 0:
             return [text(fmt(value.tolist()))]
         names = (

@@ -3,15 +3,17 @@
 Each `Intervention` turns into a TransformerLens hook at `blocks.L.hook_resid_post`; `intervene`
 installs a list of them on the model handle's bridge for the duration of a `with` block and
 removes them afterwards, even on error. They act on the bridge's forward passes (and
-`handle.hf_model`'s, which the bridge wraps in place); KV-cached sampling runs on the plain copy
-from `corpus.sampling_model`, so steered sampling uses `dynamics.steered`, which puts the same
-functions on that copy's decoder layers. `matched_random` gives the control for an added
+`handle.hf_model`'s, which the bridge wraps in place). KV-cached sampling runs on the plain copy
+from `corpus.sampling_model`: `steered` installs the same functions there as forward hooks on
+its decoder blocks, with the same guarantee. `matched_random` gives the control for an added
 direction: a random direction of the same norm. Cost: one extra [batch, seq, d_model] operation
 per hooked layer (an SAE encode for feature ablation). Returned activations have the input's
 shape and dtype.
 
     with intervene(handle, [add_direction(hook, pirate_vector, 8.0)]):
-        ...  # sample, score, measure
+        ...  # score, measure
+    with steered(handle, sampling_model(handle), [ablate_features(hook, sae, [91, 141])]):
+        ...  # sample
 """
 
 from __future__ import annotations
@@ -100,15 +102,17 @@ def ablate_features(
     target = (
         torch.zeros(len(index))
         if mode == "zero"
-        else torch.as_tensor(np.asarray(means, dtype=np.float32))[index]
+        else torch.as_tensor(np.array(means, dtype=np.float32))[index]
     )
 
     def function(acts: torch.Tensor, hook: Any = None) -> torch.Tensor:
         with torch.no_grad():
-            codes = sae.encode(acts.to(sae.W_dec.dtype))[..., index]
-            decoder = sae.W_dec[index]
+            weights = sae.W_dec
+            on_sae = index.to(weights.device)
+            codes = sae.encode(acts.to(weights.device, weights.dtype))[..., on_sae]
+            decoder = weights[on_sae]
             delta = (codes - target.to(codes.device, codes.dtype)) @ decoder
-        return acts - delta.to(acts.dtype)
+        return acts - delta.to(acts.device, acts.dtype)
 
     return Intervention(hook, function, f"{mode}-ablate {len(index)} features at {hook}")
 
@@ -125,3 +129,41 @@ def intervene(handle: ModelHandle, interventions: Sequence[Intervention]) -> Ite
     handle.check_hooks([i.hook for i in interventions])
     with handle.bridge.hooks(fwd_hooks=[(i.hook, i.function) for i in interventions]):
         yield
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of a plain Hugging Face causal LM (block L = hook_resid_post L)."""
+    get_decoder = getattr(model, "get_decoder", None)
+    decoder = get_decoder() if callable(get_decoder) else None
+    layers = getattr(decoder, "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise SaeAtlasError(
+            f"{type(model).__name__}: no decoder layers found (model.get_decoder().layers); "
+            "steered sampling needs a Llama-style Hugging Face model"
+        )
+    return layers
+
+
+@contextmanager
+def steered(
+    handle: ModelHandle, model: torch.nn.Module, interventions: Sequence[Intervention]
+) -> Iterator[None]:
+    """Install `interventions` on a plain model from `sampling_model` (forward hooks on its
+    decoder blocks) for the block; removed afterwards, even on error."""
+    blocks = decoder_layers(model)
+    removers = []
+    try:
+        for layer, intervention in zip(
+            handle.check_hooks([i.hook for i in interventions]), interventions, strict=True
+        ):
+
+            def hook(module: Any, args: Any, output: Any, function: Any = intervention.function):
+                if isinstance(output, tuple):
+                    return (function(output[0]), *output[1:])
+                return function(output)
+
+            removers.append(blocks[layer].register_forward_hook(hook))
+        yield
+    finally:
+        for remover in removers:
+            remover.remove()

@@ -1,11 +1,13 @@
 """Train sparse autoencoders on the activation store with sae-lens, one SAE per hook point.
 
 `train_saes(store_path, out_dir, config)` feeds sae-lens's `SAETrainer` from the store's shuffled
-background reader (`ActivationStore.batches`: float32 [batch_size, d_model] per step), trains one
-SAE per hook point one after another, checkpoints the weights with the trainer and optimizer
-state every `config.checkpoint_every` steps and on Ctrl-C, and resumes from the latest checkpoint
-to the same total step count. Each hook gets `out_dir/<hook>/` in sae-lens format
-(`sae_weights.safetensors`, `cfg.json`, loadable with `SAE.load_from_disk`) plus
+background reader (`ActivationStore.batches`: float16 [batch_size, d_model] per step, made float32
+on `config.device`; only a shuffle buffer is in memory, never the store), trains one SAE per hook
+point one after another on `config.device` (dtype bfloat16: sae-lens's autocast), checkpoints
+the weights with the trainer and optimizer state every `config.checkpoint_every` steps and on
+Ctrl-C, and resumes from the latest checkpoint to the same total step count. Each hook gets
+`out_dir/<hook>/` in sae-lens format (`sae_weights.safetensors`, `cfg.json`, loadable with
+`SAE.load_from_disk`) plus
 `training_card.json` (config, data, metrics, time, versions, seed) and, when a model handle is
 given, `eval.json` (see `sae_atlas.evaluate`). A hook whose card exists for the same config is
 skipped. `load_sae(source)` loads a trained or pretrained SAE instead.
@@ -93,6 +95,8 @@ ARCHITECTURES: dict[str, SaeConfigBuilder] = {
 """Architecture name -> the sae-lens training config it builds from a TrainConfig."""
 
 NORMALIZATIONS = ("none", "expected_average_only_in")
+TRAIN_DTYPES = ("float32", "bfloat16")
+"""float32, or bfloat16: sae-lens's autocast (its only one)."""
 LR_SCHEDULERS = ("constant", "cosineannealing", "cosineannealingwarmrestarts")
 
 
@@ -138,6 +142,11 @@ def check_config(config: TrainConfig) -> None:
         raise SaeAtlasError(
             f"unknown lr_scheduler {config.lr_scheduler!r}; valid: {', '.join(LR_SCHEDULERS)}"
         )
+    if config.dtype not in TRAIN_DTYPES:
+        raise SaeAtlasError(
+            f"unknown train dtype {config.dtype!r}; valid: {', '.join(TRAIN_DTYPES)} "
+            "(bfloat16: sae-lens's autocast)"
+        )
     if config.batch_size <= 0 or config.training_tokens < config.batch_size:
         raise SaeAtlasError(
             f"train: training_tokens ({config.training_tokens}) must be at least one batch "
@@ -178,7 +187,8 @@ def build_sae(config: TrainConfig, d_in: int, hook: str, model: str) -> Training
 
 
 def trainer_config(config: TrainConfig) -> SAETrainerConfig:
-    """sae-lens trainer settings: schedule, budget, device; checkpoints are ours, wandb too."""
+    """sae-lens trainer settings: schedule, budget, device, autocast (dtype bfloat16);
+    checkpoints are ours, wandb too."""
     return SAETrainerConfig(
         total_training_samples=config.training_tokens,
         train_batch_size_samples=config.batch_size,
@@ -188,6 +198,7 @@ def trainer_config(config: TrainConfig) -> SAETrainerConfig:
         lr_warm_up_steps=config.lr_warm_up_steps,
         lr_decay_steps=config.lr_decay_steps,
         device=config.device,
+        autocast=config.dtype == "bfloat16",
         n_checkpoints=0,
         save_final_checkpoint=False,
         dead_feature_window=dead_feature_window(config),
@@ -203,10 +214,11 @@ def dead_feature_window(config: TrainConfig) -> int:
     return config.dead_feature_window or max(1, min(1000, steps // 10))
 
 
-def as_tensors(batches: Iterator[np.ndarray]) -> Iterator[torch.Tensor]:
-    """The store's float32 numpy batches [batch, d_model] as torch tensors (no copy)."""
+def as_tensors(batches: Iterator[np.ndarray], device: str) -> Iterator[torch.Tensor]:
+    """The store's float16 numpy batches [batch, d_model] as float32 tensors on `device` (half
+    the bytes cross to the device; float16 -> float32 is exact)."""
     for batch in batches:
-        yield torch.from_numpy(batch)
+        yield torch.from_numpy(batch).to(device, non_blocking=True).float()
 
 
 @torch.no_grad()
@@ -332,9 +344,9 @@ def train_sae(
     resumed_from = trainer.n_training_steps
     total_steps = trainer.cfg.total_training_steps
     batches: ShuffledBatches = store.batches(
-        hook, config.batch_size, mask=mask, seed=config.seed + resumed_from
+        hook, config.batch_size, mask=mask, seed=config.seed + resumed_from, dtype=np.float16
     )
-    trainer.data_provider = as_tensors(batches)
+    trainer.data_provider = as_tensors(batches, config.device)
     run = _wandb_run(config, hook, identity) if config.log_to_wandb else None
     started = time.monotonic()
     losses: deque[float] = deque(maxlen=LOSS_WINDOW)

@@ -115,7 +115,7 @@ def main() -> None:
         in_memory = torch.from_numpy(store.acts(HOOK).astype(np.float32))
         memory = memory_batches(in_memory, args.batch, seed=0)
         with store.batches(HOOK, args.batch, seed=0) as reader:
-            from_store = as_tensors(reader)
+            from_store = as_tensors(reader, "cpu")
             timed_steps(trainer, from_store, args.warmup)
             timed_steps(trainer, memory, args.warmup)
             while not reader.queue.full():  # time the steady state, not the reader's start-up

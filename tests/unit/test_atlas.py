@@ -207,6 +207,10 @@ def test_persona_card(atlas_path, data):
         assert personas["name"].tolist() == PERSONAS
         assert personas["n_features"].tolist() == [0, 3, 2, 1]
         assert personas.loc[0, "prompts"] == []
+        vectors = atlas.persona_vectors()
+        np.testing.assert_array_equal(vectors, data["vectors"])  # rows in personas() order
+        vectors[0] = 0.0  # a copy: the cache is untouched
+        np.testing.assert_array_equal(atlas.persona_vectors(), data["vectors"])
         space = atlas.persona_space()
         assert space["components"].shape == (3, D_MODEL)
         np.testing.assert_allclose(space["explained_variance"], [0.5, 0.3, 0.1])

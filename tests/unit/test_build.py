@@ -6,8 +6,15 @@ import json
 import pytest
 from tiny import tiny_handle
 
+from feature_store.atlas import Atlas
 from sae_atlas.build import STAGES, build
-from sae_atlas.config import BuildConfig, CorpusConfig, HarvestConfig, TrainConfig
+from sae_atlas.config import (
+    BuildConfig,
+    CorpusConfig,
+    DynamicsConfig,
+    HarvestConfig,
+    TrainConfig,
+)
 from sae_atlas.errors import SaeAtlasError
 
 
@@ -24,6 +31,17 @@ def tiny_config() -> BuildConfig:
         train=TrainConfig(
             width=64, k=4, training_tokens=4096, batch_size=256, eval_transcripts=2, eval_tokens=512
         ),
+        dynamics=DynamicsConfig(
+            n_personas=3,
+            seeds=2,
+            n_turns=2,
+            n_scenes=1,
+            max_new_tokens=4,
+            n_steer=1,
+            n_prompts=2,
+            wrappers=("pirate_tag", "bullets"),
+            n_bootstrap=200,
+        ),
     )
 
 
@@ -36,6 +54,10 @@ def test_build_runs_every_stage_then_skips_them(tmp_path):
     assert all(r.bytes > 0 for r in records)
     summary = json.loads((tmp_path / "build.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == list(STAGES)
+    with Atlas.open(tmp_path / "atlas.h5") as atlas:  # dynamics/ written before the report
+        assert "summary" in atlas.dynamics_names()
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "drift_baseline" in report and "Dynamics: not computed" not in report
     again = build(config, tmp_path, handle=handle)
     assert all(r.skipped for r in again if r.stage != "report")  # the report is re-rendered
     changed = dataclasses.replace(config, train=dataclasses.replace(config.train, k=8))

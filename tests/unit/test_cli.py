@@ -76,3 +76,20 @@ def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
     result = CliRunner().invoke(app, ["build", "--profile", "[bold]x", "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "unknown profile '[bold]x'" in result.output
+
+
+def test_train_takes_device_and_dtype(tmp_path):
+    import json
+
+    from test_train import HOOK, planted_activations, write_store
+
+    write_store(tmp_path / "a.h5", planted_activations(2_000, 16, 32, firing=0.1)[0])
+    (tmp_path / "p.yaml").write_text(
+        "train: {width: 32, k: 4, batch_size: 64, training_tokens: 320, skip_positions: 0}\n"
+    )
+    args = ["train", "--store", str(tmp_path / "a.h5"), "--out", str(tmp_path / "sae")]
+    args += ["--profile", str(tmp_path / "p.yaml"), "--no-evaluate"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--dtype", "bfloat16"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "sae" / HOOK / "training_card.json").read_text())
+    assert (card["config"]["device"], card["config"]["dtype"]) == ("cpu", "bfloat16")

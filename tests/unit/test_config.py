@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from sae_atlas.config import BuildConfig, HarvestConfig, dump_config, from_dict, load_config
+from sae_atlas.config import (
+    BuildConfig,
+    HarvestConfig,
+    dump_config,
+    from_dict,
+    load_config,
+    on_device,
+)
 from sae_atlas.errors import SaeAtlasError
 
 
@@ -27,3 +34,13 @@ def test_bad_configs_name_the_key(tmp_path):
     assert from_dict(HarvestConfig, {"hooks": "blocks.1.hook_resid_post"}).hooks == (
         "blocks.1.hook_resid_post",
     )
+
+
+def test_on_device_reaches_every_torch_stage():
+    config = on_device(load_config("quick"), "cuda:1", "bfloat16")
+    assert config.model.device == config.train.device == config.label.device == "cuda:1"
+    assert config.model.dtype == config.corpus.dtype == config.dynamics.dtype == "bfloat16"
+    assert config.train.dtype == "bfloat16"
+    assert on_device(config, dtype="float16").train.dtype == "bfloat16"  # sae-lens autocast
+    assert on_device(config, dtype="float32").train.dtype == "float32"
+    assert on_device(config) == config

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from sae_atlas.dynamics import (
+    attractor_robustness,
     closed_classes,
     drift_curves,
     find_attractors,
     nearest_region,
+    relative_to_baseline,
     settle_turn,
     stationary_distribution,
     transition_matrix,
@@ -67,6 +69,9 @@ def test_attractor_basin_and_relaxation():
     assert assistant.relaxation == {"pirate": 1.5, "assistant": 0.0}
     assert by_regions[(2,)].basin["villain"] == 1.0
     assert np.isclose(stationary.sum(), 1.0)
+    np.testing.assert_allclose(stationary, [0.75, 0.0, 0.25], atol=2e-3)  # from turn-0 regions
+    unvisited = find_attractors(regions, starts, 4)[2]  # region 3: no rollout goes there
+    assert {a.regions for a in unvisited} == {(0,), (2,)}
     assert settle_turn(np.array([0, 1, 0]), [1]) is None
 
 
@@ -79,3 +84,33 @@ def test_nearest_region_and_drift_curves():
     row = curves[(curves.group == "a") & (curves.turn == 1)].iloc[0]
     assert row["mean"] == 3.0 and row["n"] == 2
     assert row["ci_low"] < 3.0 < row["ci_high"]
+    assert row["ci_high"] - 3.0 == pytest.approx(12.706, abs=1e-3)  # t(0.975, 1 df) x sem (1)
+
+
+def test_attractor_robustness_on_hand_made_rollouts():
+    # every rollout ends in region 2 (absorbing): found in every resample
+    settled = np.array([[0, 1, 2, 2], [1, 2, 2, 2], [0, 0, 2, 2], [2, 2, 2, 2]])
+    found, in_attractor = attractor_robustness(settled, 3, 0.0, 200)
+    assert found == {(2,): 1.0}
+    np.testing.assert_allclose(in_attractor, [0.0, 0.0, 1.0])
+    # one rollout of four leaves region 2 for 3 and stays: when a resample draws it, 2 leaks
+    # and {3} is the attractor, else {2} is
+    fragile = np.array([[2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 3, 3]])
+    found, in_attractor = attractor_robustness(fragile, 4, 0.0, 2000, seed=1)
+    assert set(found) == {(2,), (3,)}
+    assert found[(3,)] == pytest.approx(1 - 0.75**4, abs=0.03)
+    assert found[(2,)] == pytest.approx(0.75**4, abs=0.03)
+    np.testing.assert_allclose(in_attractor, [0, 0, found[(2,)], found[(3,)]])
+
+
+def test_relative_to_baseline_pairs_rows_by_key():
+    values = np.array([[1.0, 2.0], [5.0, 7.0], [2.0, 2.0], [3.0, 3.0]])
+    seeds = [0, 0, 1, 1]
+    baseline = np.array([True, False, True, False])
+    np.testing.assert_allclose(
+        relative_to_baseline(values, seeds, baseline), [[0, 0], [4, 5], [0, 0], [1, 1]]
+    )
+    with pytest.raises(SaeAtlasError, match="no baseline row"):
+        relative_to_baseline(values, [0, 0, 1, 2], baseline)
+    with pytest.raises(SaeAtlasError, match="one baseline row"):
+        relative_to_baseline(values, [0, 0, 0, 1], np.array([True, True, False, False]))

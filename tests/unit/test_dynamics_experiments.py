@@ -10,7 +10,7 @@ from tiny import tiny_handle
 
 from feature_store.atlas import Atlas
 from sae_atlas.build import build
-from sae_atlas.config import DynamicsConfig
+from sae_atlas.config import to_dict
 from sae_atlas.dynamics import (
     MARKERS,
     benjamini_hochberg,
@@ -23,17 +23,7 @@ from sae_atlas.dynamics import (
 )
 from sae_atlas.errors import SaeAtlasError
 
-TINY = DynamicsConfig(
-    n_personas=3,
-    seeds=2,
-    n_turns=2,
-    n_scenes=1,
-    max_new_tokens=4,
-    n_steer=1,
-    n_prompts=2,
-    wrappers=("pirate_tag", "bullets"),
-    n_bootstrap=200,
-)
+TINY = tiny_config().dynamics
 
 
 @pytest.fixture(scope="module")
@@ -44,23 +34,19 @@ def tiny_run(tmp_path_factory):
     return handle, out
 
 
-def test_run_dynamics_writes_dynamics_and_leaves_the_model_unchanged(tiny_run):
+def test_build_writes_dynamics_and_run_dynamics_leaves_the_model_unchanged(tiny_run):
     handle, out = tiny_run
-    tokens = torch.tensor([[5, 6, 7, 8, 9]])
-    with torch.inference_mode():
-        before = handle.hf_model(tokens).logits
-    steps = []
-    result = run_dynamics(handle, out, TINY, progress=steps.append)
-    assert not result.skipped
-    assert steps == ["rollouts", "classifier", "steering", "markers", "triggers", "write"]
-    with Atlas.open(out / "atlas.h5") as atlas:
+    with Atlas.open(out / "atlas.h5") as atlas:  # written by the build's dynamics stage
         names = atlas.dynamics_names()
         for name in (
             "trajectories",
             "regions",
             "transition_matrix",
             "attractors",
+            "attractor_robustness",
             "drift",
+            "drift_baseline",
+            "drift_by_start",
             "kick",
             "steering",
             "markers",
@@ -73,12 +59,30 @@ def test_run_dynamics_writes_dynamics_and_leaves_the_model_unchanged(tiny_run):
         trajectories = atlas.dynamics("trajectories")
         assert len(trajectories) == (3 * 2 + 1 * 2) * 2
         assert set(atlas.dynamics("steering")["target"]) >= {"all"}
-    with torch.inference_mode():
-        torch.testing.assert_close(handle.hf_model(tokens).logits, before)  # hooks are gone
+        robust = atlas.dynamics("attractor_robustness")
+        assert robust["found"].between(0, 1).all() and robust["in_estimate"].any()
+        assert atlas.dynamics("regions")["in_attractor"].between(0, 1).all()
+        by_start = atlas.dynamics("drift_by_start")
+        default = by_start[(by_start["curve"] == "baseline") & (by_start["start"] == "assistant")]
+        np.testing.assert_allclose(default["mean"], 0.0)  # the baseline minus itself
+        assert len(default) == TINY.n_turns
+        baseline = atlas.dynamics("drift_baseline")
+        n_categories = trajectories["group"].nunique()  # default, scene and the others'
+        assert len(baseline) == len(atlas.dynamics("drift")) == n_categories * TINY.n_turns
     again = run_dynamics(handle, out, TINY)
-    assert again.skipped and again.summary["config"] == result.summary["config"]
+    assert again.skipped and again.summary["config"] == to_dict(TINY)
     with pytest.raises(SaeAtlasError, match="another model or config"):
         run_dynamics(handle, out, dataclasses.replace(TINY, seeds=1))
+    tokens = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.inference_mode():
+        before = handle.hf_model(tokens).logits
+    steps: list[str] = []
+    other = dataclasses.replace(TINY, seeds=1, n_scenes=0)
+    result = run_dynamics(handle, out, other, progress=steps.append, overwrite=True)
+    assert not result.skipped and result.summary["config"]["seeds"] == 1
+    assert steps == ["rollouts", "classifier", "steering", "markers", "triggers", "write"]
+    with torch.inference_mode():
+        torch.testing.assert_close(handle.hf_model(tokens).logits, before)  # hooks are gone
 
 
 def test_bootstrap_ci_on_known_cases():
@@ -145,25 +149,6 @@ def test_converse_steers_only_the_kicked_turn_and_pairs_seeds(tiny):
     assert [m["role"] for m in written[0]] == ["user", "assistant"] * 2
 
 
-def test_steered_plain_model_matches_the_bridge_and_is_removed(tiny):
-    from sae_atlas.corpus import sampling_model
-    from sae_atlas.dynamics import steered
-    from sae_atlas.steer import add_direction, intervene
-
-    model = sampling_model(tiny, "float32")
-    tokens = torch.tensor([[5, 6, 7, 8, 9]])
-    kick = [add_direction("blocks.1.hook_resid_post", np.ones(tiny.d_model), 5.0)]
-    with torch.inference_mode():
-        before = model(tokens).logits
-        with steered(tiny, model, kick):
-            after = model(tokens).logits
-        with intervene(tiny, kick):
-            bridged = tiny.hf_model(tokens).logits
-        torch.testing.assert_close(model(tokens).logits, before)
-    assert not torch.allclose(after, before)
-    torch.testing.assert_close(after, bridged, atol=1e-4, rtol=1e-4)
-
-
 def test_marker_ablation_pairs_responses_with_and_without(tiny_run):
     from sae_atlas.dynamics import marker_ablation, persona_map, question_bank
     from sae_atlas.train import load_sae
@@ -174,7 +159,15 @@ def test_marker_ablation_pairs_responses_with_and_without(tiny_run):
         pmap = persona_map(atlas)
     bank = question_bank(out / "transcripts.h5", 0)
     sae = load_sae(out / "sae" / hook)
-    rates = marker_ablation(handle, pmap, sae, hook, [0, 1, 2], ["assistant", "pirate"], bank, TINY)
-    assert rates["marker"].tolist() == list(MARKERS)
+    starts = ["assistant", "pirate"]
+    means = np.full(sae.cfg.d_sae, 0.5, dtype=np.float32)
+    rates = marker_ablation(handle, pmap, sae, hook, [0, 1, 2], starts, bank, TINY, means=means)
+    assert rates["marker"].tolist() == [*MARKERS, "any"] * 2
+    assert rates["ablation"].tolist() == ["zero"] * 8 + ["mean"] * 8
     assert (rates["n"] == 2 * TINY.n_prompts).all()
     assert rates[["rate_off", "rate_on"]].apply(lambda c: c.between(0, 1)).all().all()
+    zero, mean = rates.iloc[:8], rates.iloc[8:]  # both against the same unablated responses
+    np.testing.assert_array_equal(zero["rate_off"], mean["rate_off"])
+    for block in (zero, mean):
+        any_row = block[block["marker"] == "any"].iloc[0]
+        assert any_row["rate_on"] >= block["rate_on"].iloc[:-1].max()

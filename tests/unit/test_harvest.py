@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,13 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import random_transcripts, tiny_handle
+from tiny import random_transcripts, tiny_handle, tiny_model, tiny_tokenizer
 
 from feature_store.activations import ActivationStore
 from feature_store.errors import StoreError
-from sae_atlas.config import HarvestConfig
+from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.harvest import harvest, length_batches
+from sae_atlas.harvest import Shard, distributed, harvest, length_batches, shard_share
+from sae_atlas.label import label
+from sae_atlas.models import handle_from_hf
+from sae_atlas.train import load_sae, train_saes
 
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
 TESTS = Path(__file__).parents[1]
@@ -41,6 +47,22 @@ def test_activations_equal_run_with_cache(tmp_path, tiny):
             expected = cache[hook][0].numpy()
             np.testing.assert_allclose(stored.astype(np.float32), expected, rtol=2e-3, atol=2e-3)
         assert row.persona == original.persona and row.split == original.split
+
+
+def test_a_bfloat16_model_harvests_in_bfloat16(tmp_path, tiny):
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(len(tokenizer)).to(torch.bfloat16)
+    handle = handle_from_hf(model, tokenizer, "tiny-llama")
+    assert handle.bridge.cfg.dtype == torch.bfloat16
+    transcripts = random_transcripts(10)
+    config = HarvestConfig(hooks=HOOKS[:1])
+    harvest(handle, transcripts, tmp_path / "bf16.h5", config)
+    harvest(tiny, transcripts, tmp_path / "fp32.h5", config)
+    bf16, fp32 = ActivationStore(tmp_path / "bf16.h5"), ActivationStore(tmp_path / "fp32.h5")
+    assert bf16.attrs["dtype"] == "bfloat16" and fp32.attrs["dtype"] == "float32"
+    low, full = bf16.acts(HOOKS[0]).astype(np.float32), fp32.acts(HOOKS[0]).astype(np.float32)
+    assert not np.array_equal(low, full)
+    np.testing.assert_allclose(low, full, rtol=0.1, atol=0.1)
 
 
 def test_batches_respect_the_padded_budget():
@@ -73,7 +95,7 @@ def test_second_run_is_skipped_and_other_model_refused(tmp_path, tiny):
 CHILD = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
-    from tiny import random_transcripts, tiny_handle
+    from tiny import random_transcripts, tiny_handle, tiny_model, tiny_tokenizer
     from sae_atlas.config import HarvestConfig
     from sae_atlas.harvest import harvest
     config = HarvestConfig(hooks={hooks!r}, batch_tokens=200)
@@ -110,3 +132,78 @@ def test_killed_harvest_resumes_to_identical_content(tmp_path):
     for key, values in clean.token_table().items():
         np.testing.assert_array_equal(resumed.token_table()[key], values)
     assert resumed.provenance().equals(clean.provenance())
+
+
+def test_shares_are_contiguous_and_balanced():
+    ordered = sorted(random_transcripts(50), key=len)
+    shares = [shard_share(ordered, Shard(rank, 3)) for rank in range(3)]
+    assert [t for share in shares for t in share] == ordered
+    tokens = [sum(len(t) for t in share) for share in shares]
+    assert max(tokens) - min(tokens) <= 2 * max(len(t) for t in ordered)
+
+
+def harvest_rank(handle, transcripts, out, config, rank: int, port: int) -> None:
+    """One rank of a 2-rank gloo harvest, as torchrun would start it (forked: the model is
+    inherited, not rebuilt)."""
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    with distributed("cpu") as (shard, device):
+        assert device == "cpu"
+        harvest(handle, transcripts, out, config, shard=shard)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_two_rank_harvest_equals_one_process_and_reads_as_one_store(tmp_path, tiny):
+    transcripts = [  # persona p0 plays the default persona, which labeling contrasts against
+        dataclasses.replace(t, condition="default" if t.persona == "p0" else "persona")
+        for t in random_transcripts(40)
+    ]
+    config = HarvestConfig(hooks=HOOKS, batch_tokens=300)
+    harvest(tiny, transcripts, tmp_path / "single" / "a.h5", config)
+    out = tmp_path / "sharded" / "a.h5"
+    context = multiprocessing.get_context("fork")
+    port = free_port()
+    ranks = [
+        context.Process(target=harvest_rank, args=(tiny, transcripts, out, config, rank, port))
+        for rank in range(2)
+    ]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=120)
+    assert [process.exitcode for process in ranks] == [0, 0]
+
+    one, joined = ActivationStore(tmp_path / "single" / "a.h5"), ActivationStore(out)
+    assert joined.shards == ("a.rank0-of-2.h5", "a.rank1-of-2.h5")
+    assert all(
+        0 < ActivationStore(out.parent / name).n_tokens < one.n_tokens for name in joined.shards
+    )
+    assert joined.complete and joined.rows == one.rows and joined.config == one.config
+    assert joined.provenance().equals(one.provenance())
+    for key, values in one.token_table().items():
+        np.testing.assert_array_equal(joined.token_table()[key], values)
+    # the ranks batch differently (batches end at the shard boundary), so matrix shapes and
+    # thread counts differ: values agree to float16 rounding, not bit for bit
+    for hook in HOOKS:
+        np.testing.assert_allclose(joined.acts(hook), one.acts(hook), rtol=1e-3, atol=1e-4)
+        with one.batches(hook, 64, epochs=1) as a, joined.batches(hook, 64, epochs=1) as b:
+            for x, y in zip(a, b, strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
+    assert harvest(tiny, transcripts, out, config).skipped  # the joined store is the same harvest
+
+    small = TrainConfig(width=32, k=4, batch_size=64, training_tokens=640, splits=())
+    trained = train_saes(out, tmp_path / "sae", small)
+    assert trained[0].card["data"]["store_tokens"] == one.n_tokens
+    labels = label(out, load_sae(trained[0].path), HOOKS[0], LabelConfig())
+    assert len(labels.features) == 32
+
+    (out.parent / joined.shards[1]).unlink()
+    with pytest.raises(StoreError, match="not beside it"):
+        ActivationStore(out)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from sae_atlas.corpus import sampling_model
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.steer import (
     ablate_features,
@@ -11,6 +12,7 @@ from sae_atlas.steer import (
     cap_projection,
     intervene,
     matched_random,
+    steered,
 )
 
 HOOK = "blocks.1.hook_resid_post"
@@ -102,3 +104,18 @@ def test_matched_random_control_and_bad_inputs(tiny):
     wrong = add_direction("blocks.9.hook_resid_post", direction, 1.0)
     with pytest.raises(SaeAtlasError, match="unknown hook point"), intervene(tiny, [wrong]):
         pass
+
+
+def test_steered_plain_model_matches_the_bridge_and_is_removed(tiny):
+    model = sampling_model(tiny, "float32")
+    tokens = torch.tensor([[5, 6, 7, 8, 9]])
+    kick = [add_direction("blocks.1.hook_resid_post", np.ones(tiny.d_model), 5.0)]
+    with torch.inference_mode():
+        before = model(tokens).logits
+        with steered(tiny, model, kick):
+            after = model(tokens).logits
+        with intervene(tiny, kick):
+            bridged = tiny.hf_model(tokens).logits
+        torch.testing.assert_close(model(tokens).logits, before)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, bridged, atol=1e-4, rtol=1e-4)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from sae_lens import SAE
+from sae_lens.registry import get_sae_training_class
 from tiny import random_transcripts, tiny_handle
 
 from feature_store.activations import ActivationStore, ActivationWriter
@@ -129,6 +130,30 @@ def test_each_architecture_trains_and_loads(tmp_path, architecture):
     assert sae.cfg.d_sae == 32 and sae.cfg.metadata.hook_name == HOOK
     reconstruction = sae.decode(sae.encode(torch.from_numpy(acts[:8]).float()))
     assert reconstruction.shape == (8, 16) and torch.isfinite(reconstruction).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_dtype_reaches_the_training_step(tmp_path, monkeypatch, dtype):
+    acts, _ = planted_activations(2_000, 16, 32, firing=0.1)
+    write_store(tmp_path / "a.h5", acts)
+    sae_class = get_sae_training_class("batchtopk")[0]
+    forward = sae_class.training_forward_pass
+    seen = []
+
+    def spy(self, step_input):
+        sae_in = step_input.sae_in
+        autocast = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")
+        seen.append((autocast, sae_in.dtype, sae_in.device.type, self.W_enc.dtype))
+        return forward(self, step_input)
+
+    monkeypatch.setattr(sae_class, "training_forward_pass", spy)
+    config = small(width=32, batch_size=64, training_tokens=64 * 5, dtype=dtype)
+    [result] = train_saes(tmp_path / "a.h5", tmp_path / "sae", config)
+    autocast = torch.bfloat16 if dtype == "bfloat16" else False
+    assert seen == [(autocast, torch.float32, "cpu", torch.float32)] * 5
+    assert result.card["config"]["dtype"] == dtype
+    with pytest.raises(SaeAtlasError, match="unknown train dtype"):
+        train_saes(tmp_path / "a.h5", tmp_path / "x", replace(config, dtype="float16"))
 
 
 def test_bad_settings_are_one_line_errors(tmp_path):

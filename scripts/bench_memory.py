@@ -1,0 +1,152 @@
+"""Benchmark: peak resident memory of harvest, train and label for two corpus sizes (N, 4N tokens).
+
+Every stage runs in a fresh child process (spawned) on a random Llama built in code and a
+synthetic chat corpus, as the CLI runs it: harvest reads transcripts.h5 and writes
+activations.h5, train trains one SAE from it (a fixed token budget, evaluation included), label
+labels that SAE on the whole store. The child reports its peak resident set size (ru_maxrss).
+The baseline, in the same way, is a child that imports every stage and builds the model but runs
+none. Children fix glibc's mmap threshold as the `sae-atlas` command does (`bounded_heap`);
+`--glibc-default` leaves glibc's dynamic threshold, to show what that costs. A stage that streams
+from disk has the same peak at N and 4N tokens; the table gives the growth per extra token next
+to the bytes per token of dense float32 activations ([n_tokens, d_model] in memory). Prints a
+table and writes JSON.
+
+    PYTHONPATH=. python scripts/bench_memory.py --tokens 50000 --out runs/bench/bench_memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+STAGES = ("baseline", "harvest", "train", "label")
+
+
+def run_stage(stage: str, folder: str, model: dict[str, Any], bounded: bool) -> dict[str, float]:
+    """Run `stage` on the run folder in this (child) process; its seconds and peak RSS."""
+    from sae_atlas.cli import bounded_heap
+
+    if bounded:
+        bounded_heap()
+    from synthetic import random_chat_model
+
+    from feature_store.transcripts import TranscriptStore
+    from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
+    from sae_atlas.harvest import harvest
+    from sae_atlas.label import label_stage
+    from sae_atlas.train import train_saes
+
+    run = Path(folder)
+    hook = f"blocks.{model['layers'] - 1}.hook_resid_post"
+    handle = random_chat_model(**model)
+    started = time.perf_counter()
+    if stage == "harvest":
+        records = list(TranscriptStore(run / "transcripts.h5"))
+        config = HarvestConfig(hooks=(hook,), batch_tokens=8192)
+        harvest(handle, records, run / "activations.h5", config)
+    elif stage == "train":
+        config = TrainConfig(
+            architecture="topk",
+            width=1024,
+            k=16,
+            batch_size=1024,
+            training_tokens=1024 * 30,
+            eval_tokens=8192,
+            eval_transcripts=8,
+        )
+        train_saes(run / "activations.h5", run / "sae", config, handle=handle)
+    elif stage == "label":
+        label_stage(run / "activations.h5", run / "sae" / hook, run / "labels.h5", LabelConfig())
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def in_child(stage: str, folder: Path, model: dict[str, Any], bounded: bool) -> dict[str, float]:
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(run_stage, stage, str(folder), model, bounded).result()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=50_000, help="N: the smaller corpus")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--glibc-default", action="store_true", help="leave glibc's threshold")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_memory.json"))
+    args = parser.parse_args()
+    from synthetic import synthetic_corpus
+
+    from feature_store.activations import ActivationStore
+
+    model = {
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "heads": max(1, args.hidden // 64),
+        "kv_heads": max(1, args.hidden // 128),
+        "intermediate": 4 * args.hidden,
+        "vocab": args.vocab,
+    }
+    model_id = f"random-llama-{args.hidden}x{args.layers}-v{args.vocab}"
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for factor in (1, 4):
+            folder = Path(scratch) / f"x{factor}"
+            folder.mkdir()
+            n_transcripts = synthetic_corpus(
+                folder / "transcripts.h5", model_id, n_tokens=factor * args.tokens, vocab=args.vocab
+            )
+            for stage in STAGES:
+                result = in_child(stage, folder, model, not args.glibc_default)
+                if stage == "harvest":
+                    n_tokens = ActivationStore(folder / "activations.h5").n_tokens
+                rows.append({"stage": stage, "factor": factor, **result})
+                print(f"x{factor} {stage}: {result}", flush=True)
+            for row in rows[-len(STAGES) :]:
+                row["n_tokens"], row["n_transcripts"] = n_tokens, n_transcripts
+
+    dense = 4 * args.hidden
+    print(f"\npeak RSS (MB), N = {rows[0]['n_tokens']:,} and 4N = {rows[-1]['n_tokens']:,} tokens")
+    print(f"{'stage':<10}{'N':>10}{'4N':>10}{'growth':>10}{'B/token':>10}{'dense B/token':>15}")
+    summary = []
+    for stage in STAGES:
+        small, large = (r for r in rows if r["stage"] == stage)
+        growth = large["peak_rss_mb"] - small["peak_rss_mb"]
+        per_token = growth * 2**20 / (large["n_tokens"] - small["n_tokens"])
+        summary.append({"stage": stage, "growth_mb": growth, "growth_bytes_per_token": per_token})
+        print(
+            f"{stage:<10}{small['peak_rss_mb']:>10.0f}{large['peak_rss_mb']:>10.0f}"
+            f"{growth:>10.1f}{per_token:>10.1f}{dense:>15}"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "glibc_mmap_threshold": "dynamic" if args.glibc_default else "1 MiB (bounded_heap)",
+                "model": model,
+                "dense_float32_bytes_per_token": dense,
+                "runs": rows,
+                "summary": summary,
+                "load_average": os.getloadavg(),
+                "python": platform.python_version(),
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Dynamics' conversations on the real default model."""
+
+from __future__ import annotations
+
+import pytest
+
+from sae_atlas.config import DynamicsConfig
+from sae_atlas.dynamics import converse
+
+pytestmark = pytest.mark.integration
+
+
+def test_converse_with_the_model_as_user(smollm):
+    config = DynamicsConfig(max_new_tokens=16, model_plays_user=True)
+    heads = [[], [{"role": "system", "content": "You are a pirate."}]]
+    chats = converse(smollm, heads, [["How do I boil an egg?"]] * 2, [1, 1], 3, config)
+    for head, chat in zip(heads, chats, strict=True):
+        turns = chat[len(head) :]
+        assert [m["role"] for m in turns] == ["user", "assistant"] * 3
+        assert all(m["content"].strip() for m in turns)
+        written = [m["content"] for m in turns[2::2]]  # the user turns the model wrote
+        replies = [m["content"] for m in turns[1::2]]
+        assert not set(written) & set(replies)  # a user turn is not a copy of a reply
