@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: install the carried wheels, print the GPU and versions, run
 # scripts/device_check.py (harvest, train and label throughput of a ~1B-parameter random Llama).
-# Run from the repository root on the device machine, with .whl carried:
+# Make the wheels here first: bash scripts/device_wheels.sh (writes .whl). Then run from the
+# repository root on the device machine, with .whl carried:
 #   bash scripts/device_check.sh                 (cuda, bfloat16; extra arguments go to the .py)
 # WHEELS names the wheel folder (default .whl). Results: a table, and JSON in $OUT or runs/bench/.
 set -o pipefail
