@@ -1127,10 +1127,10 @@ def read_rows(
         for name, values in found.items():
             values.append(table[name][local])
         token_ids = table["token_id"]
-        for row, doc in zip(local, table["doc"][local], strict=True):
+        for at, doc in zip(local, table["doc"][local], strict=True):
             first, last = starts[doc] - start, starts[doc] + counts[doc] - start
-            before.append(token_ids[max(first, row - config.context_tokens) : row])
-            after.append(token_ids[row + 1 : min(last, row + 1 + config.context_tokens)])
+            before.append(token_ids[max(first, at - config.context_tokens) : at])
+            after.append(token_ids[at + 1 : min(last, at + 1 + config.context_tokens)])
     column = {name: np.concatenate(v or [np.zeros(0, np.int32)]) for name, v in found.items()}
     return TokenRows(rows=unique, before=before, after=after, **column)
 
@@ -1285,8 +1285,10 @@ def label(
     density = fires / max(response_tokens, 1)
     text = TokenText(handle)
     examples = example_rows(stats, config)  # every top row of every feature among them
-    rows = read_rows(store, provenance, examples["row"].to_numpy(), config)
-    token_of = dict(zip(rows.rows.tolist(), rows.token_id.tolist(), strict=True))
+    example_tokens = read_rows(store, provenance, examples["row"].to_numpy(), config)
+    token_of = dict(
+        zip(example_tokens.rows.tolist(), example_tokens.token_id.tolist(), strict=True)
+    )
     tokens = top_tokens(stats, token_of, text, 5)
     if handle is not None:
         pos_logits, neg_logits, folded = logit_tokens(sae, handle, config.logit_tokens)
@@ -1354,7 +1356,7 @@ def label(
         features=features,
         top_persona_index=top_index,
         top_persona_score=top_score,
-        examples=examples_table(examples, rows, text),
+        examples=examples_table(examples, example_tokens, text),
         personas=personas,
         persona_vectors=(stats.group_vector[:, TRAIN] / train_tokens).astype(np.float32),
         persona_profiles=(stats.group_sum[:, TRAIN] / train_tokens).astype(np.float32),
