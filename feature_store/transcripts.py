@@ -208,8 +208,14 @@ class TranscriptStore:
 
     def token_table(self) -> dict[str, np.ndarray]:
         """The committed tokens/ columns: token_id, doc, pos, role, each [n_tokens]."""
+        return self.token_rows()
+
+    def token_rows(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Rows start:stop (of the committed ones) of the tokens/ columns: token_id, doc, pos,
+        role, each [stop - start]."""
+        stop = self.n_tokens if stop is None else min(stop, self.n_tokens)
         with open_readable(self.path) as file:
-            return {c.path.split("/", 1)[1]: file[c.path][: self.n_tokens] for c in TOKEN_COLUMNS}
+            return {c.path.split("/", 1)[1]: file[c.path][start:stop] for c in TOKEN_COLUMNS}
 
     def __iter__(self) -> Iterator[Transcript]:
         table = self.token_table()

@@ -27,10 +27,12 @@ the contrast with shuffled persona labels as a negative control.
 
 Cost: one SAE encoder pass per encoded row (O(d_model x d_sae)); memory about
 4 x n_responses x d_sae bytes (plus 2 x d_sae per transcript of a conditional persona) plus one
-block of [block_tokens, d_sae]; the contrasts rank [n_responses, d_sae] once per persona; the
-unembedding product runs in blocks of features. Returns `Labels` (sae_atlas.labels);
-`label_stage` writes it to labels.h5 and skips when that file is complete for the same inputs
-and config.
+block of [block_tokens, d_sae] with its token-table rows; nothing per token of the whole store
+(the token table is read block by block, for the pass and for the example contexts); per
+transcript, its provenance and DocKinds (12 bytes); the contrasts rank [n_responses, d_sae]
+once per persona; the unembedding product runs in blocks of features. Returns `Labels`
+(sae_atlas.labels); `label_stage` writes it to labels.h5 and skips when that file is complete
+for the same inputs and config.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import json
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
@@ -242,7 +244,7 @@ def find_triggers(provenance: pd.DataFrame, catalogue: Catalogue | None) -> Trig
 
 @dataclass
 class RowKinds:
-    """What each store row counts for, [n_tokens] each (-1: nothing).
+    """What each row of a block of store rows counts for, [rows] each (-1: nothing).
 
     response: response row; group: persona * 2 + (0 train, 1 otherwise) of response rows;
     user: TriggerSet row whose user's message holds the row; header: persona of assistant-header
@@ -284,43 +286,55 @@ def header_rows(role: np.ndarray, doc: np.ndarray) -> np.ndarray:
     return header
 
 
-def row_kinds(
-    table: dict[str, np.ndarray],
-    provenance: pd.DataFrame,
-    responses: Responses,
-    triggers: TriggerSet | None,
-) -> RowKinds:
-    """The RowKinds of a store from its token table and provenance (one row per transcript;
-    int32 row indices: about 21 bytes per token)."""
-    role, doc = table["role"], table["doc"]
+@dataclass(frozen=True)
+class DocKinds:
+    """What each transcript (row of the provenance) counts for, [n_transcripts] each (-1:
+    nothing): response: row of the Responses; trigger: row of the TriggerSet; control: index
+    into CONTROLS of the controls of one of the responses (same job seed: the store's `source` is
+    the transcript's own row in the corpus once harvested)."""
+
+    response: np.ndarray
+    trigger: np.ndarray
+    control: np.ndarray
+
+
+def doc_kinds(
+    provenance: pd.DataFrame, responses: Responses, triggers: TriggerSet | None
+) -> DocKinds:
+    """The DocKinds of a store from its provenance (one row per transcript)."""
     conditions = provenance["condition"].to_numpy(dtype=object)
     n_docs = len(conditions)
-    response_of_doc = np.full(n_docs, -1, dtype=np.int32)
-    response_of_doc[responses.doc] = np.arange(len(responses))
-    response = response_of_doc[doc]
-    in_response = response >= 0
-    response = np.where(in_response & (role == ROLE_CODE["assistant"]), response, -1)
+    response = np.full(n_docs, -1, dtype=np.int32)
+    response[responses.doc] = np.arange(len(responses))
+    trigger = np.full(n_docs, -1, dtype=np.int32)
+    if triggers is not None:
+        trigger[triggers.doc] = np.arange(len(triggers))
+    control = np.full(n_docs, -1, dtype=np.int32)
+    seeds = provenance["seed"].to_numpy()
+    of_response = np.isin(seeds, seeds[responses.doc])  # a control keeps its job's seed
+    for code, condition in enumerate(CONTROLS):
+        control[of_response & (conditions == condition)] = code
+    return DocKinds(response=response, trigger=trigger, control=control)
+
+
+def row_kinds(table: dict[str, np.ndarray], docs: DocKinds, responses: Responses) -> RowKinds:
+    """The RowKinds of rows of the token table (`table`: its columns for a range of whole
+    transcripts; int32 row indices: about 21 bytes per row)."""
+    role, doc = table["role"], table["doc"]
+    response_of_doc = docs.response[doc]
+    in_response = response_of_doc >= 0
+    response = np.where(in_response & (role == ROLE_CODE["assistant"]), response_of_doc, -1)
     group = np.full(len(role), -1, dtype=np.int32)
     rows = response >= 0
     not_train = (responses.split[response[rows]] != TRAIN).astype(np.int32)
     group[rows] = responses.persona[response[rows]] * 2 + not_train
-    user = np.full(len(role), -1, dtype=np.int32)
-    if triggers is not None:
-        trigger_of_doc = np.full(n_docs, -1, dtype=np.int32)
-        trigger_of_doc[triggers.doc] = np.arange(len(triggers))
-        user_rows = (trigger_of_doc[doc] >= 0) & (role == ROLE_CODE["user"])
-        user[user_rows] = trigger_of_doc[doc[user_rows]]
+    user = np.where(role == ROLE_CODE["user"], docs.trigger[doc], -1)
     header = np.full(len(role), -1, dtype=np.int32)
     header_mask = in_response & header_rows(role, doc)
-    header[header_mask] = responses.persona[response_of_doc[doc[header_mask]]]
-    control = np.full(len(role), -1, dtype=np.int32)
-    seeds = provenance["seed"].to_numpy()
-    of_response = np.isin(seeds, seeds[responses.doc])  # a control keeps its job's seed
-    for code, condition in enumerate(CONTROLS):
-        carries = (of_response & (conditions == condition))[doc] & (
-            role == ROLE_CODE[CONTROL_ROLE[condition]]
-        )
-        control[carries] = code
+    header[header_mask] = responses.persona[response_of_doc[header_mask]]
+    control_of_doc = docs.control[doc]
+    carrier = np.array([ROLE_CODE[CONTROL_ROLE[c]] for c in CONTROLS])[control_of_doc]
+    control = np.where((control_of_doc >= 0) & (role == carrier), control_of_doc, -1)
     return RowKinds(
         response=response,
         group=group,
@@ -384,6 +398,32 @@ def doc_blocks(
     return blocks
 
 
+def store_blocks(provenance: pd.DataFrame, block_tokens: int) -> list[tuple[int, int]]:
+    """doc_blocks of a store from its provenance (one row per transcript)."""
+    return doc_blocks(
+        provenance["token_start"].to_numpy(), provenance["token_count"].to_numpy(), block_tokens
+    )
+
+
+def add_counts(counts: np.ndarray, ids: np.ndarray) -> None:
+    """counts[i] += occurrences of i in `ids` (non-negative), touching only the span of ids."""
+    if len(ids):
+        first = int(ids.min())
+        found = np.bincount(ids - first)
+        counts[first : first + len(found)] += found
+
+
+def assistant_tokens(
+    store: ActivationStore, provenance: pd.DataFrame, block_tokens: int
+) -> np.ndarray:
+    """[n_transcripts] assistant tokens per transcript, reading the token table block by block."""
+    counts = np.zeros(len(provenance), dtype=np.int64)
+    for start, stop in store_blocks(provenance, block_tokens):
+        table = store.token_rows(start, stop)
+        add_counts(counts, table["doc"][table["role"] == ROLE_CODE["assistant"]])
+    return counts
+
+
 def _keep_top(
     values: torch.Tensor, rows: torch.Tensor, new_values: torch.Tensor, new_rows: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,8 +442,8 @@ def _segment_max(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Ten
 
 
 def _select(mask: np.ndarray, rows: np.ndarray, acts: torch.Tensor) -> tuple:
-    """Positions in the block (into `rows` / `acts` [b, F]) of the rows where the store-wide
-    bool `mask` holds, and their activations."""
+    """Positions (into `rows` / `acts` [b, F]) of the rows where the block's bool `mask` holds,
+    and their activations."""
     where = np.flatnonzero(mask[rows])
     return where, acts[torch.from_numpy(where).to(acts.device)]
 
@@ -422,19 +462,19 @@ def collect(
     messages of `triggers`).
 
     Reads one block of whole transcripts at a time; encoding and every running statistic stay on
-    the SAE's device. Memory: the per-token tables (token_table, row kinds: about 50 bytes per
-    token) and per-response statistics ([n_responses, d_sae]), never [n_tokens, d_model]."""
+    the SAE's device. Memory: per block, its token-table rows and RowKinds; per transcript, the
+    provenance and DocKinds; per response, the statistics ([n_responses, d_sae]); never a
+    per-token table of the whole store, nor [n_tokens, d_model]."""
     provenance = store.provenance()
-    table = store.token_table()
-    kinds = row_kinds(table, provenance, responses, triggers)
-    needed = kinds.needed()
+    docs = doc_kinds(provenance, responses, triggers)
     n_personas, n_features = len(responses.names), int(sae.cfg.d_sae)
     device = sae.W_dec.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    group_tokens = np.bincount(kinds.group[kinds.group >= 0], minlength=2 * n_personas)
-    response_tokens = np.bincount(kinds.response[kinds.response >= 0], minlength=len(responses))
-    header_tokens = np.bincount(kinds.header[kinds.header >= 0], minlength=n_personas)
-    control_tokens = np.bincount(kinds.control[kinds.control >= 0], minlength=len(CONTROLS))
+    group_tokens = np.zeros(2 * n_personas, dtype=np.int64)
+    response_tokens = np.zeros(len(responses), dtype=np.int64)
+    header_tokens = np.zeros(n_personas, dtype=np.int64)
+    control_tokens = np.zeros(len(CONTROLS), dtype=np.int64)
+    template_tokens = 0
     response_mean = np.zeros((len(responses), n_features), dtype=np.float32)
     user_max = None if triggers is None else np.zeros((len(triggers), n_features), dtype=np.float16)
     zeros = functools.partial(torch.zeros, device=device)
@@ -453,20 +493,21 @@ def collect(
     sample_key = full((config.reservoir, n_features), 2.0)
     sample_value = zeros((config.reservoir, n_features))
     sample_row = full((config.reservoir, n_features), -1, dtype=torch.int64)
-    blocks = doc_blocks(
-        provenance["token_start"].to_numpy(),
-        provenance["token_count"].to_numpy(),
-        config.block_tokens,
-    )
-    for start, stop in blocks:
-        local = np.flatnonzero(needed[start:stop])
+    for start, stop in store_blocks(provenance, config.block_tokens):
+        kinds = row_kinds(store.token_rows(start, stop), docs, responses)
+        add_counts(group_tokens, kinds.group[kinds.group >= 0])
+        add_counts(response_tokens, kinds.response[kinds.response >= 0])  # whole responses
+        add_counts(header_tokens, kinds.header[kinds.header >= 0])
+        add_counts(control_tokens, kinds.control[kinds.control >= 0])
+        template_tokens += int(kinds.template.sum())
+        local = np.flatnonzero(kinds.needed())
         if len(local):
             raw = torch.from_numpy(store.acts(hook, start, stop)[local]).to(device).float()
             acts = sae.encode(raw.to(sae.dtype)).float()  # [b, F]
             rows = local + start
-            where, response_acts = _select(kinds.response >= 0, rows, acts)
+            where, response_acts = _select(kinds.response >= 0, local, acts)
             if len(where):
-                ids = kinds.response[rows[where]]
+                ids = kinds.response[local[where]]
                 first = int(ids.min())
                 index = torch.from_numpy(ids - first).to(device)
                 n_local = int(ids.max()) - first + 1
@@ -480,7 +521,7 @@ def collect(
                 persona_max_sum.index_add_(
                     0, personas, maxima[torch.from_numpy(present).to(device)].double()
                 )
-                groups = torch.from_numpy(kinds.group[rows[where]]).to(device)
+                groups = torch.from_numpy(kinds.group[local[where]]).to(device)
                 group_sum.index_add_(0, groups, response_acts.double())
                 group_fires.index_add_(0, groups, (response_acts > 0).double())
                 group_vector.index_add_(0, groups, raw[torch.from_numpy(where).to(device)].double())
@@ -497,9 +538,9 @@ def collect(
                 sample_value = torch.cat([sample_value, response_acts]).gather(0, chosen)
                 sample_row = torch.cat([sample_row, block_rows]).gather(0, chosen)
             if user_max is not None:
-                where, user_acts = _select(kinds.user >= 0, rows, acts)
+                where, user_acts = _select(kinds.user >= 0, local, acts)
                 if len(where):
-                    ids = kinds.user[rows[where]]
+                    ids = kinds.user[local[where]]
                     first = int(ids.min())
                     n_local = int(ids.max()) - first + 1
                     maxima = _segment_max(
@@ -507,16 +548,16 @@ def collect(
                     )
                     span = slice(first, first + n_local)
                     user_max[span] = np.maximum(user_max[span], maxima.cpu().numpy())
-            where, header_acts = _select(kinds.header >= 0, rows, acts)
+            where, header_acts = _select(kinds.header >= 0, local, acts)
             if len(where):
-                personas = torch.from_numpy(kinds.header[rows[where]]).to(device)
+                personas = torch.from_numpy(kinds.header[local[where]]).to(device)
                 header_sum.index_add_(0, personas, header_acts.double())
                 header_fires.index_add_(0, personas, (header_acts > 0).double())
-            _, template_acts = _select(kinds.template, rows, acts)
+            _, template_acts = _select(kinds.template, local, acts)
             template_fires += (template_acts > 0).double().sum(0)
-            where, control_acts = _select(kinds.control >= 0, rows, acts)
+            where, control_acts = _select(kinds.control >= 0, local, acts)
             if len(where):
-                codes = torch.from_numpy(kinds.control[rows[where]]).to(device)
+                codes = torch.from_numpy(kinds.control[local[where]]).to(device)
                 control_sum.index_add_(0, codes, control_acts.double())
                 control_fires.index_add_(0, codes, (control_acts > 0).double())
         if progress is not None:
@@ -535,7 +576,7 @@ def collect(
         header_tokens=header_tokens,
         header_sum=header_sum.cpu().numpy(),
         header_fires=header_fires.cpu().numpy(),
-        template_tokens=int(kinds.template.sum()),
+        template_tokens=template_tokens,
         template_fires=template_fires.cpu().numpy(),
         control_tokens=control_tokens,
         control_sum=control_sum.cpu().numpy(),
@@ -1031,14 +1072,9 @@ def logit_tokens(
     return pos, neg, norm is not None
 
 
-def examples_table(
-    stats: FeatureStatistics,
-    table: dict[str, np.ndarray],
-    provenance: pd.DataFrame,
-    text: TokenText,
-    config: LabelConfig,
-) -> pd.DataFrame:
-    """Top and quantile examples of every feature with their contexts (EXAMPLE_COLUMNS)."""
+def example_rows(stats: FeatureStatistics, config: LabelConfig) -> pd.DataFrame:
+    """Top and quantile examples of every feature: feature, kind, rank, row (store row),
+    activation."""
     records = []
     for feature in range(stats.top_value.shape[1]):
         top = stats.top_row[:, feature] >= 0
@@ -1056,31 +1092,71 @@ def examples_table(
             values = stats.sample_value[valid, feature][order[picks]]
             for rank, (row, value) in enumerate(zip(rows, values, strict=True)):
                 records.append((feature, "quantile", rank, int(row), float(value)))
-    frame = pd.DataFrame(records, columns=["feature", "kind", "rank", "row", "activation"])
+    return pd.DataFrame(records, columns=["feature", "kind", "rank", "row", "activation"])
+
+
+@dataclass(frozen=True)
+class TokenRows:
+    """The tokens at some store rows: rows [n] sorted, each once; token_id, doc, pos [n]; before /
+    after: n arrays, the token ids up to context_tokens either side within the transcript."""
+
+    rows: np.ndarray
+    token_id: np.ndarray
+    doc: np.ndarray
+    pos: np.ndarray
+    before: list[np.ndarray]
+    after: list[np.ndarray]
+
+
+def read_rows(
+    store: ActivationStore, provenance: pd.DataFrame, rows: np.ndarray, config: LabelConfig
+) -> TokenRows:
+    """The TokenRows of store `rows` (config.context_tokens either side), reading only the blocks
+    of whole transcripts that hold one of them."""
+    unique = np.unique(rows)
     starts = provenance["token_start"].to_numpy()
     counts = provenance["token_count"].to_numpy()
-    docs = table["doc"][frame["row"].to_numpy()] if len(frame) else np.zeros(0, np.int64)
-    token_ids = table["token_id"]
-    before, token, after = [], [], []
-    for row, doc in zip(frame["row"], docs, strict=True):
-        first, last = starts[doc], starts[doc] + counts[doc]
-        before.append(token_ids[max(first, row - config.context_tokens) : row])
-        token.append(token_ids[row : row + 1])
-        after.append(token_ids[row + 1 : min(last, row + 1 + config.context_tokens)])
+    found: dict[str, list[np.ndarray]] = {"token_id": [], "doc": [], "pos": []}
+    before, after = [], []
+    for start, stop in store_blocks(provenance, config.block_tokens):
+        lo, hi = np.searchsorted(unique, [start, stop])
+        if lo == hi:
+            continue
+        table = store.token_rows(start, stop)
+        local = unique[lo:hi] - start
+        for name, values in found.items():
+            values.append(table[name][local])
+        token_ids = table["token_id"]
+        for at, doc in zip(local, table["doc"][local], strict=True):
+            first, last = starts[doc] - start, starts[doc] + counts[doc] - start
+            before.append(token_ids[max(first, at - config.context_tokens) : at])
+            after.append(token_ids[at + 1 : min(last, at + 1 + config.context_tokens)])
+    column = {name: np.concatenate(v or [np.zeros(0, np.int32)]) for name, v in found.items()}
+    return TokenRows(rows=unique, before=before, after=after, **column)
+
+
+def examples_table(examples: pd.DataFrame, tokens: TokenRows, text: TokenText) -> pd.DataFrame:
+    """The example_rows with their contexts (EXAMPLE_COLUMNS); tokens: the TokenRows of their
+    rows."""
+    at = np.searchsorted(tokens.rows, examples["row"].to_numpy())
+    frame = examples.drop(columns="row")
     frame["context"] = [
         f"{b}[[{t}]]{a}"
         for b, t, a in zip(
-            text.decode_many(before), text.decode_many(token), text.decode_many(after), strict=True
+            text.decode_many([tokens.before[i] for i in at]),
+            text.decode_many([tokens.token_id[i : i + 1] for i in at]),
+            text.decode_many([tokens.after[i] for i in at]),
+            strict=True,
         )
     ]
-    frame["doc"] = docs.astype(np.int64)
-    frame["pos"] = table["pos"][frame["row"].to_numpy()] if len(frame) else []
-    return frame.drop(columns="row")[
-        ["feature", "kind", "rank", "doc", "pos", "activation", "context"]
-    ]
+    frame["doc"] = tokens.doc[at].astype(np.int64)
+    frame["pos"] = tokens.pos[at] if len(frame) else []
+    return frame[["feature", "kind", "rank", "doc", "pos", "activation", "context"]]
 
 
-def top_tokens(stats: FeatureStatistics, token_ids: np.ndarray, text: TokenText, n: int) -> list:
+def top_tokens(
+    stats: FeatureStatistics, token_ids: Mapping[int, int], text: TokenText, n: int
+) -> list:
     """Per feature: the tokens of its top examples, most frequent first (LIST_SEPARATOR-joined)."""
     out = []
     for feature in range(stats.top_row.shape[1]):
@@ -1185,11 +1261,9 @@ def label(
             f"{handle.model_id!r}; label with the same model"
         )
     provenance = store.provenance()
-    table = store.token_table()
-    assistant_tokens = np.bincount(
-        table["doc"][table["role"] == ROLE_CODE["assistant"]], minlength=len(provenance)
+    responses = find_responses(
+        provenance, assistant_tokens(store, provenance, config.block_tokens), catalogue
     )
-    responses = find_responses(provenance, assistant_tokens, catalogue)
     triggers = find_triggers(provenance, catalogue)
     stats = collect(store, sae, hook, responses, config, progress, triggers)
 
@@ -1210,7 +1284,12 @@ def label(
     fires = stats.group_fires.sum((0, 1))
     density = fires / max(response_tokens, 1)
     text = TokenText(handle)
-    tokens = top_tokens(stats, table["token_id"], text, 5)
+    examples = example_rows(stats, config)  # every top row of every feature among them
+    example_tokens = read_rows(store, provenance, examples["row"].to_numpy(), config)
+    token_of = dict(
+        zip(example_tokens.rows.tolist(), example_tokens.token_id.tolist(), strict=True)
+    )
+    tokens = top_tokens(stats, token_of, text, 5)
     if handle is not None:
         pos_logits, neg_logits, folded = logit_tokens(sae, handle, config.logit_tokens)
     else:
@@ -1277,7 +1356,7 @@ def label(
         features=features,
         top_persona_index=top_index,
         top_persona_score=top_score,
-        examples=examples_table(stats, table, provenance, text, config),
+        examples=examples_table(examples, example_tokens, text),
         personas=personas,
         persona_vectors=(stats.group_vector[:, TRAIN] / train_tokens).astype(np.float32),
         persona_profiles=(stats.group_sum[:, TRAIN] / train_tokens).astype(np.float32),

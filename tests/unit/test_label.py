@@ -327,6 +327,31 @@ def test_cards(labels, tiny):
     assert card_label([], "", "", fires=False) == "dead"
 
 
+def test_block_size_changes_no_statistic(labels, planted, sae, tiny, catalogue):
+    """The pass streams blocks of whole transcripts: blocks of 64 rows (one transcript each) give
+    the statistics of the CONFIG blocks. Only which of tied top rows is kept and the reservoir's
+    draws (keys drawn per block) depend on the blocks, so examples compare by activation."""
+    assert ActivationStore(planted).n_tokens > 4 * CONFIG.block_tokens
+    small = label(
+        planted, sae, HOOK, replace(CONFIG, block_tokens=64), handle=tiny, catalogue=catalogue
+    )
+    columns = ["density", "mean_act", "max_act", "tags", "pos_logits", "neg_logits"]
+    pd.testing.assert_frame_equal(small.features[columns], labels.features[columns])
+    np.testing.assert_allclose(small.features["heldout_auroc"], labels.features["heldout_auroc"])
+    pd.testing.assert_frame_equal(small.personas, labels.personas)
+    np.testing.assert_array_equal(small.top_persona_index, labels.top_persona_index)
+    np.testing.assert_allclose(small.top_persona_score, labels.top_persona_score, rtol=1e-6)
+    np.testing.assert_allclose(small.persona_vectors, labels.persona_vectors, rtol=1e-6)
+    np.testing.assert_allclose(small.persona_profiles, labels.persona_profiles, rtol=1e-6)
+
+    def top(examples: pd.DataFrame) -> pd.DataFrame:
+        shown = examples[examples["kind"] == "top"]
+        return shown[["feature", "rank", "activation"]].reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(top(small.examples), top(labels.examples))
+    assert small.examples["kind"].tolist() == labels.examples["kind"].tolist()
+
+
 def test_stage_writes_then_skips(tmp_path, planted, sae, tiny, catalogue):
     folder = tmp_path / "sae"
     sae.save_model(folder)
