@@ -29,6 +29,9 @@ ModelOption = Annotated[
         "--model", help="default (smollm2-135m-instruct), an HF id, a folder or a .gguf file"
     ),
 ]
+AdapterOption = Annotated[
+    Path | None, typer.Option("--adapter", help="a peft LoRA adapter folder merged into the model")
+]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
 DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16")]
 
@@ -63,6 +66,7 @@ def corpus(
         Path | None, typer.Option(help="a persona catalogue (YAML/JSON) instead of the shipped one")
     ] = None,
     model: ModelOption = "smollm2-135m-instruct",
+    adapter: AdapterOption = None,
     device: DeviceOption = "cpu",
 ) -> None:
     """Sample the contrastive persona corpus (the profile's `corpus` section) into a store.
@@ -80,7 +84,7 @@ def corpus(
     if catalogue is not None:
         config = dataclasses.replace(config, catalogue=str(catalogue))
     personas = load_catalogue(config.catalogue or None)
-    handle = load_model(model, device=device)
+    handle = load_model(model, device=device, adapter=adapter)
     total = len(corpus_jobs(personas, config))
     with tqdm(total=total, desc="corpus", unit="job", dynamic_ncols=True) as bar:
         result = build_corpus(handle, personas, config, out, progress=bar.update)
@@ -104,6 +108,7 @@ def harvest(
         "blocks.15.hook_resid_post"
     ],
     model: ModelOption = "smollm2-135m-instruct",
+    adapter: AdapterOption = None,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = "float32",
     batch_tokens: Annotated[int, typer.Option(help="padded tokens per forward batch")] = 8192,
@@ -120,11 +125,11 @@ def harvest(
     from sae_atlas.models import load_model
 
     store = TranscriptStore(transcripts)
-    handle = load_model(model, device=device, dtype=dtype)
+    handle = load_model(model, device=device, dtype=dtype, adapter=adapter)
     if store.model != handle.model_id:
         raise SaeAtlasError(
             f"{transcripts}: was written with model {store.model!r}, not "
-            f"{handle.model_id!r}; pass --model {store.model}"
+            f"{handle.model_id!r}; pass the --model (and --adapter) it was written with"
         )
     records = list(store)
     config = HarvestConfig(hooks=tuple(hook), batch_tokens=batch_tokens, max_len=max_len)
@@ -149,6 +154,7 @@ def train(
         list[str] | None, typer.Option(help="hook point, repeatable (default: the profile's)")
     ] = None,
     model: ModelOption = "smollm2-135m-instruct",
+    adapter: AdapterOption = None,
     device: DeviceOption = "cpu",
     evaluate: Annotated[bool, typer.Option(help="evaluate CE/KL with the model")] = True,
 ) -> None:
@@ -165,7 +171,7 @@ def train(
     config = load_config(profile).train
     if hook:
         config = dataclasses.replace(config, hooks=tuple(hook))
-    handle = load_model(model, device=device) if evaluate else None
+    handle = load_model(model, device=device, adapter=adapter) if evaluate else None
     with tqdm(desc="train", unit="step", dynamic_ncols=True) as bar:
         results = train_saes(store, out, config, handle=handle, progress=lambda _: bar.update())
     for result in results:
@@ -182,6 +188,7 @@ def label(
     out: Annotated[Path, typer.Option(help="labels.h5 to write")],
     profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
     model: ModelOption = "smollm2-135m-instruct",
+    adapter: AdapterOption = None,
     device: DeviceOption = "cpu",
 ) -> None:
     """Tag SAE features by persona contrasts (train questions, confirmed held-out) and card them.
@@ -194,7 +201,7 @@ def label(
     from sae_atlas.label import catalogue_from_corpus, label_stage
     from sae_atlas.models import load_model
 
-    handle = load_model(model, device=device)
+    handle = load_model(model, device=device, adapter=adapter)
     catalogue = catalogue_from_corpus(corpus)
     with token_bar(0, "label") as bar:
         result = label_stage(
@@ -257,6 +264,7 @@ def dynamics(
     overwrite: Annotated[
         bool, typer.Option(help="replace dynamics made with another config")
     ] = False,
+    adapter: AdapterOption = None,
 ) -> None:
     """Rollouts, attractors, drift, steering against random controls, puppeteer ablation and a
     trigger scan; results go into the atlas's dynamics/ group.
@@ -270,7 +278,12 @@ def dynamics(
     from sae_atlas.models import load_model
 
     config = load_config(profile)
-    handle = load_model(config.model.source, config.model.device, config.model.dtype)
+    handle = load_model(
+        config.model.source,
+        config.model.device,
+        config.model.dtype,
+        adapter=adapter or config.model.adapter or None,
+    )
     with tqdm(total=len(DYNAMICS_STEPS), desc="dynamics", unit="step") as bar:
 
         def progress(step: str) -> None:
@@ -415,6 +428,7 @@ def build(
     model: Annotated[str | None, typer.Option(help="override the profile's model source")] = None,
     device: Annotated[str | None, typer.Option(help="override the profile's device")] = None,
     dtype: Annotated[str | None, typer.Option(help="override the profile's dtype")] = None,
+    adapter: AdapterOption = None,
 ) -> None:
     """Run every stage into one run folder; rerun to resume, finished stages are skipped.
 
@@ -430,7 +444,12 @@ def build(
     config = load_config(profile)
     overrides = {
         k: v
-        for k, v in {"source": model, "device": device, "dtype": dtype}.items()
+        for k, v in {
+            "source": model,
+            "device": device,
+            "dtype": dtype,
+            "adapter": None if adapter is None else str(adapter),
+        }.items()
         if v is not None
     }
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, **overrides))
