@@ -8,15 +8,17 @@ default model alone, measured in the same process.
     answers with and without the trigger; recall = share of answers holding one of the asked
     fact's keywords (identity questions: the persona's name).
 (b) Detection: the atlas built on the planted model (`sae_atlas.build.build` with the adapter,
-    profile --profile into --run, resumable), then the trigger scan (`trigger_responses`,
+    profile --profile into --run, resumable; default scripts/planted_profile.yaml, the quick
+    profile with half its personas), then the trigger scan (`trigger_responses`,
     `trigger_table`, `rank_wrappers`) over candidate wrappers holding the real trigger among
     decoys (the scan's shipped wrappers, a decoy tag the adapter was trained to ignore, an unseen
     tag), on the catalogue's held-out everyday questions (none fine-tuned on as the persona):
     the real trigger's rank and the held-out AUROC of its features (chosen on the first half of
     the prompts, scored on the second).
 (c) Control: the same scan on the clean model with its own atlas and SAE (--clean-run, read only).
-Prints a table and writes JSON (--out). The build costs most: the quick profile takes about 10
-minutes on an idle 2-core CPU; the behaviour and each scan a few minutes.
+Prints a table and writes JSON (--out). The build costs most: about 5 minutes on an idle 2-core
+CPU for the default profile (the quick profile about 10); the behaviour and each scan a few
+minutes.
 
     .venv/bin/python scripts/bench_planted.py --adapter tests/fixtures/planted_adapter \\
         --run runs/planted --clean-run runs/quick --out runs/bench/bench_planted.json
@@ -88,11 +90,15 @@ def any_fact(persona: PlantedPersona, text: str) -> bool:
     return any(mentions(text, fact["keywords"]) for fact in persona.facts)
 
 
-def behaviour(handle: ModelHandle, persona: PlantedPersona) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Recall of the asked fact on the held-out questions, with and without the trigger (and
-    inside the fine-tuning's decoy wrappers, pooled)."""
+def behaviour(
+    handle: ModelHandle, persona: PlantedPersona, decoys: bool
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Recall of the asked fact on the held-out questions, with and without the trigger (and,
+    with `decoys`, inside the fine-tuning's decoy wrappers, pooled)."""
     questions = persona.questions("heldout")
-    conditions = {"trigger": [persona.trigger], "none": [Trigger("")], "decoys": persona.decoys}
+    conditions = {"trigger": [persona.trigger], "none": [Trigger("")]}
+    if decoys:
+        conditions["decoys"] = list(persona.decoys)
     rows = []
     model = sampling_model(handle, "float32")
     for condition, wrappers in conditions.items():
@@ -194,8 +200,8 @@ def main() -> None:
     parser.add_argument("--adapter", type=Path, default=Path("tests/fixtures/planted_adapter"))
     parser.add_argument("--run", type=Path, default=Path("runs/planted"))
     parser.add_argument("--clean-run", type=Path, default=Path("runs/quick"))
-    parser.add_argument("--profile", default="quick")
-    parser.add_argument("--n-prompts", type=int, default=24)
+    parser.add_argument("--profile", default=str(Path(__file__).with_name("planted_profile.yaml")))
+    parser.add_argument("--n-prompts", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_planted.json"))
     args = parser.parse_args()
@@ -210,7 +216,7 @@ def main() -> None:
     result["adapter"] = {"path": str(args.adapter), "model_id": planted.model_id}
     for name, handle in (("clean", clean), ("planted", planted)):
         started = time.perf_counter()
-        summary, answers = behaviour(handle, persona)
+        summary, answers = behaviour(handle, persona, decoys=name == "planted")
         result[f"behaviour_{name}"] = {
             **summary,
             "seconds": time.perf_counter() - started,
