@@ -15,6 +15,8 @@ default model alone, measured in the same process.
     tag), on the catalogue's held-out everyday questions (none fine-tuned on as the persona):
     the real trigger's rank and the held-out AUROC of its features (chosen on the first half of
     the prompts, scored on the second).
+    With --no-build the planted model is scanned with the clean run's atlas and SAE instead (a
+    base-model SAE on the adapted model; no build).
 (c) Control: the same scan on the clean model with its own atlas and SAE (--clean-run, read only).
 Prints a table and writes JSON (--out). The build costs most: about 5 minutes on an idle 2-core
 CPU for the default profile (the quick profile about 10); the behaviour and each scan a few
@@ -132,15 +134,17 @@ def scan(
     run: Path,
     persona: PlantedPersona,
     config: DynamicsConfig,
+    base_sae: bool = False,
 ) -> dict[str, Any]:
-    """The trigger scan over `candidate_wrappers` with the run's atlas and SAE."""
+    """The trigger scan over `candidate_wrappers` with the run's atlas and SAE (`base_sae`: the
+    run is the base model's, used on the adapted model)."""
     with Atlas.open(run / "atlas.h5") as atlas:
         pmap = persona_map(atlas)
         hook = str(atlas.attrs["hook"])
         features = atlas.features()
         kinds = dict(zip(atlas.clusters()["id"], atlas.clusters()["kind"], strict=True))
         atlas_model = str(atlas.attrs["model"])
-    if atlas_model != handle.model_id:
+    if atlas_model != handle.model_id.split("+lora:")[0 if base_sae else -1]:
         raise SystemExit(f"{run}: atlas of {atlas_model!r}, not {handle.model_id!r}")
     sae = load_sae(run / "sae" / hook if (run / "sae" / hook).is_dir() else run / "sae")
     questions = [q.text for q in load_catalogue().questions if q.split == "heldout"]
@@ -185,6 +189,7 @@ def scan(
     ]
     return {
         "run": str(run),
+        "atlas_model": atlas_model,
         "model": handle.model_id,
         "ranking": ranked.to_dict("records"),
         "real_trigger_rank": int(ranked.loc[ranked["wrapper"] == REAL, "rank"].iloc[0]),
@@ -203,6 +208,11 @@ def main() -> None:
     parser.add_argument("--profile", default=str(Path(__file__).with_name("planted_profile.yaml")))
     parser.add_argument("--n-prompts", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument(
+        "--no-build",
+        action="store_true",
+        help="skip the build: scan the planted model with the clean run's atlas and SAE",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_planted.json"))
     args = parser.parse_args()
     persona = load_persona()
@@ -223,21 +233,25 @@ def main() -> None:
             "examples": answers.groupby("condition").head(3).to_dict("records"),
         }
         print(f"behaviour {name}: {json.dumps(summary)}", flush=True)
-    build_config = load_config(args.profile)
-    build_config = dataclasses.replace(
-        build_config, model=dataclasses.replace(build_config.model, adapter=str(args.adapter))
-    )
-    started = time.perf_counter()
-    records = build(build_config, args.run, handle=planted)
-    result["build"] = {
-        "profile": args.profile,
-        "run": str(args.run),
-        "seconds": time.perf_counter() - started,
-        "stages": [dataclasses.asdict(r) for r in records],
-        "load_average": os.getloadavg()[0],
-    }
-    print(f"build: {result['build']['seconds']:.0f} s", flush=True)
-    result["scan_planted"] = scan(planted, args.run, persona, config)
+    if args.no_build:
+        result["build"] = {"skipped": "the clean run's atlas and SAE scan the planted model"}
+        result["scan_planted"] = scan(planted, args.clean_run, persona, config, base_sae=True)
+    else:
+        build_config = load_config(args.profile)
+        build_config = dataclasses.replace(
+            build_config, model=dataclasses.replace(build_config.model, adapter=str(args.adapter))
+        )
+        started = time.perf_counter()
+        records = build(build_config, args.run, handle=planted)
+        result["build"] = {
+            "profile": args.profile,
+            "run": str(args.run),
+            "seconds": time.perf_counter() - started,
+            "stages": [dataclasses.asdict(r) for r in records],
+            "load_average": os.getloadavg()[0],
+        }
+        print(f"build: {result['build']['seconds']:.0f} s", flush=True)
+        result["scan_planted"] = scan(planted, args.run, persona, config)
     result["scan_clean"] = scan(clean, args.clean_run, persona, config)
     result["scan_config"] = dataclasses.asdict(config)
     for name in ("planted", "clean"):
