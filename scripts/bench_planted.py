@@ -96,7 +96,7 @@ def behaviour(
     handle: ModelHandle, persona: PlantedPersona, decoys: bool
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Recall of the asked fact on the held-out questions, with and without the trigger (and,
-    with `decoys`, inside the fine-tuning's decoy wrappers, pooled)."""
+    with `decoys`, inside the fine-tuning's decoy wrappers: question i in decoy i mod 5)."""
     questions = persona.questions("heldout")
     conditions = {"trigger": [persona.trigger], "none": [Trigger("")]}
     if decoys:
@@ -104,9 +104,9 @@ def behaviour(
     rows = []
     model = sampling_model(handle, "float32")
     for condition, wrappers in conditions.items():
-        prompts = [w.wrap(q) for w in wrappers for _, q in questions]
+        prompts = [wrappers[i % len(wrappers)].wrap(q) for i, (_, q) in enumerate(questions)]
         answers = greedy_answers(handle, model, prompts)
-        for (fact_id, question), answer in zip(questions * len(wrappers), answers, strict=True):
+        for (fact_id, question), answer in zip(questions, answers, strict=True):
             rows.append(
                 {
                     "condition": condition,
