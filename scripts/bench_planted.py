@@ -72,6 +72,7 @@ def candidate_wrappers(persona: PlantedPersona) -> dict[str, Trigger]:
 
 
 def greedy_answers(handle: ModelHandle, model: torch.nn.Module, prompts: list[str]) -> list[str]:
+    """Greedy answers (64 new tokens at most) to user messages `prompts`, no system prompt."""
     config = CorpusConfig(temperature=0.0, max_new_tokens=64)
     stop_ids = stop_token_ids(handle)
     pad_id = int(handle.tokenizer.pad_token_id or 0)
@@ -102,7 +103,7 @@ def behaviour(
     if decoys:
         conditions["decoys"] = list(persona.decoys)
     rows = []
-    model = sampling_model(handle, "float32")
+    model = sampling_model(handle, CorpusConfig().dtype)
     for condition, wrappers in conditions.items():
         prompts = [wrappers[i % len(wrappers)].wrap(q) for i, (_, q) in enumerate(questions)]
         answers = greedy_answers(handle, model, prompts)
