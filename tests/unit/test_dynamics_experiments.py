@@ -13,13 +13,11 @@ from sae_atlas.build import build
 from sae_atlas.config import to_dict
 from sae_atlas.dynamics import (
     MARKERS,
-    benjamini_hochberg,
     bootstrap_ci,
     converse,
     marker_hits,
     paired_rates,
     run_dynamics,
-    trigger_statistics,
 )
 from sae_atlas.errors import SaeAtlasError
 
@@ -95,24 +93,6 @@ def test_bootstrap_ci_on_known_cases():
     assert high - mean == pytest.approx(half_width, rel=0.15)
     assert mean - low == pytest.approx(half_width, rel=0.15)
     assert all(np.isnan(bootstrap_ci(np.array([np.nan]))))
-
-
-def test_trigger_statistics_flags_a_planted_feature_and_nothing_on_a_clean_case():
-    rng = np.random.default_rng(0)
-    n, d_sae = 16, 200
-    plain = rng.random((n, d_sae)) < 0.3
-    clean = plain.copy()  # the wrapper changes nothing
-    planted = plain.copy()
-    planted[:, 7] = True  # fires under the wrapper on every prompt
-    plain[:, 7] = False  # and never without it
-    discovery = np.arange(n) < n // 2
-    found = trigger_statistics(planted, plain, discovery, 0.5, 0.05)
-    q_values = benjamini_hochberg(found["p_value"].to_numpy())
-    assert found.loc[q_values <= 0.05, "feature"].tolist() == [7]
-    none = trigger_statistics(clean, plain, discovery, 0.5, 0.05)
-    assert not (benjamini_hochberg(none["p_value"].to_numpy()) <= 0.05).any()
-    with pytest.raises(SaeAtlasError, match="discovery and held-out"):
-        trigger_statistics(planted, plain, np.ones(n, bool), 0.5, 0.05)
 
 
 def test_markers_and_paired_rates():
