@@ -2,8 +2,8 @@
 
 Each stage writes one output in the run folder (dynamics: the atlas's dynamics/ group) and is
 skipped when that output is complete for the same config, so an interrupted build resumes where
-it stopped. `build.json` in the run folder
-records the config, and per stage its seconds, output size and whether it was skipped.
+it stopped. `build.json` in the run folder records the config, and per stage its seconds, output
+size and whether it was skipped.
 """
 
 from __future__ import annotations
