@@ -145,7 +145,8 @@ def scan(
         features = atlas.features()
         kinds = dict(zip(atlas.clusters()["id"], atlas.clusters()["kind"], strict=True))
         atlas_model = str(atlas.attrs["model"])
-    if atlas_model != handle.model_id.split("+lora:")[0 if base_sae else -1]:
+    expected = handle.model_id.split("+lora:")[0] if base_sae else handle.model_id
+    if atlas_model != expected:
         raise SystemExit(f"{run}: atlas of {atlas_model!r}, not {handle.model_id!r}")
     sae = load_sae(run / "sae" / hook if (run / "sae" / hook).is_dir() else run / "sae")
     questions = [q.text for q in load_catalogue().questions if q.split == "heldout"]
