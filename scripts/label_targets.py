@@ -5,7 +5,9 @@ and persona decoding from SAE profiles on held-out responses.
 Reads a finished run (activations.h5, sae/, transcripts.h5 for the catalogue; nothing is written
 there) and makes one SAE pass over its sampled responses that keeps, per response and feature,
 several response-level statistics: the mean over its tokens (what `sae-atlas label` uses), the
-maximum, the firing rate, the mean over its first N tokens, and the mean raw residual (no SAE).
+maximum, the firing rate, the mean over its first N tokens, and the mean raw residual (no SAE);
+and, apart from these, the mean over the response's assistant header (`header`: the template
+tokens where the model selects its persona, DESIGN.md), whose share is reported but never chosen.
 Then, for each statistic:
 - AUROC: the labeling pass's own contrast and best-feature rule (sae_atlas.label.contrast,
   best_features), giving the share of personas at held-out AUROC >= 0.9; the same rule
@@ -18,8 +20,8 @@ Then, for each statistic:
   decoder, statistic and regularisation are chosen by accuracy in a grouped cross-validation
   over train questions (folds never share a question) and only then scored on held-out
   questions.
-- A learning curve over the number of train questions (2, 4, 6, 8) for the chosen decoder and
-  the AUROC share: what more questions per persona would buy, measured before proposing them.
+- A learning curve over the number of train questions (2, 4, 8, ... up to the run's) for the
+  chosen decoder and the AUROC share: what more questions per persona would buy.
 
 Prints the tables and writes runs/bench/label_targets.json. With --layers, instead: harvests
 the run's sampled responses at those layers (one pass, into --scratch) and decodes personas from
@@ -64,6 +66,7 @@ from sae_atlas.label import (
     doc_blocks,
     find_responses,
     fit_decoder,
+    header_rows,
     open_store,
     persona_decoder,
     question_folds,
@@ -73,6 +76,8 @@ from sae_atlas.personas import Catalogue
 from sae_atlas.train import load_sae
 
 FIRST = (8, 16, 32)
+HEADER = "header"
+"""A statistic of the assistant header, not of response tokens: reported, never chosen."""
 DECODED = ("mean", "max", "rate", "first16", "residual")
 """The statistics decoders are fitted on (each fit costs seconds)."""
 LDA_MAX_DIM = 1024
@@ -97,11 +102,13 @@ def response_statistics(
     response_of_doc = np.full(len(provenance), -1, dtype=np.int64)
     response_of_doc[responses.doc] = np.arange(len(responses))
     response = np.where(assistant, response_of_doc[table["doc"]], -1)
+    header = np.where(header_rows(table["role"], table["doc"]), response_of_doc[table["doc"]], -1)
     n, n_features = len(responses), 0 if sae is None else int(sae.cfg.d_sae)
     sums = np.zeros((n, n_features), np.float64)
     maxima = np.zeros((n, n_features), np.float32)
     fires = np.zeros((n, n_features), np.float64)
     first = {k: np.zeros((n, n_features), np.float64) for k in FIRST}
+    header_sums = np.zeros((n, n_features), np.float64)
     residual = np.zeros((n, store.d_model), np.float64)
     for start, stop in doc_blocks(
         provenance["token_start"].to_numpy(), provenance["token_count"].to_numpy(), block_tokens
@@ -109,7 +116,12 @@ def response_statistics(
         local = np.flatnonzero(response[start:stop] >= 0)
         if not len(local):
             continue
-        raw = store.acts(hook, start, stop)[local].astype(np.float32)
+        block = store.acts(hook, start, stop)
+        at_header = np.flatnonzero(header[start:stop] >= 0)
+        if sae is not None and len(at_header):
+            acts = sae.encode(torch.from_numpy(block[at_header].astype(np.float32))).float()
+            np.add.at(header_sums, header[start + at_header], acts.numpy())
+        raw = block[local].astype(np.float32)
         ids = response[start + local]  # non-decreasing: whole transcripts in row order
         starts = np.r_[0, np.flatnonzero(np.diff(ids)) + 1]
         position = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
@@ -124,6 +136,7 @@ def response_statistics(
         for k in FIRST:
             first[k][present] = np.add.reduceat(acts * (position < k)[:, None], starts)
     tokens = np.maximum(np.bincount(response[response >= 0], minlength=n), 1)[:, None]
+    header_tokens = np.maximum(np.bincount(header[header >= 0], minlength=n), 1)[:, None]
     stats: dict[str, np.ndarray] = (
         {}
         if sae is None
@@ -132,6 +145,7 @@ def response_statistics(
             "max": maxima,
             "rate": fires / tokens,
             **{f"first{k}": first[k] / np.minimum(tokens, k) for k in FIRST},
+            HEADER: header_sums / header_tokens,
         }
     )
     stats["residual"] = residual / tokens
@@ -307,7 +321,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             continue
         auroc[name] = {"cv_share": auroc_cv(values, responses, config)}
         auroc[name].update(auroc_share(values, responses, config))
-    chosen_statistic = max(auroc, key=lambda name: auroc[name]["cv_share"])
+    chosen_statistic = max(
+        (name for name in auroc if name != HEADER), key=lambda name: auroc[name]["cv_share"]
+    )
     seconds["auroc"] = time.monotonic() - started
     say(f"AUROC shares: {seconds['auroc']:.0f} s")
 
@@ -324,7 +340,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.monotonic()
     curve = []
-    for k in (2, 4, 6, 8):
+    n_train = len(np.unique(responses.question[responses.split == TRAIN]))
+    for k in sorted({*(2**i for i in range(1, n_train.bit_length())), n_train}):
         subset = first_questions(responses, k)
         values = stats[cv_best[0]]
         train, heldout = subset.split == TRAIN, subset.split == HELDOUT
@@ -387,7 +404,10 @@ def report(result: dict[str, Any]) -> None:
             f"| {name:<9} | {row['cv_share']:>16.3f} | {row['share']:>14.3f} | "
             f"{row['median']:>6.3f} | {row['oracle_share']:>12.3f} |{mark}"
         )
-    print("(* chosen by the CV share; oracle: best held-out AUROC of any feature, a ceiling)")
+    print(
+        "(* chosen by the CV share among response statistics; oracle: best held-out AUROC of any "
+        f"feature, a ceiling; {HEADER}: the assistant header's tokens, never chosen)"
+    )
     print("\nPersona decoding: CV accuracy on train questions / held-out accuracy")
     decoders = list(result["decoding"]["residual"])
     print("| statistic | " + " | ".join(f"{d:>17}" for d in decoders) + " |")
