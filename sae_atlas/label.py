@@ -4,7 +4,8 @@ What it computes. One pass over an activation store encodes, block by block (blo
 transcript boundaries, and only the rows some statistic needs are encoded), the residual
 activations at one hook with the SAE, and accumulates without ever holding [n_tokens, d_sae]:
 - per sampled response (conditions persona, default, no_system; its assistant tokens): the mean
-  activation of every feature, [n_responses, d_sae];
+  activation of every feature, [n_responses, d_sae], and the same mean over the assistant header
+  before it;
 - per transcript of a conditional persona, with its wrapper (condition persona) and without it
   (condition unwrapped, same system prompts and questions): the maximum of every feature on the
   user's message;
@@ -19,14 +20,15 @@ on train questions, confirmed on held-out ones by a one-sided Mann-Whitney U tes
 Benjamini-Hochberg control over every test made; trigger tests contrast the wrapped against the
 unwrapped user messages under the same system prompts, so a system prompt that mentions the
 wrapper does not make a trigger. It tags features (`persona:<name>`, `roleplay`, `assistant`,
-`puppeteer`, `trigger:<wrapper>`), finds template features, builds a card per
+`puppeteer`, `trigger:<wrapper>`), finds template features (and per persona the header feature
+that best separates it from the default, chosen on train, scored on held-out), builds a card per
 feature (top and quantile contexts, promoted / suppressed tokens through the unembedding, top
 personas, a short label), decodes personas from SAE profiles (nearest centroid or logistic
 regression, chosen by cross-validation on train questions, scored on held-out ones), and repeats
 the contrast with shuffled persona labels as a negative control.
 
 Cost: one SAE encoder pass per encoded row (O(d_model x d_sae)); memory about
-4 x n_responses x d_sae bytes (plus 2 x d_sae per transcript of a conditional persona) plus one
+8 x n_responses x d_sae bytes (plus 2 x d_sae per transcript of a conditional persona) plus one
 block of [block_tokens, d_sae] with its token-table rows; nothing per token of the whole store
 (the token table is read block by block, for the pass and for the example contexts); per
 transcript, its provenance and DocKinds (12 bytes); the contrasts rank [n_responses, d_sae]
@@ -247,10 +249,11 @@ class RowKinds:
     """What each row of a block of store rows counts for, [rows] each (-1: nothing).
 
     response: response row; group: persona * 2 + (0 train, 1 otherwise) of response rows;
-    user: TriggerSet row whose user's message holds the row; header: persona of assistant-header
-    rows; template: template rows of sampled transcripts; control: index into CONTROLS of rows
-    carrying the response text of a control of one of the responses (same job seed: the store's
-    `source` is the transcript's own row in the corpus once harvested).
+    user: TriggerSet row whose user's message holds the row; header: response row of the
+    assistant-header rows before it; template: template rows of sampled transcripts; control:
+    index into CONTROLS of rows carrying the response text of a control of one of the responses
+    (same job seed: the store's `source` is the transcript's own row in the corpus once
+    harvested).
     """
 
     response: np.ndarray
@@ -331,7 +334,7 @@ def row_kinds(table: dict[str, np.ndarray], docs: DocKinds, responses: Responses
     user = np.where(role == ROLE_CODE["user"], docs.trigger[doc], -1)
     header = np.full(len(role), -1, dtype=np.int32)
     header_mask = in_response & header_rows(role, doc)
-    header[header_mask] = responses.persona[response_of_doc[header_mask]]
+    header[header_mask] = response_of_doc[header_mask]
     control_of_doc = docs.control[doc]
     carrier = np.array([ROLE_CODE[CONTROL_ROLE[c]] for c in CONTROLS])[control_of_doc]
     control = np.where((control_of_doc >= 0) & (role == carrier), control_of_doc, -1)
@@ -350,7 +353,8 @@ class FeatureStatistics:
     """What one pass accumulates (P personas, F = d_sae features, K top examples, R samples).
 
     response_mean: [n_responses, F] float32 mean activation over each response's tokens;
-    response_tokens: [n_responses]; user_max: [m, F] float16 maximum on the user's message of
+    response_tokens: [n_responses]; header_mean: [n_responses, F] float32 mean over the
+    assistant header before each response; user_max: [m, F] float16 maximum on the user's message of
     each TriggerSet row (None without one); group_tokens: [P, 2] response tokens per persona and
     split (0 train, 1 other); group_sum / group_fires: [P, 2, F]; group_vector: [P, 2, d_model]
     residual sums; persona_max_sum: [P, F] sums of response maxima; header_tokens: [P];
@@ -362,6 +366,7 @@ class FeatureStatistics:
 
     response_mean: np.ndarray
     response_tokens: np.ndarray
+    header_mean: np.ndarray
     user_max: np.ndarray | None
     group_tokens: np.ndarray
     group_sum: np.ndarray
@@ -476,6 +481,7 @@ def collect(
     control_tokens = np.zeros(len(CONTROLS), dtype=np.int64)
     template_tokens = 0
     response_mean = np.zeros((len(responses), n_features), dtype=np.float32)
+    header_mean = np.zeros((len(responses), n_features), dtype=np.float32)
     user_max = None if triggers is None else np.zeros((len(triggers), n_features), dtype=np.float16)
     zeros = functools.partial(torch.zeros, device=device)
     group_sum = zeros((2 * n_personas, n_features), dtype=torch.float64)
@@ -497,7 +503,7 @@ def collect(
         kinds = row_kinds(store.token_rows(start, stop), docs, responses)
         add_counts(group_tokens, kinds.group[kinds.group >= 0])
         add_counts(response_tokens, kinds.response[kinds.response >= 0])  # whole responses
-        add_counts(header_tokens, kinds.header[kinds.header >= 0])
+        add_counts(header_tokens, responses.persona[kinds.header[kinds.header >= 0]])
         add_counts(control_tokens, kinds.control[kinds.control >= 0])
         template_tokens += int(kinds.template.sum())
         local = np.flatnonzero(kinds.needed())
@@ -550,7 +556,14 @@ def collect(
                     user_max[span] = np.maximum(user_max[span], maxima.cpu().numpy())
             where, header_acts = _select(kinds.header >= 0, local, acts)
             if len(where):
-                personas = torch.from_numpy(kinds.header[local[where]]).to(device)
+                ids = kinds.header[local[where]]  # a header and its response are in one block
+                first = int(ids.min())
+                index = torch.from_numpy(ids - first).to(device)
+                n_local = int(ids.max()) - first + 1
+                sums = zeros((n_local, n_features)).index_add_(0, index, header_acts)
+                counts = np.maximum(np.bincount(ids - first, minlength=n_local), 1)[:, None]
+                header_mean[first : first + n_local] = sums.cpu().numpy() / counts
+                personas = torch.from_numpy(responses.persona[ids]).to(device)
                 header_sum.index_add_(0, personas, header_acts.double())
                 header_fires.index_add_(0, personas, (header_acts > 0).double())
             _, template_acts = _select(kinds.template, local, acts)
@@ -567,6 +580,7 @@ def collect(
     return FeatureStatistics(
         response_mean=response_mean,
         response_tokens=response_tokens,
+        header_mean=header_mean,
         user_max=user_max,
         group_tokens=group_tokens.reshape(by_persona),
         group_sum=group_sum.cpu().numpy().reshape(*by_persona, n_features),
@@ -1403,8 +1417,10 @@ def make_summary(
     """The JSON-ready figures of a labeling pass: counts (features, responses, personas; per tag
     and per kind of tag), the tests made and how many hold, per persona its best feature (chosen
     on train) with train and held-out AUROC, the share of personas whose best feature reaches
-    held-out AUROC 0.9, the persona decoder, puppeteer and template features, the same tests on
-    shuffled persona labels, and whether the logits fold in the final norm."""
+    held-out AUROC 0.9, the persona decoder, puppeteer and template features (with the same best
+    feature and share on the assistant header's mean, where the model selects its persona; no
+    tags come from it), the same tests on shuffled persona labels, and whether the logits fold in
+    the final norm."""
     tag_counts = Counter(tag for feature_tags in tags for tag in feature_tags)
     kinds = Counter(tag.split(":")[0] for feature_tags in tags for tag in set(feature_tags))
     best_per_persona = {
@@ -1417,6 +1433,17 @@ def make_summary(
         for p, feature in best_features(result, responses).items()
     }
     heldout = [v["heldout_auroc"] for v in best_per_persona.values()]
+    at_header = contrast(stats.header_mean, responses, config)
+    best_at_header = {
+        responses.names[p]: {
+            "feature": feature,
+            "label": labels[feature],
+            "train_auroc": float(at_header.train_auroc[p, feature]),
+            "heldout_auroc": float(at_header.heldout_auroc[p, feature]),
+        }
+        for p, feature in best_features(at_header, responses).items()
+    }
+    header_heldout = [v["heldout_auroc"] for v in best_at_header.values()]
     rng = np.random.default_rng(config.seed)
     shuffled = rng.permutation(responses.persona)
     shuffled_triggers = (
@@ -1486,6 +1513,10 @@ def make_summary(
                 ]
                 for name, rows in by_persona.items()
             },
+            "best_heldout_auroc": best_at_header,
+            "share_personas_auroc_0.9": (
+                float(np.mean(np.array(header_heldout) >= 0.9)) if header_heldout else None
+            ),
         },
         "shuffled_control": {
             "n_tagged": sum(bool(t) for t in control_tags),

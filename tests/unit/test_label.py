@@ -6,9 +6,10 @@ noise plus planted features: one per persona for pirate, villain and pirate_tag,
 persona but the default (roleplay), one up in the default only (assistant), one on every
 assistant token (puppeteer), one on the wrapper of pirate_tag's user messages (trigger), one on
 pirate_tag's user messages with or without the wrapper (its system prompt's: no trigger), one on
-the assistant header (template); pirate_tag's unwrapped transcripts answer as the default. The
-SAE reads coordinate i as feature i (threshold 0.5), so the expected tags are known; noise alone
-makes every feature fire on about 0.6% of tokens (about 20% of responses).
+the assistant header (template), one on the pirate's assistant header only; pirate_tag's
+unwrapped transcripts answer as the default. The SAE reads coordinate i as feature i (threshold
+0.5), so the expected tags are known; noise alone makes every feature fire on about 0.6% of
+tokens (about 20% of responses).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ HOOK = "blocks.1.hook_resid_post"
 PERSONAS = ("assistant", "pirate", "villain", "chef", "knight", "poet", "pirate_tag")
 D_MODEL, D_SAE = 32, 40
 PIRATE, VILLAIN, PIRATE_TAG, ROLEPLAY, ASSISTANT, PUPPETEER, TRIGGER, HEADER, SYSTEM = range(9)
-PLANTED = range(9)
+PIRATE_HEADER = 9
+PLANTED = range(10)
 WORDS = ["the", "sea", "ship", "sun", "gold", "map", "storm", "crew", "wind", "cake"]
 NOISE = 0.2
 CONFIG = LabelConfig(block_tokens=2048, top_examples=5, quantile_examples=3, reservoir=16)
@@ -67,7 +69,10 @@ def planted_acts(transcript, rng: np.random.Generator) -> np.ndarray:
     assistant = role == ROLE_CODE["assistant"]
     some = assistant & (rng.random(n) < 0.6)
     acts[assistant, PUPPETEER] += 1.2
-    acts[header_rows(role, np.zeros(n, dtype=np.int32)), HEADER] += 1.5
+    header = header_rows(role, np.zeros(n, dtype=np.int32))
+    acts[header, HEADER] += 1.5
+    if transcript.persona == "pirate" and transcript.condition == "persona":
+        acts[header, PIRATE_HEADER] += 1.5
     if transcript.condition == "persona":
         acts[assistant & (rng.random(n) < 0.6), ROLEPLAY] += 1.2
     else:
@@ -174,6 +179,12 @@ def test_planted_features_get_their_tags(labels):
     assert summary["best_heldout_auroc"]["villain"]["feature"] in (VILLAIN, ROLEPLAY)
     assert summary["best_heldout_auroc"]["chef"]["feature"] == ROLEPLAY
     assert summary["share_personas_auroc_0.9"] == 1.0
+    # on the assistant header only the pirate has its own feature; the others' best is noise
+    at_header = summary["template_features"]["best_heldout_auroc"]
+    assert at_header["pirate"]["feature"] == PIRATE_HEADER
+    assert at_header["pirate"]["heldout_auroc"] == 1.0
+    assert max(best["heldout_auroc"] for name, best in at_header.items() if name != "pirate") < 0.9
+    assert summary["template_features"]["share_personas_auroc_0.9"] == 1 / 6
     assert labels.features["heldout_auroc"][PIRATE] == 1.0
 
 
