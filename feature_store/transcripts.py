@@ -220,9 +220,10 @@ class TranscriptStore:
         with open_readable(self.path) as file:
             return {c.path.split("/", 1)[1]: file[c.path][start:stop] for c in TOKEN_COLUMNS}
 
-    def token_blocks(self, rows: int = READ_ROWS) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """The committed tokens/ columns in consecutive blocks of `rows` rows: (first row, the
-        block's token_id, doc, pos, role)."""
+    def token_blocks(self, rows: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The committed tokens/ columns in consecutive blocks of `rows` (default READ_ROWS) rows:
+        (first row, the block's token_id, doc, pos, role)."""
+        rows = rows or READ_ROWS
         for start in range(0, self.n_tokens, rows):
             yield start, self.token_rows(start, start + rows)
 

@@ -96,7 +96,7 @@ Transcripts = Sequence[Transcript] | TranscriptStore
 
 
 @dataclass(frozen=True)
-class Ordered:
+class LengthSorted:
     """The transcripts of `source` a harvest runs, in its order: input indices `index` [n] and
     their lengths `lengths` [n] (truncated to max_len), nothing per token. A run of them
     (`ordered[a:b]`) is read from the source at once (`read`)."""
@@ -109,7 +109,7 @@ class Ordered:
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, run: slice) -> Ordered:
+    def __getitem__(self, run: slice) -> LengthSorted:
         return replace(self, index=self.index[run], lengths=self.lengths[run])
 
     @property
@@ -130,7 +130,7 @@ class Ordered:
         ]
 
 
-def length_sorted(transcripts: Transcripts, max_len: int) -> Ordered:
+def length_sorted(transcripts: Transcripts, max_len: int) -> LengthSorted:
     """The transcripts in the order a harvest runs them: by length once truncated to max_len,
     equal lengths in input order. Reads only the lengths of a TranscriptStore."""
     if isinstance(transcripts, TranscriptStore):
@@ -139,14 +139,14 @@ def length_sorted(transcripts: Transcripts, max_len: int) -> Ordered:
         lengths = np.array([len(t) for t in transcripts], dtype=np.int64)
     lengths = np.minimum(lengths, max_len)
     index = np.argsort(lengths, kind="stable")
-    return Ordered(transcripts, index, lengths[index], max_len)
+    return LengthSorted(transcripts, index, lengths[index], max_len)
 
 
 DIGEST_TOKENS = 1 << 20
 """Tokens read at a time to compute a harvest's input digest."""
 
 
-def transcripts_digest(ordered: Ordered) -> str:
+def transcripts_digest(ordered: LengthSorted) -> str:
     """sha1 of every transcript's tokens and roles, in order: the identity of a harvest's input.
     Reads the transcripts in runs of about DIGEST_TOKENS tokens."""
     digest = hashlib.sha1()
@@ -158,7 +158,7 @@ def transcripts_digest(ordered: Ordered) -> str:
     return digest.hexdigest()
 
 
-def shard_share(ordered: Ordered, shard: Shard | None) -> Ordered:
+def shard_share(ordered: LengthSorted, shard: Shard | None) -> LengthSorted:
     """The contiguous run of `ordered` that `shard` harvests (all of it for None): cut where the
     running token count crosses rank / world_size of the total, so ranks get about equal tokens
     and the shards, one after another, are in single-process order."""
@@ -286,7 +286,7 @@ def harvest(
 
 def write_store(
     handle: ModelHandle,
-    ordered: Ordered,
+    ordered: LengthSorted,
     out: Path,
     stage_config: dict[str, Any],
     config: HarvestConfig,
