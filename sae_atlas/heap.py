@@ -9,7 +9,7 @@ inside the heap to the system (madvise), so between batches a stage holds only w
 its peak is one batch's, whatever the corpus size. Cost: one walk of the heap and the page faults
 that touch those pages again in the next batch, a small fraction of a forward pass. (Fixing the
 threshold low instead keeps the heap small but maps and zero-fills every large tensor on each
-allocation: harvest ran 25-40% slower.) No effect off glibc.
+allocation: harvest ran 23-41% slower.) No effect off glibc.
 """
 
 from __future__ import annotations
