@@ -1,17 +1,17 @@
 """Benchmark: peak resident memory of harvest, train and label for two corpus sizes (N, 4N tokens).
 
-Every stage runs in a fresh child process (spawned) on a random Llama built in code and a
-synthetic chat corpus, as the CLI runs it: harvest reads transcripts.h5 and writes
-activations.h5, train trains one SAE from it (a fixed token budget, evaluation included), label
-labels that SAE on the whole store. The child reports its peak resident set size (ru_maxrss).
-The baseline, in the same way, is a child that imports every stage and builds the model but runs
-none. Children run the stages as the `sae-atlas` command does (glibc's dynamic mmap threshold;
-harvest and label hand the heap's free pages back after each batch, `sae_atlas.heap`); to compare,
-`--mmap-threshold BYTES` fixes glibc's threshold in the children (1048576: what the command did
-before) and `--no-release` turns the hand-back off. A stage that streams from disk has the same
-peak at N and 4N tokens; the table gives the growth per extra token next to the bytes per token of
-dense float32 activations ([n_tokens, d_model] in memory), and each stage's user and system CPU
-seconds. Prints a table and writes JSON.
+Every stage runs in a fresh child process (spawned) on a random Llama built in code and a synthetic
+chat corpus, as the CLI runs it: harvest reads transcripts.h5 and writes activations.h5, train
+trains one SAE from it (a fixed token budget, evaluation included), label labels that SAE on the
+whole store. The child reports its peak resident set size (ru_maxrss). The baseline, in the same
+way, is a child that imports every stage and builds the model but runs none. Children run the
+stages as the `sae-atlas` command does (glibc's dynamic mmap threshold; harvest and label hand the
+heap's free pages back after each batch, `sae_atlas.heap`); to compare, `--heap dynamic` runs them
+without that hand-back and `--heap fixed` with glibc's threshold fixed at 1 MiB (what the command
+did before; see scripts/heap_mode.py). A stage that streams from disk has the same peak at N and 4N
+tokens; the table gives the growth per extra token next to the bytes per token of dense float32
+activations ([n_tokens, d_model] in memory), and each stage's user and system CPU seconds. Prints a
+table and writes JSON.
 
     PYTHONPATH=. python scripts/bench_memory.py --tokens 50000 --out runs/bench/bench_memory.json
 """
@@ -19,7 +19,6 @@ seconds. Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import platform
@@ -31,24 +30,17 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from heap_mode import MODES
+
 STAGES = ("baseline", "harvest", "train", "label")
 
 
-M_MMAP_THRESHOLD = -3  # mallopt parameter, malloc.h
+def run_stage(stage: str, folder: str, model: dict[str, Any], heap: str) -> dict[str, float]:
+    """Run `stage` on the run folder in this (child) process, in heap mode `heap`; its seconds,
+    CPU seconds and peak RSS."""
+    from heap_mode import set_heap_mode
 
-
-def run_stage(
-    stage: str, folder: str, model: dict[str, Any], mmap_threshold: int, release: bool
-) -> dict[str, float]:
-    """Run `stage` on the run folder in this (child) process; its seconds, CPU seconds and peak
-    RSS."""
-    if mmap_threshold:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, mmap_threshold)
-    import sae_atlas.harvest
-    import sae_atlas.label
-
-    if not release:
-        sae_atlas.harvest.release_free_heap = sae_atlas.label.release_free_heap = lambda: None
+    set_heap_mode(heap)
     from synthetic import random_chat_model
 
     from feature_store.transcripts import TranscriptStore
@@ -89,10 +81,7 @@ def run_stage(
 
 def in_child(stage: str, folder: Path, model: dict[str, Any], args: Any) -> dict[str, float]:
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        job = pool.submit(
-            run_stage, stage, str(folder), model, args.mmap_threshold, not args.no_release
-        )
-        return job.result()
+        return pool.submit(run_stage, stage, str(folder), model, args.heap).result()
 
 
 def main() -> None:
@@ -101,12 +90,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=4096)
-    parser.add_argument(
-        "--mmap-threshold", type=int, default=0, help="fix glibc's mmap threshold (0: dynamic)"
-    )
-    parser.add_argument(
-        "--no-release", action="store_true", help="no malloc_trim after harvest / label batches"
-    )
+    parser.add_argument("--heap", choices=MODES, default="release", help="see heap_mode.py")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_memory.json"))
     args = parser.parse_args()
     from synthetic import synthetic_corpus
@@ -161,8 +145,7 @@ def main() -> None:
         json.dumps(
             {
                 "args": {k: str(v) for k, v in vars(args).items()},
-                "glibc_mmap_threshold": args.mmap_threshold or "dynamic",
-                "release_free_heap": not args.no_release,
+                "heap": args.heap,
                 "model": model,
                 "dense_float32_bytes_per_token": dense,
                 "runs": rows,
