@@ -150,14 +150,13 @@ class ActivationStore(TranscriptStore):
         min_pos: int = 0,
     ) -> np.ndarray:
         """bool [n_tokens]: tokens whose role, transcript split and condition are among those given
-        (None: any), at position min_pos or later in their transcript."""
-        table = self.token_table()
-        mask = table["pos"] >= min_pos
+        (None: any), at position min_pos or later in their transcript. Reads the token table block
+        by block (`token_blocks`)."""
         if roles is not None:
             unknown = [r for r in roles if r not in ROLE_CODE]
             if unknown:
                 raise StoreError(f"unknown role(s) {unknown}; roles are {list(ROLE_CODE)}")
-            mask &= np.isin(table["role"], [ROLE_CODE[r] for r in roles])
+        keep_doc = None
         if splits is not None or conditions is not None:
             provenance = self.provenance()
             keep_doc = np.ones(len(provenance), dtype=bool)
@@ -165,7 +164,14 @@ class ActivationStore(TranscriptStore):
                 keep_doc &= provenance["split"].isin(list(splits)).to_numpy()
             if conditions is not None:
                 keep_doc &= provenance["condition"].isin(list(conditions)).to_numpy()
-            mask &= keep_doc[table["doc"]]
+        mask = np.empty(self.n_tokens, dtype=bool)
+        for start, table in self.token_blocks():
+            block = table["pos"] >= min_pos
+            if roles is not None:
+                block &= np.isin(table["role"], [ROLE_CODE[r] for r in roles])
+            if keep_doc is not None:
+                block &= keep_doc[table["doc"]]
+            mask[start : start + len(block)] = block
         return mask
 
     def batches(

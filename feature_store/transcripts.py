@@ -27,6 +27,9 @@ from feature_store.schema import (
     Column,
 )
 
+READ_ROWS = 1 << 20
+"""Token rows a reader that streams the token table reads at a time (`token_blocks`)."""
+
 PROVENANCE_FIELDS = ("persona", "condition", "variant", "question_id", "split", "turn", "seed")
 
 
@@ -217,19 +220,61 @@ class TranscriptStore:
         with open_readable(self.path) as file:
             return {c.path.split("/", 1)[1]: file[c.path][start:stop] for c in TOKEN_COLUMNS}
 
+    def token_blocks(self, rows: int | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """The committed tokens/ columns in consecutive blocks of `rows` (default READ_ROWS) rows:
+        (first row, the block's token_id, doc, pos, role)."""
+        rows = rows or READ_ROWS
+        for start in range(0, self.n_tokens, rows):
+            yield start, self.token_rows(start, start + rows)
+
+    def lengths(self) -> np.ndarray:
+        """[n_transcripts] int64: each committed transcript's token count (no tokens read)."""
+        with open_readable(self.path) as file:
+            return file["transcripts/token_count"][: len(self)].astype(np.int64)
+
+    def read(self, indices: Sequence[int] | np.ndarray) -> list[Transcript]:
+        """The committed transcripts at `indices` (any order), in that order: their provenance rows
+        and token spans only, read with the file open once. Memory: those transcripts."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if not len(indices):
+            return []
+        if indices.min() < 0 or indices.max() >= len(self):
+            raise IndexError(f"{self.path}: transcripts {indices} of {len(self)}")
+        unique, position = np.unique(indices, return_inverse=True)
+        with open_readable(self.path) as file:
+            columns = {c.path.split("/", 1)[1]: file[c.path][unique] for c in TRANSCRIPT_COLUMNS}
+            token_ids, roles = file["tokens/token_id"], file["tokens/role"]
+            transcripts = []
+            for at in position:
+                row = {name: values[at] for name, values in columns.items()}
+                span = slice(int(row["token_start"]), int(row["token_start"] + row["token_count"]))
+                transcripts.append(_transcript(row, token_ids[span], roles[span]))
+        return transcripts
+
     def __iter__(self) -> Iterator[Transcript]:
+        """Every committed transcript, from the whole token table read at once (fast, but holds
+        every token; `read` holds only the transcripts asked for)."""
         table = self.token_table()
-        for row in self.provenance().itertuples(index=False):
-            span = slice(int(row.token_start), int(row.token_start) + int(row.token_count))
-            yield Transcript(
-                token_ids=table["token_id"][span],
-                roles=table["role"][span],
-                persona=row.persona,
-                condition=row.condition,
-                variant=int(row.variant),
-                question_id=row.question_id,
-                split=row.split,
-                turn=int(row.turn),
-                seed=int(row.seed),
-                source=int(row.source),
-            )
+        for row in self.provenance().to_dict("records"):
+            span = slice(int(row["token_start"]), int(row["token_start"]) + int(row["token_count"]))
+            yield _transcript(row, table["token_id"][span], table["role"][span])
+
+
+def _transcript(row: Mapping[str, Any], token_ids: np.ndarray, roles: np.ndarray) -> Transcript:
+    """A Transcript from one row of the transcripts/ columns (text as str or bytes)."""
+
+    def text(value: str | bytes) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return Transcript(
+        token_ids=token_ids,
+        roles=roles,
+        persona=text(row["persona"]),
+        condition=text(row["condition"]),
+        variant=int(row["variant"]),
+        question_id=text(row["question_id"]),
+        split=text(row["split"]),
+        turn=int(row["turn"]),
+        seed=int(row["seed"]),
+        source=int(row["source"]),
+    )

@@ -19,7 +19,7 @@ from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import BuildConfig, dump_config, to_dict
 from sae_atlas.corpus import build_corpus, corpus_jobs
 from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
-from sae_atlas.harvest import harvest
+from sae_atlas.harvest import harvest, length_sorted
 from sae_atlas.label import catalogue_from_corpus, label_stage
 from sae_atlas.labels import load_labels
 from sae_atlas.models import ModelHandle, load_model
@@ -99,9 +99,8 @@ def build(
     record("corpus", started, corpus.skipped)
 
     started = time.monotonic()
-    transcripts = list(TranscriptStore(paths["corpus"]))
-    total = sum(min(len(t), config.harvest.max_len) for t in transcripts)
-    update = bar("harvest", total, "tok")
+    transcripts = TranscriptStore(paths["corpus"])
+    update = bar("harvest", length_sorted(transcripts, config.harvest.max_len).n_tokens, "tok")
     result = harvest(handle, transcripts, paths["harvest"], config.harvest, progress=update)
     record("harvest", started, result.skipped)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import sys
 from collections.abc import Callable
@@ -47,24 +46,6 @@ ProfileDtypeOption = Annotated[
         "than float32 uses bfloat16 autocast (default: the profile's)",
     ),
 ]
-
-
-MMAP_THRESHOLD = 1 << 20
-"""Bytes from which glibc serves an allocation by mmap and returns it to the system when freed."""
-M_MMAP_THRESHOLD = -3  # mallopt parameter, malloc.h
-
-
-@app.callback()
-def bounded_heap() -> None:
-    """Fix glibc's mmap threshold at MMAP_THRESHOLD for every command. By default glibc raises it
-    (up to 32 MiB) each time a large block is freed, so the per-batch arrays of harvest, train
-    and label land on the heap, which fragments: peak memory then grew with the tokens a stage
-    streamed (scripts/bench_memory.py). No effect off glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def user_errors(command: F) -> F:
@@ -170,11 +151,10 @@ def harvest(
                 f"{transcripts}: was written with model {store.model!r}, not "
                 f"{handle.model_id!r}; pass the --model (and --adapter) it was written with"
             )
-        records = list(store)
-        share = shard_share(length_sorted(records, max_len), shard)
+        share = shard_share(length_sorted(store, max_len), shard)
         where = "" if shard is None else f" rank {shard.rank}/{shard.world_size}"
-        with token_bar(sum(len(r) for r in share), "harvest" + where) as bar:
-            result = run_harvest(handle, records, out, config, progress=bar.update, shard=shard)
+        with token_bar(share.n_tokens, "harvest" + where) as bar:
+            result = run_harvest(handle, store, out, config, progress=bar.update, shard=shard)
     if shard is not None and shard.rank != 0:
         return
     if result.skipped:

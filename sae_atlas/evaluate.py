@@ -65,7 +65,6 @@ def sample_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to max_rows activations float32 [n, d_model] of rows where mask is true, with their
     role codes [n]; whole chunks are read in a seeded random order."""
-    roles = store.token_table()["role"]
     starts = np.random.default_rng(seed).permutation(np.arange(0, store.n_tokens, ACTS_CHUNK_ROWS))
     acts, picked_roles, n_rows = [], [], 0
     for start in starts:
@@ -73,7 +72,7 @@ def sample_rows(
         if not keep.any():
             continue
         acts.append(store.acts(hook, start, start + ACTS_CHUNK_ROWS)[keep].astype(np.float32))
-        picked_roles.append(roles[start : start + ACTS_CHUNK_ROWS][keep])
+        picked_roles.append(store.token_rows(start, start + ACTS_CHUNK_ROWS)["role"][keep])
         n_rows += len(acts[-1])
         if n_rows >= max_rows:
             break
@@ -129,13 +128,15 @@ def activation_metrics(sae: SAE[Any], acts: np.ndarray, roles: np.ndarray) -> di
 def heldout_transcripts(
     store: ActivationStore, token_mask: np.ndarray, n_transcripts: int, seed: int
 ) -> list[Transcript]:
-    """Up to n_transcripts transcripts (seeded random choice) whose tokens all lie in token_mask."""
-    provenance = store.provenance()
-    doc = store.token_table()["doc"]
-    outside = np.bincount(doc[~token_mask], minlength=len(provenance))
+    """Up to n_transcripts transcripts (seeded random choice, in store order) whose tokens all lie
+    in token_mask; reads the token table block by block and only the chosen transcripts."""
+    outside = np.zeros(len(store), dtype=np.int64)
+    for start, table in store.token_blocks():
+        keep = token_mask[start : start + len(table["doc"])]
+        outside += np.bincount(table["doc"][~keep], minlength=len(store))
     eligible = np.flatnonzero(outside == 0)
-    chosen = set(np.random.default_rng(seed).permutation(eligible)[:n_transcripts].tolist())
-    return [t for i, t in enumerate(store) if i in chosen]
+    chosen = np.random.default_rng(seed).permutation(eligible)[:n_transcripts]
+    return store.read(np.sort(chosen))
 
 
 Splice = Callable[[torch.Tensor, Any], torch.Tensor]
@@ -189,7 +190,9 @@ def spliced_losses(
     columns: dict[str, list[np.ndarray]] = {"role": [], "ce_clean": []}
     for name in splices:
         columns[f"ce_{name}"], columns[f"kl_{name}"] = [], []
-    for batch in length_batches(length_sorted(transcripts, max_len), batch_tokens, 64):
+    ordered = length_sorted(transcripts, max_len)
+    for run in length_batches(ordered.lengths, batch_tokens, 64):
+        batch = ordered[run].read()
         tokens, mask = padded(batch, pad_id)
         tokens = tokens.to(handle.device)
         valid = torch.from_numpy(mask[:, 1:]).to(handle.device)
@@ -250,7 +253,7 @@ def evaluate_sae(
         "spliced": None,
     }
     if handle is not None and n_transcripts > 0:
-        sinks = store.token_table()["pos"] < skip_positions  # whole transcripts go through
+        sinks = ~store.token_mask(min_pos=skip_positions)  # whole transcripts go through
         transcripts = heldout_transcripts(store, mask | sinks, n_transcripts, seed)
         if transcripts:
             result["spliced"] = spliced_losses(

@@ -5,8 +5,10 @@ in one pass, transcripts are sorted by length and batched under a padded-token b
 padding, which a causal model never attends to, so no attention mask is needed), and padding is
 never stored. Each batch is one commit of the store: a killed harvest resumes after its last
 batch. Cost: one forward pass through the first L+1 layers per token; about 1,000-1,300
-tokens/s through 16 layers of the default model on a 2-core CPU in float32. Memory: the model, one
-batch, and the transcripts' token ids and roles (5 bytes per token), never the activations.
+tokens/s through 16 layers of the default model on a 2-core CPU in float32. Memory: the model,
+one batch (its transcripts are read from a TranscriptStore when the batch runs; the C heap's free
+pages go back after each batch, `sae_atlas.heap`), and the order and length of each transcript
+(16 bytes per transcript); nothing per token of the corpus, never the activations.
 
 Sharded (under `torchrun` or `accelerate launch`, see `distributed`): rank r of W harvests the r-th
 of W contiguous runs of the length-sorted transcripts, cut at equal token counts, into its own
@@ -32,9 +34,10 @@ import torch.distributed as dist
 
 from feature_store.activations import ActivationWriter, join_shards, shard_path
 from feature_store.schema import ACTIVATIONS_KIND
-from feature_store.transcripts import Transcript, store_state
+from feature_store.transcripts import Transcript, TranscriptStore, store_state
 from sae_atlas.config import HarvestConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.heap import release_free_heap
 from sae_atlas.models import ModelHandle
 
 BARRIER_TIMEOUT = timedelta(hours=24)
@@ -88,52 +91,98 @@ def distributed(device: str) -> Iterator[tuple[Shard | None, str]]:
         dist.destroy_process_group()
 
 
-def transcripts_digest(transcripts: Sequence[Transcript]) -> str:
-    """sha1 of every transcript's tokens and roles: the identity of a harvest's input."""
+Transcripts = Sequence[Transcript] | TranscriptStore
+"""A harvest's input: transcripts in memory, or a store whose transcripts are read when needed."""
+
+
+@dataclass(frozen=True)
+class LengthSorted:
+    """The transcripts of `source` a harvest runs, in its order: input indices `index` [n] and
+    their lengths `lengths` [n] (truncated to max_len), nothing per token. A run of them
+    (`ordered[a:b]`) is read from the source at once (`read`)."""
+
+    source: Transcripts
+    index: np.ndarray
+    lengths: np.ndarray
+    max_len: int
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, run: slice) -> LengthSorted:
+        return replace(self, index=self.index[run], lengths=self.lengths[run])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+    def read(self) -> list[Transcript]:
+        """These transcripts, truncated to max_len, `source` set to their input index."""
+        if isinstance(self.source, TranscriptStore):
+            picked = self.source.read(self.index)
+        else:
+            picked = [self.source[int(i)] for i in self.index]
+        return [
+            replace(
+                t, token_ids=t.token_ids[: self.max_len], roles=t.roles[: self.max_len], source=i
+            )
+            for t, i in zip(picked, self.index.tolist(), strict=True)
+        ]
+
+
+def length_sorted(transcripts: Transcripts, max_len: int) -> LengthSorted:
+    """The transcripts in the order a harvest runs them: by length once truncated to max_len,
+    equal lengths in input order. Reads only the lengths of a TranscriptStore."""
+    if isinstance(transcripts, TranscriptStore):
+        lengths = transcripts.lengths()
+    else:
+        lengths = np.array([len(t) for t in transcripts], dtype=np.int64)
+    lengths = np.minimum(lengths, max_len)
+    index = np.argsort(lengths, kind="stable")
+    return LengthSorted(transcripts, index, lengths[index], max_len)
+
+
+DIGEST_TOKENS = 1 << 20
+"""Tokens read at a time to compute a harvest's input digest."""
+
+
+def transcripts_digest(ordered: LengthSorted) -> str:
+    """sha1 of every transcript's tokens and roles, in order: the identity of a harvest's input.
+    Reads the transcripts in runs of about DIGEST_TOKENS tokens."""
     digest = hashlib.sha1()
-    for transcript in transcripts:
-        digest.update(np.asarray(transcript.token_ids, dtype=np.int32).tobytes())
-        digest.update(np.asarray(transcript.roles, dtype=np.uint8).tobytes())
-        digest.update(b"|")
+    for run in length_batches(ordered.lengths, DIGEST_TOKENS, len(ordered)):
+        for transcript in ordered[run].read():
+            digest.update(np.asarray(transcript.token_ids, dtype=np.int32).tobytes())
+            digest.update(np.asarray(transcript.roles, dtype=np.uint8).tobytes())
+            digest.update(b"|")
     return digest.hexdigest()
 
 
-def length_sorted(transcripts: Sequence[Transcript], max_len: int) -> list[Transcript]:
-    """Transcripts truncated to max_len, `source` set to their input index, sorted by length."""
-    prepared = [
-        replace(t, token_ids=t.token_ids[:max_len], roles=t.roles[:max_len], source=i)
-        for i, t in enumerate(transcripts)
-    ]
-    return sorted(prepared, key=len)
-
-
-def shard_share(ordered: Sequence[Transcript], shard: Shard | None) -> Sequence[Transcript]:
-    """The contiguous run of the length-sorted `ordered` that `shard` harvests (all of it for
-    None): cut where the running token count crosses rank / world_size of the total, so ranks get
-    about equal tokens and the shards, one after another, are in single-process order."""
+def shard_share(ordered: LengthSorted, shard: Shard | None) -> LengthSorted:
+    """The contiguous run of `ordered` that `shard` harvests (all of it for None): cut where the
+    running token count crosses rank / world_size of the total, so ranks get about equal tokens
+    and the shards, one after another, are in single-process order."""
     if shard is None:
         return ordered
-    ends = np.cumsum([0] + [len(t) for t in ordered])
+    ends = np.concatenate([[0], np.cumsum(ordered.lengths)])
     cuts = np.searchsorted(ends, ends[-1] * np.arange(shard.world_size + 1) / shard.world_size)
     cuts[-1] = len(ordered)
     return ordered[int(cuts[shard.rank]) : int(cuts[shard.rank + 1])]
 
 
-def length_batches(
-    transcripts: Sequence[Transcript], batch_tokens: int, max_batch: int
-) -> Iterator[list[Transcript]]:
-    """Consecutive batches whose padded size (rows x longest) stays within batch_tokens."""
-    batch: list[Transcript] = []
-    longest = 0
-    for transcript in transcripts:
-        longest_with = max(longest, len(transcript))
-        if batch and (longest_with * (len(batch) + 1) > batch_tokens or len(batch) >= max_batch):
-            yield batch
-            batch, longest_with = [], len(transcript)
-        batch.append(transcript)
+def length_batches(lengths: np.ndarray, batch_tokens: int, max_batch: int) -> Iterator[slice]:
+    """Consecutive runs of sequences of `lengths` [n] (sorted ascending) whose padded size
+    (rows x longest) stays within batch_tokens, at most max_batch rows each."""
+    first = longest = 0
+    for at, length in enumerate(lengths.tolist()):
+        longest_with = max(longest, length)
+        rows = at - first
+        if rows and (longest_with * (rows + 1) > batch_tokens or rows >= max_batch):
+            yield slice(first, at)
+            first, longest_with = at, length
         longest = longest_with
-    if batch:
-        yield batch
+    if first < len(lengths):
+        yield slice(first, len(lengths))
 
 
 def padded(batch: Sequence[Transcript], pad_id: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -161,9 +210,20 @@ def residual_activations(
     return {hook: cache[hook] for hook in hooks}
 
 
+def batch_activations(
+    handle: ModelHandle, batch: Sequence[Transcript], hooks: Sequence[str], pad_id: int
+) -> dict[str, np.ndarray]:
+    """float16 activations [total tokens of `batch`, d_model] per hook, in the batch's order,
+    padding dropped."""
+    tokens, mask = padded(batch, pad_id)
+    acts = residual_activations(handle, tokens, hooks)
+    flat_mask = torch.from_numpy(mask).to(handle.device)
+    return {hook: value[flat_mask].to(torch.float16).cpu().numpy() for hook, value in acts.items()}
+
+
 def harvest(
     handle: ModelHandle,
-    transcripts: Sequence[Transcript],
+    transcripts: Transcripts,
     out: str | Path,
     config: HarvestConfig,
     progress: Callable[[int], None] | None = None,
@@ -184,7 +244,7 @@ def harvest(
         "input_digest": transcripts_digest(ordered),
         "n_transcripts": len(ordered),
     }
-    n_tokens = sum(len(t) for t in ordered)
+    n_tokens = ordered.n_tokens
     started = time.monotonic()
     state = store_state(out, ACTIVATIONS_KIND, handle.model_id, stage_config)
     if state == "complete":
@@ -226,7 +286,7 @@ def harvest(
 
 def write_store(
     handle: ModelHandle,
-    ordered: Sequence[Transcript],
+    ordered: LengthSorted,
     out: Path,
     stage_config: dict[str, Any],
     config: HarvestConfig,
@@ -249,16 +309,12 @@ def write_store(
     pad_id = int(handle.tokenizer.pad_token_id or 0)
     new_tokens = 0
     try:
-        for batch in length_batches(ordered[done:], config.batch_tokens, config.max_batch):
-            tokens, mask = padded(batch, pad_id)
-            acts = residual_activations(handle, tokens, config.hooks)
-            flat_mask = torch.from_numpy(mask).to(handle.device)
-            rows = {
-                hook: value[flat_mask].to(torch.float16).cpu().numpy()
-                for hook, value in acts.items()
-            }
-            writer.append(batch, rows)
-            n = int(mask.sum())
+        todo = ordered[done:]
+        for run in length_batches(todo.lengths, config.batch_tokens, config.max_batch):
+            batch = todo[run].read()
+            writer.append(batch, batch_activations(handle, batch, config.hooks, pad_id))
+            release_free_heap()  # the batch's tensors are freed: their pages go back
+            n = int(todo.lengths[run].sum())
             new_tokens += n
             if progress is not None:
                 progress(n)

@@ -68,6 +68,7 @@ from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import LabelConfig, to_dict
 from sae_atlas.corpus import SAMPLED_CONDITIONS, UNWRAPPED
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.heap import release_free_heap
 from sae_atlas.labels import LABELS_KIND, Labels, save_labels
 from sae_atlas.models import ModelHandle
 from sae_atlas.personas import Catalogue
@@ -573,6 +574,7 @@ def collect(
                 codes = torch.from_numpy(kinds.control[local[where]]).to(device)
                 control_sum.index_add_(0, codes, control_acts.double())
                 control_fires.index_add_(0, codes, (control_acts > 0).double())
+        release_free_heap()  # so that the heap does not creep up block by block
         if progress is not None:
             progress(stop - start)
     sample_row[sample_key > 1] = -1

@@ -96,9 +96,8 @@ def run(dtype: str, n_tokens: int, layer: int, batch_tokens: int) -> dict:
     transcripts = synthetic_transcripts(n_tokens, len(handle.tokenizer))
     config = HarvestConfig(hooks=(handle.resid_hook(layer),), batch_tokens=batch_tokens)
     ordered = length_sorted(transcripts, config.max_len)
-    batches = [
-        padded(b, 0)[0] for b in length_batches(ordered, config.batch_tokens, config.max_batch)
-    ]
+    runs = length_batches(ordered.lengths, config.batch_tokens, config.max_batch)
+    batches = [padded(ordered[run].read(), 0)[0] for run in runs]
     real_tokens = sum(len(t) for t in transcripts)
     padded_tokens = sum(b.numel() for b in batches)
     bare_hf_seconds(handle, batches[:1], layer)  # warm-up

@@ -1,14 +1,16 @@
 """Benchmark: peak resident memory of harvest, train and label for two corpus sizes (N, 4N tokens).
 
-Every stage runs in a fresh child process (spawned) on a random Llama built in code and a
-synthetic chat corpus, as the CLI runs it: harvest reads transcripts.h5 and writes
-activations.h5, train trains one SAE from it (a fixed token budget, evaluation included), label
-labels that SAE on the whole store. The child reports its peak resident set size (ru_maxrss).
-The baseline, in the same way, is a child that imports every stage and builds the model but runs
-none. Children fix glibc's mmap threshold as the `sae-atlas` command does (`bounded_heap`);
-`--glibc-default` leaves glibc's dynamic threshold, to show what that costs. A stage that streams
-from disk has the same peak at N and 4N tokens; the table gives the growth per extra token next
-to the bytes per token of dense float32 activations ([n_tokens, d_model] in memory). Prints a
+Every stage runs in a fresh child process (spawned) on a random Llama built in code and a synthetic
+chat corpus, as the CLI runs it: harvest reads transcripts.h5 and writes activations.h5, train
+trains one SAE from it (a fixed token budget, evaluation included), label labels that SAE on the
+whole store. The child reports its peak resident set size (ru_maxrss). The baseline, in the same
+way, is a child that imports every stage and builds the model but runs none. Children run the
+stages as the `sae-atlas` command does (glibc's dynamic mmap threshold; harvest and label hand the
+heap's free pages back after each batch, `sae_atlas.heap`); to compare, `--heap dynamic` runs them
+without that hand-back and `--heap fixed` with glibc's threshold fixed at 1 MiB (what the command
+did before; see scripts/heap_mode.py). A stage that streams from disk has the same peak at N and 4N
+tokens; the table gives the growth per extra token next to the bytes per token of dense float32
+activations ([n_tokens, d_model] in memory), and each stage's user and system CPU seconds. Prints a
 table and writes JSON.
 
     PYTHONPATH=. python scripts/bench_memory.py --tokens 50000 --out runs/bench/bench_memory.json
@@ -28,15 +30,17 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from heap_mode import MODES
+
 STAGES = ("baseline", "harvest", "train", "label")
 
 
-def run_stage(stage: str, folder: str, model: dict[str, Any], bounded: bool) -> dict[str, float]:
-    """Run `stage` on the run folder in this (child) process; its seconds and peak RSS."""
-    from sae_atlas.cli import bounded_heap
+def run_stage(stage: str, folder: str, model: dict[str, Any], heap: str) -> dict[str, float]:
+    """Run `stage` on the run folder in this (child) process, in heap mode `heap`; its seconds,
+    CPU seconds and peak RSS."""
+    from heap_mode import set_heap_mode
 
-    if bounded:
-        bounded_heap()
+    set_heap_mode(heap)
     from synthetic import random_chat_model
 
     from feature_store.transcripts import TranscriptStore
@@ -49,10 +53,10 @@ def run_stage(stage: str, folder: str, model: dict[str, Any], bounded: bool) -> 
     hook = f"blocks.{model['layers'] - 1}.hook_resid_post"
     handle = random_chat_model(**model)
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     if stage == "harvest":
-        records = list(TranscriptStore(run / "transcripts.h5"))
         config = HarvestConfig(hooks=(hook,), batch_tokens=8192)
-        harvest(handle, records, run / "activations.h5", config)
+        harvest(handle, TranscriptStore(run / "transcripts.h5"), run / "activations.h5", config)
     elif stage == "train":
         config = TrainConfig(
             architecture="topk",
@@ -66,15 +70,18 @@ def run_stage(stage: str, folder: str, model: dict[str, Any], bounded: bool) -> 
         train_saes(run / "activations.h5", run / "sae", config, handle=handle)
     elif stage == "label":
         label_stage(run / "activations.h5", run / "sae" / hook, run / "labels.h5", LabelConfig())
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "seconds": time.perf_counter() - started,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "user_s": after.ru_utime - before.ru_utime,
+        "sys_s": after.ru_stime - before.ru_stime,
+        "peak_rss_mb": after.ru_maxrss / 1024,
     }
 
 
-def in_child(stage: str, folder: Path, model: dict[str, Any], bounded: bool) -> dict[str, float]:
+def in_child(stage: str, folder: Path, model: dict[str, Any], args: Any) -> dict[str, float]:
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(run_stage, stage, str(folder), model, bounded).result()
+        return pool.submit(run_stage, stage, str(folder), model, args.heap).result()
 
 
 def main() -> None:
@@ -83,7 +90,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--vocab", type=int, default=4096)
-    parser.add_argument("--glibc-default", action="store_true", help="leave glibc's threshold")
+    parser.add_argument("--heap", choices=MODES, default="release", help="see heap_mode.py")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_memory.json"))
     args = parser.parse_args()
     from synthetic import synthetic_corpus
@@ -108,7 +115,7 @@ def main() -> None:
                 folder / "transcripts.h5", model_id, n_tokens=factor * args.tokens, vocab=args.vocab
             )
             for stage in STAGES:
-                result = in_child(stage, folder, model, not args.glibc_default)
+                result = in_child(stage, folder, model, args)
                 if stage == "harvest":
                     n_tokens = ActivationStore(folder / "activations.h5").n_tokens
                 rows.append({"stage": stage, "factor": factor, **result})
@@ -118,7 +125,10 @@ def main() -> None:
 
     dense = 4 * args.hidden
     print(f"\npeak RSS (MB), N = {rows[0]['n_tokens']:,} and 4N = {rows[-1]['n_tokens']:,} tokens")
-    print(f"{'stage':<10}{'N':>10}{'4N':>10}{'growth':>10}{'B/token':>10}{'dense B/token':>15}")
+    print(
+        f"{'stage':<10}{'N':>10}{'4N':>10}{'growth':>10}{'B/token':>10}{'dense B/token':>15}"
+        f"{'user s N/4N':>14}{'sys s N/4N':>13}"
+    )
     summary = []
     for stage in STAGES:
         small, large = (r for r in rows if r["stage"] == stage)
@@ -128,13 +138,14 @@ def main() -> None:
         print(
             f"{stage:<10}{small['peak_rss_mb']:>10.0f}{large['peak_rss_mb']:>10.0f}"
             f"{growth:>10.1f}{per_token:>10.1f}{dense:>15}"
+            f"{small['user_s']:>7.1f}/{large['user_s']:<6.1f}{small['sys_s']:>6.1f}/{large['sys_s']:<6.1f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
             {
                 "args": {k: str(v) for k, v in vars(args).items()},
-                "glibc_mmap_threshold": "dynamic" if args.glibc_default else "1 MiB (bounded_heap)",
+                "heap": args.heap,
                 "model": model,
                 "dense_float32_bytes_per_token": dense,
                 "runs": rows,

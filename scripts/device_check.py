@@ -139,11 +139,11 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
             vocab=size["model"]["vocab"],
         )
     with report.step("harvest") as row:
-        records = list(TranscriptStore(work / "transcripts.h5"))
         config = HarvestConfig(
             hooks=(hook,), batch_tokens=size["batch_tokens"], max_batch=size["max_batch"]
         )
-        result = harvest(handle, records, work / "activations.h5", config)
+        transcripts = TranscriptStore(work / "transcripts.h5")
+        result = harvest(handle, transcripts, work / "activations.h5", config)
         row["hook"], row["tokens"] = hook, result.n_tokens
         row["tokens_per_s"] = round(result.tokens_per_second)
         row["store_gib"] = round((work / "activations.h5").stat().st_size / 2**30, 2)

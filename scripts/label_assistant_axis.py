@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     corpus = build_corpus(handle, catalogue, corpus_config, out / "transcripts.h5")
     seconds["corpus"] = time.monotonic() - started
     started = time.monotonic()
-    transcripts = list(TranscriptStore(out / "transcripts.h5"))
+    transcripts = TranscriptStore(out / "transcripts.h5")
     harvested = harvest(handle, transcripts, out / "activations.h5", HarvestConfig(hooks=(hook,)))
     seconds["harvest"] = time.monotonic() - started
     started = time.monotonic()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from tiny import random_transcripts
 
+from feature_store import transcripts as transcripts_module
 from feature_store.activations import ActivationStore, ActivationWriter
 from feature_store.errors import StoreError
 from feature_store.schema import ROLE_CODE
@@ -110,6 +111,46 @@ def test_shuffled_batches_cover_each_selected_row_once(tmp_path, data):
     np.testing.assert_array_equal(key(full), key(expected))
     roles = store.token_table()["role"]
     assert (roles[mask] == ROLE_CODE["assistant"]).all()
+
+
+def test_token_mask_does_not_depend_on_the_read_block(tmp_path, data, monkeypatch):
+    transcripts, acts = data
+    write(tmp_path / "a.h5", transcripts, acts)
+    store = ActivationStore(tmp_path / "a.h5")
+    selections = [
+        {"roles": ["assistant"], "splits": ["train"]},
+        {"min_pos": 5, "conditions": ["persona"]},
+        {},
+    ]
+    whole = [store.token_mask(**selection) for selection in selections]
+    table = store.token_table()
+    split = store.provenance()["split"].to_numpy()[table["doc"]]
+    assistant = table["role"] == ROLE_CODE["assistant"]
+    np.testing.assert_array_equal(whole[0], assistant & (split == "train"))
+    monkeypatch.setattr(transcripts_module, "READ_ROWS", 7)
+    assert len(list(store.token_blocks())) == -(-store.n_tokens // 7)
+    for selection, expected in zip(selections, whole, strict=True):
+        np.testing.assert_array_equal(store.token_mask(**selection), expected)
+
+
+def test_read_gives_the_transcripts_asked_for(tmp_path, data):
+    transcripts, acts = data
+    write(tmp_path / "a.h5", transcripts, acts)
+    store = ActivationStore(tmp_path / "a.h5")
+    everything = list(store)
+    picked = store.read([31, 2, 2, 17])
+    for index, transcript in zip([31, 2, 2, 17], picked, strict=True):
+        np.testing.assert_array_equal(transcript.token_ids, transcripts[index].token_ids)
+        np.testing.assert_array_equal(transcript.roles, everything[index].roles)
+        assert transcript.persona == transcripts[index].persona
+        assert (
+            transcript.split == everything[index].split
+            and transcript.seed == transcripts[index].seed
+        )
+    assert store.read([]) == []
+    np.testing.assert_array_equal(store.lengths(), [len(t) for t in transcripts])
+    with pytest.raises(IndexError):
+        store.read([40])
 
 
 def test_batches_surface_reader_errors_and_stop(tmp_path, data):

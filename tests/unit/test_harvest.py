@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,9 +20,17 @@ from tiny import random_transcripts, tiny_handle, tiny_model, tiny_tokenizer
 
 from feature_store.activations import ActivationStore
 from feature_store.errors import StoreError
+from feature_store.transcripts import TranscriptStore, TranscriptWriter
 from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.harvest import Shard, distributed, harvest, length_batches, shard_share
+from sae_atlas.harvest import (
+    Shard,
+    distributed,
+    harvest,
+    length_batches,
+    length_sorted,
+    shard_share,
+)
 from sae_atlas.label import label
 from sae_atlas.models import handle_from_hf
 from sae_atlas.train import load_sae, train_saes
@@ -66,12 +75,53 @@ def test_a_bfloat16_model_harvests_in_bfloat16(tmp_path, tiny):
 
 
 def test_batches_respect_the_padded_budget():
-    transcripts = sorted(random_transcripts(100), key=len)
-    batches = list(length_batches(transcripts, batch_tokens=200, max_batch=8))
-    assert sum(len(b) for b in batches) == 100
+    lengths = np.sort([len(t) for t in random_transcripts(100)])
+    batches = [lengths[run] for run in length_batches(lengths, batch_tokens=200, max_batch=8)]
+    assert np.array_equal(np.concatenate(batches), lengths)
     for batch in batches:
         assert len(batch) <= 8
-        assert len(batch) == 1 or max(len(t) for t in batch) * len(batch) <= 200
+        assert len(batch) == 1 or max(batch) * len(batch) <= 200
+
+
+def test_length_sorted_reads_transcripts_in_length_order(tmp_path):
+    transcripts = random_transcripts(40)
+    ordered = length_sorted(transcripts, max_len=20)
+    batch = ordered[5:12].read()
+    expected = sorted(range(40), key=lambda i: min(len(transcripts[i]), 20))[5:12]  # stable
+    assert [t.source for t in batch] == expected
+    for t in batch:
+        assert len(t) == min(len(transcripts[t.source]), 20)
+        np.testing.assert_array_equal(t.token_ids, transcripts[t.source].token_ids[:20])
+        np.testing.assert_array_equal(t.roles, transcripts[t.source].roles[:20])
+        assert t.persona == transcripts[t.source].persona
+    assert ordered.n_tokens == sum(min(len(t), 20) for t in transcripts)
+
+
+def test_a_harvest_from_a_store_equals_one_from_a_list(tmp_path, tiny, monkeypatch):
+    transcripts = random_transcripts(30)
+    writer = TranscriptWriter.open(tmp_path / "t.h5", model=tiny.model_id, config={})
+    writer.append(transcripts[:17])
+    writer.append(transcripts[17:])
+    writer.finish()
+    config = HarvestConfig(hooks=HOOKS, batch_tokens=300)
+    harvest(tiny, transcripts, tmp_path / "list.h5", config)
+    shutil.copy(tmp_path / "list.h5", tmp_path / "copy.h5")
+
+    def whole_table(*args: object) -> None:
+        raise AssertionError("a harvest reads a store batch by batch, never its token table")
+
+    monkeypatch.setattr(TranscriptStore, "token_table", whole_table)
+    monkeypatch.setattr(TranscriptStore, "__iter__", whole_table)
+    store = TranscriptStore(tmp_path / "t.h5")
+    assert harvest(tiny, store, tmp_path / "copy.h5", config).skipped  # the same input digest
+    harvest(tiny, store, tmp_path / "store.h5", config)
+    monkeypatch.undo()
+    one, other = ActivationStore(tmp_path / "list.h5"), ActivationStore(tmp_path / "store.h5")
+    assert one.config == other.config and one.provenance().equals(other.provenance())
+    for key, values in one.token_table().items():
+        np.testing.assert_array_equal(other.token_table()[key], values)
+    for hook in HOOKS:
+        np.testing.assert_array_equal(one.acts(hook), other.acts(hook))
 
 
 def test_second_run_is_skipped_and_other_model_refused(tmp_path, tiny):
@@ -135,11 +185,11 @@ def test_killed_harvest_resumes_to_identical_content(tmp_path):
 
 
 def test_shares_are_contiguous_and_balanced():
-    ordered = sorted(random_transcripts(50), key=len)
+    ordered = length_sorted(random_transcripts(50), max_len=1024)
     shares = [shard_share(ordered, Shard(rank, 3)) for rank in range(3)]
-    assert [t for share in shares for t in share] == ordered
-    tokens = [sum(len(t) for t in share) for share in shares]
-    assert max(tokens) - min(tokens) <= 2 * max(len(t) for t in ordered)
+    assert np.array_equal(np.concatenate([share.index for share in shares]), ordered.index)
+    tokens = [share.n_tokens for share in shares]
+    assert max(tokens) - min(tokens) <= 2 * max(ordered.lengths)
 
 
 def harvest_rank(handle, transcripts, out, config, rank: int, port: int) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 
@@ -10,12 +11,13 @@ from sae_lens import SAE
 from sae_lens.registry import get_sae_training_class
 from tiny import random_transcripts, tiny_handle
 
+from feature_store import transcripts as transcripts_module
 from feature_store.activations import ActivationStore, ActivationWriter
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript
 from sae_atlas.config import HarvestConfig, TrainConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.evaluate import evaluate_sae
+from sae_atlas.evaluate import evaluate_sae, heldout_transcripts
 from sae_atlas.harvest import harvest
 from sae_atlas.train import ARCHITECTURES, TrainProgress, load_sae, train_saes
 
@@ -49,6 +51,26 @@ def write_store(path, acts: np.ndarray, doc_len: int = 50) -> None:
     writer.append(transcripts, {HOOK: acts})
     writer.finish()
     writer.close()
+
+
+def test_held_out_transcripts_do_not_depend_on_the_read_block(tmp_path, monkeypatch):
+    transcripts = [
+        dataclasses.replace(t, seed=i, split="heldout" if i % 3 else "train")
+        for i, t in enumerate(random_transcripts(30))
+    ]
+    n = sum(len(t) for t in transcripts)
+    writer = ActivationWriter.open(tmp_path / "a.h5", model="m", hooks=[HOOK], d_model=4, config={})
+    writer.append(transcripts, {HOOK: np.zeros((n, 4), dtype=np.float16)})
+    writer.finish()
+    store = ActivationStore(tmp_path / "a.h5")
+    heldout = store.token_mask(splits=["heldout"])
+    chosen = heldout_transcripts(store, heldout, 5, seed=1)
+    seeds = [t.seed for t in chosen]
+    assert len(seeds) == 5 and seeds == sorted(seeds) and all(s % 3 for s in seeds)
+    for t in chosen:
+        np.testing.assert_array_equal(t.token_ids, transcripts[t.seed].token_ids)
+    monkeypatch.setattr(transcripts_module, "READ_ROWS", 5)
+    assert [t.seed for t in heldout_transcripts(store, heldout, 5, seed=1)] == seeds
 
 
 def small(**overrides) -> TrainConfig:
