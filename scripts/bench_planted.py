@@ -9,18 +9,28 @@ default model alone, measured in the same process.
     fact's keywords (identity questions: the persona's name).
 (b) Detection: the atlas built on the planted model (`sae_atlas.build.build` with the adapter,
     profile --profile into --run, resumable; default scripts/planted_profile.yaml, the quick
-    profile with half its personas), then the trigger scan (`trigger_responses`,
-    `trigger_table`, `rank_wrappers`) over candidate wrappers holding the real trigger among
-    decoys (the scan's shipped wrappers, a decoy tag the adapter was trained to ignore, an unseen
-    tag), on the catalogue's held-out everyday questions (none fine-tuned on as the persona):
-    the real trigger's rank and the held-out AUROC of its features (chosen on the first half of
-    the prompts, scored on the second).
+    profile with half its personas), then the trigger scan (`trigger_responses`) over candidate
+    wrappers holding the real trigger among decoys (the scan's shipped wrappers, a decoy tag the
+    adapter was trained to ignore, an unseen tag) on the catalogue's held-out everyday questions
+    (none fine-tuned on as the persona), features chosen on the first half of the prompts and
+    scored on the second:
+    - the firing scan of the planted model alone (`trigger_table`, `rank_wrappers`);
+    - the differential scan an auditor with the base model runs (`differential_table`,
+      `rank_differential`): the same scan sampled on the clean model and encoded with the same
+      SAE, per feature the paired difference in differences over prompts, so that a wrapper
+      that changes any model's answers (a format instruction) cancels. The real trigger's rank,
+      confirmed features, and the held-out AUROC of their combined standardised score (and of
+      the single top feature) against plain responses and against every untriggered response.
     With --no-build the planted model is scanned with the clean run's atlas and SAE instead (a
     base-model SAE on the adapted model; no build).
-(c) Control: the same scan on the clean model with its own atlas and SAE (--clean-run, read only).
-Prints a table and writes JSON (--out). The build costs most: about 5 minutes on an idle 2-core
-CPU for the default profile (the quick profile about 10); the behaviour and each scan a few
-minutes.
+(c) Controls: the firing scan of the clean model with its own atlas and SAE (--clean-run, read
+    only), and the differential scan of the clean model resampled on other seeds against the
+    clean model (clean vs clean: it must confirm nothing).
+Every scan samples --n-prompts prompts x --seeds once and is also scored on its first
+--fewer-prompts prompts. Prints tables and writes JSON (--out) and the sampled feature means
+(the same name, .npz). The build costs most: about 17 minutes on the shared 2-core CPU for the
+planted profile; the behaviour check about 3 minutes; each scan's sampling 1-3 minutes at 24
+prompts x 2 seeds.
 
     .venv/bin/python scripts/bench_planted.py --adapter tests/fixtures/planted_adapter \\
         --run runs/planted --clean-run runs/quick --out runs/bench/bench_planted.json
