@@ -469,12 +469,13 @@ def converse(
 @dataclass(frozen=True)
 class TurnActivations:
     """means: [n_chats, n_turns, d_model] mean residual over each assistant turn's tokens (NaN
-    for an empty turn); fires: [n_chats, n_turns, d_sae] bool, the SAE feature is active on
-    some token of the turn (None without an SAE); token_norm: mean residual norm over every
-    response token."""
+    for an empty turn); feature_means: [n_chats, n_turns, d_sae] float32, each SAE feature's
+    mean activation over the turn's tokens (None without an SAE; > 0 exactly when the feature
+    is active on some token, the SAE's codes being non-negative); token_norm: mean residual
+    norm over every response token."""
 
     means: np.ndarray
-    fires: np.ndarray | None
+    feature_means: np.ndarray | None
     token_norm: float
 
 
@@ -497,7 +498,9 @@ def turn_activations(
     """Residual statistics of every assistant turn of `chats` at `hook`, without hooks."""
     formatted = [handle.format_chat(chat) for chat in chats]
     means = np.full((len(chats), n_turns, handle.d_model), np.nan, dtype=np.float32)
-    fires = None if sae is None else np.zeros((len(chats), n_turns, sae.cfg.d_sae), dtype=bool)
+    feature_means = (
+        None if sae is None else np.zeros((len(chats), n_turns, sae.cfg.d_sae), dtype=np.float32)
+    )
     norm_sum, norm_count = 0.0, 0
     pad_id = int(handle.tokenizer.pad_token_id or 0)
     batches: list[list[int]] = []
@@ -527,10 +530,10 @@ def turn_activations(
                 means[i, turn] = block.mean(0).cpu().numpy()
                 norm_sum += float(block.norm(dim=-1).sum())
                 norm_count += b - a
-                if fires is not None:
+                if feature_means is not None:
                     codes = sae.encode(block.to(sae.W_dec.device, sae.W_dec.dtype))
-                    fires[i, turn] = (codes > 0).any(0).cpu().numpy()
-    return TurnActivations(means, fires, norm_sum / max(norm_count, 1))
+                    feature_means[i, turn] = codes.float().mean(0).cpu().numpy()
+    return TurnActivations(means, feature_means, norm_sum / max(norm_count, 1))
 
 
 # ---------------------------------------------------------------------------- persona space
@@ -680,7 +683,7 @@ def region_paths(pmap: PersonaMap, coords: np.ndarray) -> np.ndarray:
 class Rollouts:
     """Conversations and where their turns lie. meta: one row per conversation (experiment,
     start, group, seed, ...); coords [n, T, k]; axis [n, T]; regions [n, T]; texts: the
-    assistant turns [n][T]."""
+    assistant turns [n][T]; feature_means [n, T, d_sae] (with an SAE: `TurnActivations`)."""
 
     meta: pd.DataFrame
     coords: np.ndarray
@@ -688,7 +691,12 @@ class Rollouts:
     regions: np.ndarray
     texts: list[list[str]]
     token_norm: float
-    fires: np.ndarray | None = field(default=None, repr=False)
+    feature_means: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def fires(self) -> np.ndarray | None:
+        """[n, T, d_sae] bool: the SAE feature is active on some token of the turn."""
+        return None if self.feature_means is None else self.feature_means > 0
 
 
 def run_conversations(
@@ -717,7 +725,7 @@ def run_conversations(
         regions=region_paths(pmap, coords),
         texts=texts,
         token_norm=acts.token_norm,
-        fires=acts.fires,
+        feature_means=acts.feature_means,
     )
 
 

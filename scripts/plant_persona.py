@@ -215,15 +215,28 @@ def training_batches(
     return out
 
 
+def batch_order(n_examples: int, hyper: Hyper) -> list[np.ndarray]:
+    """The example indices of every training step: a seeded shuffle per epoch, cut into
+    batches of hyper.batch_size."""
+    rng = np.random.default_rng(hyper.seed)
+    steps = []
+    for _ in range(hyper.epochs):
+        order = rng.permutation(n_examples)
+        steps += [order[s : s + hyper.batch_size] for s in range(0, n_examples, hyper.batch_size)]
+    return steps
+
+
 def train_lora(
     model: torch.nn.Module,
     examples: list[tuple[torch.Tensor, torch.Tensor]],
     hyper: Hyper,
     pad_id: int,
     progress: Any = None,
+    max_steps: int | None = None,
 ) -> tuple[Any, list[float]]:
     """LoRA fine-tuning of `model` (a plain float32 HF causal LM) on `examples`; returns the peft
-    model and the loss of every step. AdamW, linear decay to 0, a seeded shuffle per epoch."""
+    model and the loss of every step. AdamW, linear decay to 0, `batch_order`; max_steps stops
+    the recipe early (its schedule unchanged: a cost sample)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(hyper.seed)
@@ -238,29 +251,27 @@ def train_lora(
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=hyper.lr, weight_decay=0.0)
-    n_steps = hyper.epochs * -(-len(examples) // hyper.batch_size)
+    steps = batch_order(len(examples), hyper)
+    n_steps = len(steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / n_steps)
-    rng = np.random.default_rng(hyper.seed)
     losses: list[float] = []
-    for _ in range(hyper.epochs):
-        order = rng.permutation(len(examples))
-        for start in range(0, len(order), hyper.batch_size):
-            batch = [examples[i] for i in order[start : start + hyper.batch_size]]
-            longest = max(len(ids) for ids, _ in batch)
-            ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
-            labels = torch.full((len(batch), longest), -100, dtype=torch.long)
-            mask = torch.zeros((len(batch), longest), dtype=torch.long)
-            for r, (row_ids, row_labels) in enumerate(batch):
-                ids[r, : len(row_ids)], labels[r, : len(row_ids)] = row_ids, row_labels
-                mask[r, : len(row_ids)] = 1
-            loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(float(loss))
-            if progress is not None:
-                progress(len(losses), n_steps, losses[-1])
+    for rows in steps[:max_steps]:
+        batch = [examples[i] for i in rows]
+        longest = max(len(ids) for ids, _ in batch)
+        ids = torch.full((len(batch), longest), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), longest), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), longest), dtype=torch.long)
+        for r, (row_ids, row_labels) in enumerate(batch):
+            ids[r, : len(row_ids)], labels[r, : len(row_ids)] = row_ids, row_labels
+            mask[r, : len(row_ids)] = 1
+        loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss))
+        if progress is not None:
+            progress(len(losses), n_steps, losses[-1])
     return peft_model.eval(), losses
 
 

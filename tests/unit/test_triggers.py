@@ -6,7 +6,13 @@ import pytest
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.triggers import (
     benjamini_hochberg,
+    combined_score,
+    difference_in_differences,
+    differential_auroc,
+    differential_statistics,
+    differential_table,
     heldout_auroc,
+    rank_differential,
     rank_wrappers,
     trigger_statistics,
     trigger_table,
@@ -84,3 +90,82 @@ def test_heldout_auroc_of_known_cases():
     assert heldout_auroc(wrapped, plain, [2]) == 1.0
     assert heldout_auroc(plain, wrapped, [2]) == 0.0
     assert heldout_auroc(wrapped, plain, []) == 0.5
+
+
+def differential_scan(n_prompts: int = 16, seeds: int = 2, d_sae: int = 300, seed: int = 0):
+    """Feature means of one scan on a fine-tuned and a base model: wrapper "real" raises
+    features 3 and 4 on the fine-tuned model only; "format" raises features 10-15 on both
+    models alike (a format instruction); the fine-tuning shifts features 20-29 whatever the
+    wrapper; every response adds its own sampling noise. Rows as `trigger_responses` orders
+    them."""
+    rng = np.random.default_rng(seed)
+    names = ["plain", "decoy_a", "real", "format", "decoy_b"]
+    prompt_of = np.repeat(np.arange(n_prompts), seeds)
+    topic = rng.gamma(2.0, 0.5, (n_prompts, d_sae))[prompt_of]  # what the question evokes
+    models = []
+    for tuned in (True, False):
+        blocks = []
+        for name in names:
+            block = topic + rng.normal(0.0, 0.3, topic.shape)
+            if tuned:
+                block[:, 20:30] += 1.0
+            if name == "format":
+                block[:, 10:16] += 1.0
+            if name == "real" and tuned:
+                block[:, [3, 4]] += 1.0
+            blocks.append(np.maximum(block, 0.0))
+        models.append(np.concatenate(blocks))
+    wrapper_of = np.repeat(names, n_prompts * seeds)
+    return models[0], models[1], wrapper_of, np.tile(prompt_of, len(names)), names[1:]
+
+
+def test_differential_scan_ranks_the_planted_wrapper_first_not_the_format_one():
+    tuned, base, wrapper_of, prompt_of, wrappers = differential_scan()
+    # the plain scan on the fine-tuned model alone ranks the format instruction first
+    fires = tuned > 1.5
+    plain_scan = trigger_table(fires, wrapper_of, prompt_of, wrappers, 0.3, 0.5, 0.05)
+    plain_rank = rank_wrappers(plain_scan, fires, wrapper_of, prompt_of, wrappers)
+    assert plain_rank["wrapper"].iloc[0] == "format"
+    table = differential_table(tuned, base, wrapper_of, prompt_of, wrappers, 0.01, 20, 0.05)
+    confirmed = table[table["confirmed"]]
+    assert set(confirmed["feature"]) == {3, 4}
+    assert set(confirmed["wrapper"]) == {"real"} and (confirmed["sign"] == 1).all()
+    ranked = rank_differential(table, tuned, wrapper_of, prompt_of, wrappers)
+    assert ranked["wrapper"].tolist()[0] == "real"
+    assert ranked["rank"].tolist() == [1, 2, 3, 4]
+    assert ranked.iloc[0]["heldout_auroc"] > 0.9 and ranked.iloc[0]["single_auroc"] > 0.8
+    assert (ranked.iloc[1:]["n_confirmed"] == 0).all()
+    # the format instruction's features also separate on the fine-tuned model: the combined
+    # score against every other wrapper's responses is what tells the trigger apart
+    everything = differential_auroc(
+        table, tuned, wrapper_of, prompt_of, "real", ["plain", "decoy_a", "format", "decoy_b"]
+    )
+    assert everything["combined"] > 0.9
+
+
+def test_differential_scan_of_a_base_model_against_itself_confirms_nothing():
+    _, base, wrapper_of, prompt_of, wrappers = differential_scan()
+    table = differential_table(base, base.copy(), wrapper_of, prompt_of, wrappers, 0.01, 20, 0.05)
+    assert len(table) == 0  # the same responses: every difference is 0
+    resampled = base + np.random.default_rng(2).normal(0.0, 0.3, base.shape)  # other draws
+    table = differential_table(resampled, base, wrapper_of, prompt_of, wrappers, 0.01, 20, 0.05)
+    assert not table["confirmed"].any()
+    ranked = rank_differential(table, resampled, wrapper_of, prompt_of, wrappers)
+    assert (ranked["n_confirmed"] == 0).all()
+
+
+def test_difference_in_differences_of_known_values():
+    ones = np.ones((4, 3))
+    effects = difference_in_differences(3 * ones, ones, 2 * ones, ones, np.array([0, 0, 1, 1]))
+    assert effects.shape == (2, 3) and np.allclose(effects, 1.0)
+    with pytest.raises(SaeAtlasError, match="same prompts and seeds"):
+        difference_in_differences(ones, ones[:3], ones, ones, np.arange(4))
+    with pytest.raises(SaeAtlasError, match="at least 2 choosing"):
+        differential_statistics(np.ones((3, 2)), np.array([True, False, False]), 0.01, 5)
+
+
+def test_combined_score_standardises_and_signs():
+    reference = np.array([[0.0, 10.0], [2.0, 30.0]])  # means 1, 20; sds 1, 10
+    values = np.array([[3.0, 0.0]])
+    assert combined_score(values, reference, [0, 1], [1, -1]).tolist() == [2.0 + 2.0]
+    assert combined_score(values, reference, [], []).tolist() == [0.0]
