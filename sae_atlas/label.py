@@ -1403,6 +1403,24 @@ def best_features(result: Contrast, responses: Responses) -> dict[int, int]:
     }
 
 
+def best_feature_table(
+    result: Contrast, responses: Responses, labels: list[str]
+) -> tuple[dict[str, dict[str, Any]], float | None]:
+    """Per persona its best feature (`best_features`) with label, train and held-out AUROC, and
+    the share of personas whose best feature reaches held-out AUROC 0.9 (None without any)."""
+    table = {
+        responses.names[p]: {
+            "feature": feature,
+            "label": labels[feature],
+            "train_auroc": float(result.train_auroc[p, feature]),
+            "heldout_auroc": float(result.heldout_auroc[p, feature]),
+        }
+        for p, feature in best_features(result, responses).items()
+    }
+    heldout = np.array([row["heldout_auroc"] for row in table.values()])
+    return table, float(np.mean(heldout >= 0.9)) if len(heldout) else None
+
+
 def make_summary(
     stats: FeatureStatistics,
     responses: Responses,
@@ -1425,27 +1443,10 @@ def make_summary(
     the final norm."""
     tag_counts = Counter(tag for feature_tags in tags for tag in feature_tags)
     kinds = Counter(tag.split(":")[0] for feature_tags in tags for tag in set(feature_tags))
-    best_per_persona = {
-        responses.names[p]: {
-            "feature": feature,
-            "label": labels[feature],
-            "train_auroc": float(result.train_auroc[p, feature]),
-            "heldout_auroc": float(result.heldout_auroc[p, feature]),
-        }
-        for p, feature in best_features(result, responses).items()
-    }
-    heldout = [v["heldout_auroc"] for v in best_per_persona.values()]
-    at_header = contrast(stats.header_mean, responses, config)
-    best_at_header = {
-        responses.names[p]: {
-            "feature": feature,
-            "label": labels[feature],
-            "train_auroc": float(at_header.train_auroc[p, feature]),
-            "heldout_auroc": float(at_header.heldout_auroc[p, feature]),
-        }
-        for p, feature in best_features(at_header, responses).items()
-    }
-    header_heldout = [v["heldout_auroc"] for v in best_at_header.values()]
+    best_per_persona, share = best_feature_table(result, responses, labels)
+    best_at_header, header_share = best_feature_table(
+        contrast(stats.header_mean, responses, config), responses, labels
+    )
     rng = np.random.default_rng(config.seed)
     shuffled = rng.permutation(responses.persona)
     shuffled_triggers = (
@@ -1488,7 +1489,7 @@ def make_summary(
             "by_kind": {str(k): int(v) for k, v in tests.groupby("kind").size().items()},
         },
         "best_heldout_auroc": best_per_persona,
-        "share_personas_auroc_0.9": float(np.mean(np.array(heldout) >= 0.9)) if heldout else None,
+        "share_personas_auroc_0.9": share,
         "decoder": persona_decoder(stats.response_mean, responses),
         "puppeteer_features": _feature_list(
             puppeteer_ids,
@@ -1516,9 +1517,7 @@ def make_summary(
                 for name, rows in by_persona.items()
             },
             "best_heldout_auroc": best_at_header,
-            "share_personas_auroc_0.9": (
-                float(np.mean(np.array(header_heldout) >= 0.9)) if header_heldout else None
-            ),
+            "share_personas_auroc_0.9": header_share,
         },
         "shuffled_control": {
             "n_tagged": sum(bool(t) for t in control_tags),
