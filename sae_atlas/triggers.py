@@ -21,6 +21,7 @@ numpy / scipy on small arrays: milliseconds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -174,21 +175,30 @@ def rank_wrappers(
     for name in wrappers:
         block = table[table["wrapper"] == name]
         features = block["feature"].tolist()
-        rows.append(
-            {
-                "wrapper": name,
-                "n_candidates": len(block),
-                "n_confirmed": int(block["confirmed"].sum()),
-                "best_q": float(block["q_value"].min()) if len(block) else 1.0,
-                "heldout_auroc": heldout_auroc(
-                    fires[(wrapper_of == name) & held_out], fires[plain & held_out], features
-                ),
-            }
+        auroc = heldout_auroc(
+            fires[(wrapper_of == name) & held_out], fires[plain & held_out], features
         )
-    ranked = pd.DataFrame(rows).sort_values(
+        rows.append({**evidence(name, block), "heldout_auroc": auroc})
+    return ranked(rows)
+
+
+def evidence(wrapper: str, block: pd.DataFrame) -> dict[str, Any]:
+    """A wrapper's row of a ranking from its candidates `block`: n_candidates, n_confirmed,
+    best_q (1.0 without a candidate)."""
+    return {
+        "wrapper": wrapper,
+        "n_candidates": len(block),
+        "n_confirmed": int(block["confirmed"].sum()),
+        "best_q": float(block["q_value"].min()) if len(block) else 1.0,
+    }
+
+
+def ranked(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Wrapper rows ordered by n_confirmed, then heldout_auroc (stable), with rank from 1."""
+    order = pd.DataFrame(rows).sort_values(
         ["n_confirmed", "heldout_auroc"], ascending=False, kind="stable"
     )
-    return ranked.assign(rank=np.arange(1, len(ranked) + 1)).reset_index(drop=True)
+    return order.assign(rank=np.arange(1, len(order) + 1)).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------- differential scan
@@ -374,15 +384,9 @@ def rank_differential(
         auroc = differential_auroc(table, tuned, wrapper_of, prompt_of, name)
         rows.append(
             {
-                "wrapper": name,
-                "n_candidates": len(block),
-                "n_confirmed": int(block["confirmed"].sum()),
-                "best_q": float(block["q_value"].min()) if len(block) else 1.0,
+                **evidence(name, block),
                 "heldout_auroc": auroc["combined"],
                 "single_auroc": auroc["single"],
             }
         )
-    ranked = pd.DataFrame(rows).sort_values(
-        ["n_confirmed", "heldout_auroc"], ascending=False, kind="stable"
-    )
-    return ranked.assign(rank=np.arange(1, len(ranked) + 1)).reset_index(drop=True)
+    return ranked(rows)
