@@ -663,7 +663,7 @@ class Contrast:
     tests: pd.DataFrame
 
 
-def _paired(
+def paired_rows(
     responses: Responses, persona: np.ndarray, p: int, split: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Rows of persona p and of the default on the questions both answered (split: None = any)."""
@@ -701,9 +701,9 @@ def contrast(
     tests: list[pd.DataFrame] = []
     others = [p for p in range(n_personas) if p != responses.default]
     for p in others:
-        train_rows, train_default = _paired(responses, persona, p, TRAIN)
-        heldout_rows, heldout_default = _paired(responses, persona, p, HELDOUT)
-        all_rows, all_default = _paired(responses, persona, p, None)
+        train_rows, train_default = paired_rows(responses, persona, p, TRAIN)
+        heldout_rows, heldout_default = paired_rows(responses, persona, p, HELDOUT)
+        all_rows, all_default = paired_rows(responses, persona, p, None)
         if len(all_rows) >= 2 and len(all_default) >= 2:
             _, effect[p] = auroc_and_effect(response_mean[all_rows], response_mean[all_default])
         if min(len(train_rows), len(train_default), len(heldout_rows), len(heldout_default)) < 2:

@@ -45,6 +45,9 @@ import numpy as np
 import torch
 from sae_lens import SAE
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -68,6 +71,7 @@ from sae_atlas.label import (
     fit_decoder,
     header_rows,
     open_store,
+    paired_rows,
     persona_decoder,
     question_folds,
 )
@@ -78,6 +82,9 @@ from sae_atlas.train import load_sae
 FIRST = (8, 16, 32)
 HEADER = "header"
 """A statistic of the assistant header, not of response tokens: reported, never chosen."""
+HEADER_RESIDUAL = "header_residual"
+RAW = ("residual", HEADER_RESIDUAL)
+"""Raw residual means (no SAE), of the response tokens and of the assistant header."""
 DECODED = ("mean", "max", "rate", "first16", "residual")
 """The statistics decoders are fitted on (each fit costs seconds)."""
 LDA_MAX_DIM = 1024
@@ -110,6 +117,7 @@ def response_statistics(
     first = {k: np.zeros((n, n_features), np.float64) for k in FIRST}
     header_sums = np.zeros((n, n_features), np.float64)
     residual = np.zeros((n, store.d_model), np.float64)
+    header_residual = np.zeros((n, store.d_model), np.float64)
     for start, stop in doc_blocks(
         provenance["token_start"].to_numpy(), provenance["token_count"].to_numpy(), block_tokens
     ):
@@ -118,6 +126,7 @@ def response_statistics(
             continue
         block = store.acts(hook, start, stop)
         at_header = np.flatnonzero(header[start:stop] >= 0)
+        np.add.at(header_residual, header[start + at_header], block[at_header].astype(np.float32))
         if sae is not None and len(at_header):
             acts = sae.encode(torch.from_numpy(block[at_header].astype(np.float32))).float()
             np.add.at(header_sums, header[start + at_header], acts.numpy())
@@ -149,6 +158,7 @@ def response_statistics(
         }
     )
     stats["residual"] = residual / tokens
+    stats[HEADER_RESIDUAL] = header_residual / header_tokens
     return responses, {name: value.astype(np.float32) for name, value in stats.items()}
 
 
@@ -195,6 +205,93 @@ def auroc_cv(values: np.ndarray, responses: Responses, config: LabelConfig) -> f
     folds = question_folds(responses.question[responses.split == TRAIN], 2)
     shares = [auroc_share(values, within_train(responses, held), config)["share"] for held in folds]
     return float(np.mean(shares))
+
+
+# ---------------------------------------------------------------------------- ceilings
+
+
+PROBE_C = (0.01, 0.1, 1.0)
+"""L2 strengths of the persona-vs-default probes; one per input, chosen by CV on train questions."""
+PROBES = {
+    "residual": "residual mean over response tokens (no SAE)",
+    "sae": "SAE response mean, every feature",
+    "text": "response token n-grams (TF-IDF, 1-2)",
+    HEADER_RESIDUAL: "residual mean over the assistant header (no SAE)",
+}
+
+
+def response_texts(store: ActivationStore, responses: Responses) -> np.ndarray:
+    """Each response's assistant token ids as one string of words ("t123 t45 ..."), for a text
+    probe that needs no tokenizer."""
+    table = store.token_table()
+    provenance = store.provenance()
+    start = provenance["token_start"].to_numpy()
+    count = provenance["token_count"].to_numpy()
+    texts = []
+    for doc in responses.doc:
+        rows = slice(start[doc], start[doc] + count[doc])
+        ids = table["token_id"][rows][table["role"][rows] == ROLE_CODE["assistant"]]
+        texts.append(" ".join(f"t{token}" for token in ids))
+    return np.array(texts, dtype=object)
+
+
+def probe_scores(
+    values: np.ndarray, fit: np.ndarray, labels: np.ndarray, score: np.ndarray, c: float
+) -> np.ndarray:
+    """Decision values on rows `score` of an L2 logistic probe fitted on rows `fit` with binary
+    `labels`: standardised features, or TF-IDF n-grams when `values` holds texts."""
+    if values.dtype == object:
+        model = make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, token_pattern=r"\S+"),
+            LogisticRegression(C=c, max_iter=2000),
+        )
+    else:
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    return model.fit(values[fit], labels).decision_function(values[score])
+
+
+def probe_auroc(
+    values: np.ndarray, responses: Responses, p: int, fit_split: int, score_split: int, c: float
+) -> float:
+    """Held-out AUROC of persona p against the default (same questions) of a probe fitted on
+    `fit_split` and scored on `score_split`."""
+    fit, fit_default = paired_rows(responses, responses.persona, p, fit_split)
+    score, score_default = paired_rows(responses, responses.persona, p, score_split)
+    if min(len(fit), len(fit_default), len(score), len(score_default)) < 2:
+        return float("nan")
+    labels = np.r_[np.ones(len(fit)), np.zeros(len(fit_default))]
+    decision = probe_scores(values, np.r_[fit, fit_default], labels, np.r_[score, score_default], c)
+    truth = np.r_[np.ones(len(score)), np.zeros(len(score_default))]
+    return float(roc_auc_score(truth, decision))
+
+
+def linear_ceiling(values: np.ndarray, responses: Responses) -> dict[str, Any]:
+    """What any linear read of `values` can do, persona by persona: an L2 logistic probe of each
+    persona against the default, fitted on train questions (C chosen by the mean AUROC of a
+    2-fold CV over train questions) and scored on held-out ones; the share at AUROC >= 0.9.
+    A single feature is one linear read, so on the residual this bounds (up to the SAE's
+    nonlinearity) what any feature of the same statistic reaches."""
+    personas = [p for p in range(len(responses.names)) if p != responses.default]
+    folds = question_folds(responses.question[responses.split == TRAIN], 2)
+
+    def cv(c: float) -> float:
+        scores = []
+        for held in folds:
+            inner = within_train(responses, held)
+            scores += [probe_auroc(values, inner, p, TRAIN, HELDOUT, c) for p in personas]
+        return float(np.nanmean(scores))
+
+    c = max(PROBE_C, key=cv)
+    heldout = {
+        responses.names[p]: probe_auroc(values, responses, p, TRAIN, HELDOUT, c) for p in personas
+    }
+    scored = np.array([v for v in heldout.values() if not np.isnan(v)])
+    return {
+        "c": c,
+        "share": float(np.mean(scored >= 0.9)),
+        "median": float(np.median(scored)),
+        "heldout": heldout,
+    }
 
 
 # ---------------------------------------------------------------------------- decoding
@@ -317,7 +414,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     auroc = {}
     for name, values in stats.items():
-        if name == "residual":
+        if name in RAW:
             continue
         auroc[name] = {"cv_share": auroc_cv(values, responses, config)}
         auroc[name].update(auroc_share(values, responses, config))
@@ -326,6 +423,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     seconds["auroc"] = time.monotonic() - started
     say(f"AUROC shares: {seconds['auroc']:.0f} s")
+
+    started = time.monotonic()
+    inputs = {
+        "residual": stats["residual"],
+        "sae": stats["mean"],
+        "text": response_texts(store, responses),
+        HEADER_RESIDUAL: stats[HEADER_RESIDUAL],
+    }
+    ceilings = {name: linear_ceiling(inputs[name], responses) for name in PROBES}
+    seconds["ceilings"] = time.monotonic() - started
+    say(f"linear ceilings: {seconds['ceilings']:.0f} s")
 
     started = time.monotonic()
     decoding = {}
@@ -379,6 +487,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "labeling_pass_decoder": labeling_pass,
         "auroc": auroc,
         "auroc_chosen_statistic": chosen_statistic,
+        "ceilings": ceilings,
         "decoding": decoding,
         "decoder_chosen": {
             "statistic": cv_best[0],
@@ -408,6 +517,7 @@ def report(result: dict[str, Any]) -> None:
         "(* chosen by the CV share among response statistics; oracle: best held-out AUROC of any "
         f"feature, a ceiling; {HEADER}: the assistant header's tokens, never chosen)"
     )
+    report_ceilings(result)
     print("\nPersona decoding: CV accuracy on train questions / held-out accuracy")
     decoders = list(result["decoding"]["residual"])
     print("| statistic | " + " | ".join(f"{d:>17}" for d in decoders) + " |")
@@ -437,6 +547,31 @@ def report(result: dict[str, Any]) -> None:
         cells = " | ".join(f"{row[k]:.3f}".rjust(len(k)) for k in keys)
         print(f"| {row['train_questions']:>15} | {cells} |")
     print(f"\nseconds: { {k: round(v, 1) for k, v in result['seconds'].items()} }")
+
+
+def report_ceilings(result: dict[str, Any]) -> None:
+    ceilings = result["ceilings"]
+    print("\nPersona against the default, held-out AUROC: the best single feature (response mean,")
+    print("chosen on train), the best of any feature (oracle), and linear probes fitted on train:")
+    for name, text in PROBES.items():
+        print(f"  {name}: {text}, C {ceilings[name]['c']}")
+    names = list(PROBES)
+    print("| persona              | feature | oracle | " + " | ".join(names) + " |")
+    print(
+        "|----------------------|---------|--------|"
+        + "|".join("-" * (len(n) + 2) for n in names)
+        + "|"
+    )
+    mean = result["auroc"]["mean"]
+    for persona in sorted(mean["heldout"], key=lambda p: -ceilings["residual"]["heldout"][p]):
+        cells = " | ".join(f"{ceilings[n]['heldout'][persona]:.2f}".rjust(len(n)) for n in names)
+        print(
+            f"| {persona:<20} | {mean['heldout'][persona]:>7.2f} | {mean['oracle'][persona]:>6.2f} "
+            f"| {cells} |"
+        )
+    shares = " | ".join(f"{ceilings[n]['share']:.2f}".rjust(len(n)) for n in names)
+    print(f"| {'share >= 0.9':<20} | {mean['share']:>7.2f} | {mean['oracle_share']:>6.2f} ", end="")
+    print(f"| {shares} |")
 
 
 def main() -> None:
