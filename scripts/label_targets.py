@@ -5,7 +5,8 @@ and persona decoding from SAE profiles on held-out responses.
 Reads a finished run (activations.h5, sae/, transcripts.h5 for the catalogue; nothing is written
 there) and makes one SAE pass over its sampled responses that keeps, per response and feature,
 several response-level statistics: the mean over its tokens (what `sae-atlas label` uses), the
-maximum, the firing rate, the mean over its first N tokens, and the mean raw residual (no SAE);
+maximum, the firing rate, the mean over its first N tokens, and the mean raw residual (no SAE)
+over the response and over its header;
 and, apart from these, the mean over the response's assistant header (`header`: the template
 tokens where the model selects its persona, DESIGN.md), whose share is reported but never chosen.
 Then, for each statistic:
@@ -20,6 +21,13 @@ Then, for each statistic:
   decoder, statistic and regularisation are chosen by accuracy in a grouped cross-validation
   over train questions (folds never share a question) and only then scored on held-out
   questions.
+- Linear ceilings, persona by persona: an L2 logistic probe of each persona against the default
+  (fitted on train questions, C chosen by CV inside them, scored on held-out ones) on the raw
+  residual mean of the response (no SAE: what any linear read of the response's mean can do;
+  not a strict bound on one feature, which is nonlinear per token before its mean), on every
+  SAE feature together, on the
+  response's token n-grams (what the behaviour shows) and on the residual mean over the
+  assistant header; the share of personas at AUROC >= 0.9 of each, beside the best feature's.
 - A learning curve over the number of train questions (2, 4, 8, ... up to the run's) for the
   chosen decoder and the AUROC share: what more questions per persona would buy.
 
@@ -269,8 +277,8 @@ def linear_ceiling(values: np.ndarray, responses: Responses) -> dict[str, Any]:
     """What any linear read of `values` can do, persona by persona: an L2 logistic probe of each
     persona against the default, fitted on train questions (C chosen by the mean AUROC of a
     2-fold CV over train questions) and scored on held-out ones; the share at AUROC >= 0.9.
-    A single feature is one linear read, so on the residual this bounds (up to the SAE's
-    nonlinearity) what any feature of the same statistic reaches."""
+    On the residual mean it shows what the response tokens carry linearly: a guide to what one
+    feature can reach, not a strict bound (a feature is nonlinear per token before its mean)."""
     personas = [p for p in range(len(responses.names)) if p != responses.default]
     folds = question_folds(responses.question[responses.split == TRAIN], 2)
 
