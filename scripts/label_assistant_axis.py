@@ -108,9 +108,9 @@ def report(figures: dict[str, Any]) -> None:
     share = summary["share_personas_auroc_0.9"]
     print(f"share of roles with a feature at held-out AUROC >= 0.9: {share}")
     print(
-        f"decoding accuracy on SAE profiles ({decoder.get('decoder')}, chosen by CV on train "
-        f"questions): {decoder['accuracy']} (chance {decoder['chance']}, uniform "
-        f"{decoder.get('uniform_chance')}; nearest centroid {decoder.get('centroid_accuracy')})"
+        f"decoding accuracy on SAE profiles ({decoder.get('decoder')}, each held-out half scored "
+        f"by the candidate best on the other): {decoder['accuracy']} (chance {decoder['chance']}, "
+        f"uniform {decoder.get('uniform_chance')}; each candidate: {decoder.get('candidates')})"
     )
     print(f"tags: {summary['tag_counts']}")
     tests = summary["tests"]

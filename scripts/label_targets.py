@@ -15,7 +15,7 @@ Then, for each statistic:
   cross-validated inside the train questions (choose on half of them, score on the other half)
   is the figure a statistic is chosen by. The best held-out AUROC of any feature ("oracle") is a
   ceiling for diagnosis only, never a choice.
-- Decoding: nearest centroid on unit-normalised response means (the labeling pass's decoder, the
+- Decoding: nearest centroid on unit-normalised response means (a labeling-pass candidate, the
   baseline), nearest centroid on standardised features, L2 logistic regression on standardised
   features and (on the residual only: a fit on SAE features costs ~45 s) shrinkage LDA; the
   decoder, statistic and regularisation are chosen by accuracy in a grouped cross-validation
@@ -490,7 +490,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "chance": 1 / n_classes,
         "baseline": {
             "auroc_share": auroc["mean"]["share"],
-            "decoder_accuracy": labeling_pass["centroid_accuracy"],
+            "decoder_accuracy": labeling_pass["candidates"]["centroid"],
         },
         "labeling_pass_decoder": labeling_pass,
         "auroc": auroc,
@@ -545,8 +545,9 @@ def report(result: dict[str, Any]) -> None:
     )
     own = result["labeling_pass_decoder"]
     print(
-        f"the labeling pass's decoder (sae_atlas.label.persona_decoder, chosen by CV on the mean): "
-        f"{own['decoder']}: held-out {own['accuracy']:.3f} = {own['accuracy'] / chance:.1f}x"
+        "the labeling pass's decoder (sae_atlas.label.persona_decoder on the mean, each held-out "
+        f"half scored by the candidate best on the other): {own['decoder']}: held-out "
+        f"{own['accuracy']:.3f} = {own['accuracy'] / chance:.1f}x"
     )
     print("\nTrain questions per persona (held-out questions fixed):")
     keys = [k for k in result["curve"][0] if k != "train_questions"]

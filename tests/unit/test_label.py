@@ -289,11 +289,28 @@ def test_template_features_and_decoder(labels):
     decoder = labels.summary["decoder"]
     assert decoder["accuracy"] > 2 * decoder["chance"]
     assert decoder["n_personas"] == len(PERSONAS)
-    assert set(decoder["cv_accuracy"]) == set(DECODERS)
-    assert decoder["decoder"] == max(DECODERS, key=decoder["cv_accuracy"].get)
+    assert set(decoder["candidates"]) == set(DECODERS)
+    assert set(decoder["chosen_by_half"]) <= set(DECODERS) and len(decoder["chosen_by_half"]) == 2
 
 
-def test_the_decoder_is_chosen_without_heldout_labels(catalogue):
+def test_each_heldout_half_is_scored_by_the_choice_of_the_other():
+    from sae_atlas.label import cross_fitted
+
+    # Questions 0 and 2 make one half, 1 and 3 the other (question_folds deals them in turn).
+    groups = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    first_half = np.isin(groups, [0, 2])
+    correct = {"a": first_half, "b": ~first_half}
+    # a is right on the first half only, b on the second: each half is scored by the candidate
+    # chosen on the other, which is wrong there; choosing on the same half would score 1.0.
+    result, chosen = cross_fitted(correct, groups)
+    assert chosen == ["b", "a"] and not result.any()
+    # Ties go to the first candidate; a single group has no other half.
+    assert cross_fitted({"a": np.ones(8, bool), "b": np.ones(8, bool)}, groups)[1] == ["a", "a"]
+    result, chosen = cross_fitted(correct, np.zeros(8, np.int64))
+    assert chosen == ["a"] and (result == first_half).all()
+
+
+def test_the_decoder_is_chosen_without_the_labels_it_is_scored_on(catalogue):
     from sae_atlas.label import persona_decoder
 
     rows = [
@@ -308,13 +325,16 @@ def test_the_decoder_is_chosen_without_heldout_labels(catalogue):
     rng = np.random.default_rng(0)
     profiles = rng.exponential(size=(len(rows), 12)) + 2.0 * np.eye(12)[responses.persona]
     decoder = persona_decoder(profiles, responses)
-    assert decoder["accuracy"] > 0.5 and decoder["centroid_accuracy"] > 0.5
-    heldout = np.flatnonzero(responses.split == 1)
+    assert decoder["accuracy"] > 0.5 and decoder["candidates"]["centroid"] > 0.5
+    # Scrambling the labels of one held-out half (questions heldout0 and heldout2) cannot change
+    # the decoder that scores it, only the one chosen on it for the other half; accuracy falls.
+    half = np.isin(responses.question, ["heldout0", "heldout2"])
+    assert half.sum() == len(PERSONAS) * 2 * 2
     scrambled = responses.persona.copy()
-    scrambled[heldout] = rng.permutation(scrambled[heldout])
+    scrambled[half] = rng.permutation(scrambled[half])
     again = persona_decoder(profiles, replace(responses, persona=scrambled))
-    assert again["cv_accuracy"] == decoder["cv_accuracy"]
-    assert again["decoder"] == decoder["decoder"] and again["accuracy"] < decoder["accuracy"]
+    assert again["chosen_by_half"][0] == decoder["chosen_by_half"][0]
+    assert again["accuracy"] < decoder["accuracy"]
 
 
 def test_cards(labels, tiny):
