@@ -482,8 +482,10 @@ def corpus_responses(
 
 
 def corpus_stage_config(catalogue: Catalogue, config: CorpusConfig, n_jobs: int) -> dict[str, Any]:
-    """The config a corpus store records: the corpus settings, the catalogue, the job count."""
-    return {**to_dict(config), "catalogue_data": catalogue.to_dict(), "n_jobs": n_jobs}
+    """The config a corpus store records: the corpus settings, the catalogue's content (not
+    where it was read from, so a run folder stays valid in another checkout), the job count."""
+    content = {key: value for key, value in catalogue.to_dict().items() if key != "source"}
+    return {**to_dict(config), "catalogue_data": content, "n_jobs": n_jobs}
 
 
 def build_corpus(

@@ -150,7 +150,7 @@ def catalogue_from_corpus(path: str | Path) -> Catalogue:
         raise SaeAtlasError(
             f"{path}: records no catalogue; give the transcripts.h5 written by `sae-atlas corpus`"
         )
-    return Catalogue.from_dict(store.config["catalogue_data"])
+    return Catalogue.from_dict({"source": f"{path} (catalogue)", **store.config["catalogue_data"]})
 
 
 def find_responses(

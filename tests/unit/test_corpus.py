@@ -103,6 +103,17 @@ def test_same_seed_same_tokens(tiny, model, catalogue):
     assert first != texts(replace(CONFIG, seed=1))
 
 
+def test_the_recorded_config_does_not_depend_on_where_the_catalogue_was_read(tmp_path):
+    from sae_atlas.corpus import corpus_stage_config
+    from sae_atlas.personas.catalogue import shipped_data_dir
+
+    copy = tmp_path / "personas.yaml"
+    copy.write_text((shipped_data_dir() / "personas.yaml").read_text())
+    shipped, moved = load_catalogue(), load_catalogue(copy)
+    assert shipped.source != moved.source
+    assert corpus_stage_config(shipped, CONFIG, 7) == corpus_stage_config(moved, CONFIG, 7)
+
+
 def test_store_keeps_provenance_controls_and_roles(tiny, catalogue, tmp_path):
     config = replace(CONFIG, personas=("pirate_tag",), variants=1)
     result = build_corpus(tiny, catalogue, config, tmp_path / "t.h5")
