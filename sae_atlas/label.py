@@ -91,8 +91,6 @@ SUMMARY_FEATURES = 50
 DECODERS: tuple[str, ...] = ("centroid", "logistic(C=0.01)", "logistic(C=0.1)")
 """Persona decoder candidates (fit_decoder names), fitted on train questions; the one that scores
 a held-out response is chosen on the other half of the held-out questions (persona_decoder)."""
-DECODER_FOLDS = 4
-"""Folds of the grouped cross-validations over train questions (scripts/label_targets.py)."""
 TRAIN, HELDOUT = 0, 1
 
 
@@ -973,7 +971,9 @@ def question_folds(questions: np.ndarray, n_folds: int) -> list[np.ndarray]:
     return [distinct[i::n_folds] for i in range(n_folds)]
 
 
-def cross_fitted(correct: dict[str, np.ndarray], groups: np.ndarray) -> tuple[np.ndarray, list]:
+def cross_fitted(
+    correct: dict[str, np.ndarray], groups: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
     """Which candidate scores each row: rows [n] are dealt by their group (question) into two
     halves, and each half is scored by the candidate with the best accuracy on the other half
     (ties: the first in `correct`), so no row takes part in choosing what scores it.

@@ -25,9 +25,9 @@ Then, for each statistic:
   (fitted on train questions, C chosen by CV inside them, scored on held-out ones) on the raw
   residual mean of the response (no SAE: what any linear read of the response's mean can do;
   not a strict bound on one feature, which is nonlinear per token before its mean), on every
-  SAE feature together, on the
-  response's token n-grams (what the behaviour shows) and on the residual mean over the
-  assistant header; the share of personas at AUROC >= 0.9 of each, beside the best feature's.
+  SAE feature together, on the response's token n-grams (what the behaviour shows) and on the
+  residual mean over the assistant header; the share of personas at AUROC >= 0.9 of each,
+  beside the best feature's.
 - A learning curve over the number of train questions (2, 4, 8, ... up to the run's) for the
   chosen decoder and the AUROC share: what more questions per persona would buy.
 
@@ -66,7 +66,6 @@ from sae_atlas.config import HarvestConfig, LabelConfig
 from sae_atlas.corpus import SAMPLED_CONDITIONS
 from sae_atlas.harvest import harvest
 from sae_atlas.label import (
-    DECODER_FOLDS,
     DECODERS,
     HELDOUT,
     TRAIN,
@@ -95,6 +94,8 @@ RAW = ("residual", HEADER_RESIDUAL)
 """Raw residual means (no SAE), of the response tokens and of the assistant header."""
 DECODED = ("mean", "max", "rate", "first16", "residual")
 """The statistics decoders are fitted on (each fit costs seconds)."""
+DECODER_FOLDS = 4
+"""Folds of the grouped cross-validations over train questions (folds never share a question)."""
 LDA_MAX_DIM = 1024
 """Shrinkage LDA only up to this many dimensions (a fit on 2,304 SAE features costs ~45 s)."""
 
