@@ -24,7 +24,8 @@ wrapper does not make a trigger. It tags features (`persona:<name>`, `roleplay`,
 that best separates it from the default, chosen on train, scored on held-out), builds a card per
 feature (top and quantile contexts, promoted / suppressed tokens through the unembedding, top
 personas, a short label), decodes personas from SAE profiles (nearest centroid or logistic
-regression, chosen by cross-validation on train questions, scored on held-out ones), and repeats
+regression fitted on train questions; each half of the held-out questions is scored by the one
+best on the other half), and repeats
 the contrast with shuffled persona labels as a negative control.
 
 Cost: one SAE encoder pass per encoded row (O(d_model x d_sae)); memory about
@@ -1023,9 +1024,8 @@ def persona_decoder(response_mean: np.ndarray, responses: Responses) -> dict[str
         name: fit_decoder(name, response_mean[train], persona[train])(response_mean[heldout])
         for name in DECODERS
     }
-    correct, chosen = cross_fitted(
-        {name: predicted[name] == truth for name in DECODERS}, responses.question[heldout]
-    )
+    hits = {name: predicted[name] == truth for name in DECODERS}
+    correct, chosen = cross_fitted(hits, responses.question[heldout])
     majority = labels[np.bincount(persona[train])[labels].argmax()]
     return {
         "accuracy": float(correct.mean()),
@@ -1033,7 +1033,7 @@ def persona_decoder(response_mean: np.ndarray, responses: Responses) -> dict[str
         "uniform_chance": 1 / len(labels),
         "decoder": " / ".join(dict.fromkeys(chosen)),
         "chosen_by_half": chosen,
-        "candidates": {name: float((predicted[name] == truth).mean()) for name in DECODERS},
+        "candidates": {name: float(hit.mean()) for name, hit in hits.items()},
         "n_personas": len(labels),
         "n_heldout": int(heldout.sum()),
         "per_persona": {

@@ -5,10 +5,10 @@ and persona decoding from SAE profiles on held-out responses.
 Reads a finished run (activations.h5, sae/, transcripts.h5 for the catalogue; nothing is written
 there) and makes one SAE pass over its sampled responses that keeps, per response and feature,
 several response-level statistics: the mean over its tokens (what `sae-atlas label` uses), the
-maximum, the firing rate, the mean over its first N tokens, and the mean raw residual (no SAE)
-over the response and over its header;
-and, apart from these, the mean over the response's assistant header (`header`: the template
-tokens where the model selects its persona, DESIGN.md), whose share is reported but never chosen.
+maximum, the firing rate, the mean over its first N tokens; apart from these, the mean over the
+response's assistant header (`header`: the template tokens where the model selects its persona,
+DESIGN.md), whose share is reported but never chosen; and the raw residual mean (no SAE) over
+the response and over its header.
 Then, for each statistic:
 - AUROC: the labeling pass's own contrast and best-feature rule (sae_atlas.label.contrast,
   best_features), giving the share of personas at held-out AUROC >= 0.9; the same rule
