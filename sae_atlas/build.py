@@ -73,13 +73,13 @@ def build(
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(config))
     paths = run_paths(out)
+    catalogue = load_catalogue(config.corpus.catalogue or None)
     handle = handle or load_model(
         config.model.source,
         config.model.device,
         config.model.dtype,
         adapter=config.model.adapter or None,
     )
-    catalogue = load_catalogue(config.corpus.catalogue or None)
     records: list[StageRecord] = []
 
     def record(stage: str, started: float, skipped: bool) -> None:

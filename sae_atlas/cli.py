@@ -32,6 +32,14 @@ ModelOption = Annotated[
 AdapterOption = Annotated[
     Path | None, typer.Option("--adapter", help="a peft LoRA adapter folder merged into the model")
 ]
+CatalogueOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--catalogue",
+        help="a persona catalogue (YAML/JSON file or an Assistant Axis folder) instead of the "
+        "shipped one",
+    ),
+]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
 DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16")]
 ProfileDeviceOption = Annotated[
@@ -74,9 +82,7 @@ def token_bar(total: int, description: str) -> tqdm:
 def corpus(
     out: Annotated[Path, typer.Option(help="transcripts.h5 to write (resumed if incomplete)")],
     profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
-    catalogue: Annotated[
-        Path | None, typer.Option(help="a persona catalogue (YAML/JSON) instead of the shipped one")
-    ] = None,
+    catalogue: CatalogueOption = None,
     model: ModelOption = "smollm2-135m-instruct",
     device: ProfileDeviceOption = None,
     dtype: ProfileDtypeOption = None,
@@ -459,6 +465,7 @@ def build(
     out: Annotated[Path, typer.Option(help="run folder, e.g. runs/quick")],
     profile: Annotated[str, typer.Option(help="quick, full, or a config .yaml file")] = "quick",
     model: Annotated[str | None, typer.Option(help="override the profile's model source")] = None,
+    catalogue: CatalogueOption = None,
     device: ProfileDeviceOption = None,
     dtype: ProfileDtypeOption = None,
     adapter: AdapterOption = None,
@@ -481,6 +488,9 @@ def build(
         if v is not None
     }
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, **overrides))
+    if catalogue is not None:
+        corpus_config = dataclasses.replace(config.corpus, catalogue=str(catalogue))
+        config = dataclasses.replace(config, corpus=corpus_config)
     bars: list[tqdm] = []
 
     def progress(stage: str, total: int, unit: str) -> Callable[[int], None]:

@@ -39,7 +39,8 @@ from sae_atlas.models import load_model
 from sae_atlas.personas import import_assistant_axis
 from sae_atlas.train import load_sae
 
-ROOT = Path("/work/shared/benchmarks/assistant-axis")
+# The benchmark folder beside the repository (../shared/benchmarks), unless --root says otherwise.
+ROOT = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "assistant-axis"
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,7 +136,7 @@ def report(figures: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sae", type=Path, required=True, help="SAE folder (sae-lens format)")
-    parser.add_argument("--root", type=Path, default=ROOT, help="assistant-axis repository root")
+    parser.add_argument("--root", type=Path, default=ROOT, help=f"assistant-axis repository root (default: {ROOT})")
     parser.add_argument("--roles", type=int, default=40, help="roles to import, default included")
     parser.add_argument("--role", action="append", help="import these roles (repeatable)")
     parser.add_argument("--n-questions", type=int, default=4, help="questions per split")

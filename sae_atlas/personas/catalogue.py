@@ -248,7 +248,7 @@ def _read_document(path: Path) -> Any:
     if not path.is_file():
         raise CatalogueError(
             f"{path}: top level: file not found; check the path (a catalogue is a .yaml, .yml "
-            "or .json file)"
+            "or .json file, or an Assistant Axis folder)"
         )
     suffix = path.suffix.lower()
     text = path.read_text(encoding="utf-8")
@@ -271,7 +271,7 @@ def _read_document(path: Path) -> Any:
             ) from error
     raise CatalogueError(
         f"{path}: top level: suffix {suffix or '(none)'!r} is not supported; "
-        "use a .yaml, .yml or .json file"
+        "use a .yaml, .yml or .json file, or an Assistant Axis folder"
     )
 
 
@@ -549,13 +549,21 @@ def load_catalogue(
 ) -> Catalogue:
     """Load and validate a catalogue.
 
-    `personas`: a YAML or JSON file with a `personas:` list (None: the shipped file). It may also
-    hold `questions:` and `identity:`. `questions`: a file with `questions:` (and optionally
+    `personas`: a YAML or JSON file with a `personas:` list (None: the shipped file), or an
+    Assistant Axis folder (read by `import_assistant_axis`, which then supplies the questions).
+    A file may also hold `questions:` and `identity:`. `questions`: a file with `questions:` (and optionally
     `identity:`); None: the personas file's questions if it has them, else the shipped ones.
     Identity questions missing from the user's files come from the shipped file.
     `min_prompts`: the fewest system-prompt variants a persona may have.
     """
     personas_path = Path(personas) if personas is not None else shipped_data_dir() / "personas.yaml"
+    if personas_path.is_dir():
+        if questions is not None:
+            raise CatalogueError(
+                f"{personas_path}: top level: an Assistant Axis folder brings its own questions; "
+                "leave the questions argument out"
+            )
+        return import_assistant_axis(personas_path)
     where = str(personas_path)
     document = _check_document(
         _read_document(personas_path), where, _DOCUMENT_FIELDS, required=("personas",)

@@ -105,3 +105,17 @@ def test_train_takes_device_and_dtype(tmp_path):
     assert result.exit_code == 0, result.output
     card = json.loads((tmp_path / "sae" / HOOK / "training_card.json").read_text())
     assert (card["config"]["device"], card["config"]["dtype"]) == ("cpu", "bfloat16")
+
+
+def test_a_bad_catalogue_folder_is_one_line_before_any_model_loads(tmp_path):
+    instructions = tmp_path / "aa" / "instructions"
+    instructions.mkdir(parents=True)
+    (instructions / "bard.json").write_text('{"instruction": [{"neg": "x"}]}')
+    for command in (
+        ["corpus", "--out", str(tmp_path / "t.h5")],
+        ["build", "--out", str(tmp_path / "run")],
+    ):
+        result = CliRunner().invoke(app, [*command, "--catalogue", str(tmp_path / "aa")])
+        assert result.exit_code == 2, result.output
+        assert "bard.json: instruction[0]: field 'pos' is missing" in result.output
+        assert len(result.output.strip().splitlines()) == 1

@@ -329,3 +329,17 @@ def test_import_assistant_axis_errors(tmp_path: Path) -> None:
         import_assistant_axis(tmp_path)
     with pytest.raises(CatalogueError, match=r"top level: no 'instructions/\*\.json'"):
         import_assistant_axis(tmp_path / "data")
+
+
+def test_load_catalogue_reads_an_assistant_axis_folder(tmp_path: Path) -> None:
+    instructions = tmp_path / "instructions"
+    instructions.mkdir()
+    (instructions / "default.json").write_text(json.dumps({"instruction": [{"pos": ""}]}))
+    role = {"instruction": [{"pos": "You are a bard."}], "questions": ["Hi?", "Why?", "How?"]}
+    (instructions / "bard.json").write_text(json.dumps(role))
+    assert load_catalogue(tmp_path) == import_assistant_axis(tmp_path)
+    with pytest.raises(CatalogueError, match="brings its own questions"):
+        load_catalogue(tmp_path, tmp_path / "questions.yaml")
+    (instructions / "bard.json").write_text(json.dumps({"instruction": [{"neg": "x"}]}))
+    with pytest.raises(CatalogueError, match=r"bard\.json: instruction\[0\]: field 'pos'"):
+        load_catalogue(tmp_path)
