@@ -136,7 +136,9 @@ def report(figures: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sae", type=Path, required=True, help="SAE folder (sae-lens format)")
-    parser.add_argument("--root", type=Path, default=ROOT, help=f"assistant-axis repository root (default: {ROOT})")
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help=f"assistant-axis repository root (default: {ROOT})"
+    )
     parser.add_argument("--roles", type=int, default=40, help="roles to import, default included")
     parser.add_argument("--role", action="append", help="import these roles (repeatable)")
     parser.add_argument("--n-questions", type=int, default=4, help="questions per split")
