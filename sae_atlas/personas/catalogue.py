@@ -552,8 +552,8 @@ def load_catalogue(
     `personas`: a YAML or JSON file with a `personas:` list (None: the shipped file), or an
     Assistant Axis folder (read by `import_assistant_axis`, which then supplies the questions).
     A file may also hold `questions:` and `identity:`. `questions`: a file with `questions:` (and
-    optionally `identity:`); None: the personas file's questions if it has them, else the shipped ones.
-    Identity questions missing from the user's files come from the shipped file.
+    optionally `identity:`); None: the personas file's questions if it has them, else the shipped
+    ones. Identity questions missing from the user's files come from the shipped file.
     `min_prompts`: the fewest system-prompt variants a persona may have.
     """
     personas_path = Path(personas) if personas is not None else shipped_data_dir() / "personas.yaml"
