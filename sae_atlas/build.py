@@ -22,7 +22,7 @@ from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
 from sae_atlas.harvest import harvest, length_sorted
 from sae_atlas.label import catalogue_from_corpus, label_stage
 from sae_atlas.labels import load_labels
-from sae_atlas.models import ModelHandle, load_model
+from sae_atlas.model import ModelHandle, load_model
 from sae_atlas.organize import ORGANIZE_STEPS, organize
 from sae_atlas.personas import load_catalogue
 from sae_atlas.report import write_report

@@ -90,7 +90,7 @@ def corpus(
 
     from sae_atlas.config import load_config, on_device
     from sae_atlas.corpus import build_corpus, corpus_jobs
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
     from sae_atlas.personas import load_catalogue
 
     build_config = on_device(load_config(profile), device, dtype)
@@ -140,7 +140,7 @@ def harvest(
     from sae_atlas.config import HarvestConfig
     from sae_atlas.harvest import distributed, length_sorted, shard_share
     from sae_atlas.harvest import harvest as run_harvest
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
 
     store = TranscriptStore(transcripts)
     config = HarvestConfig(hooks=tuple(hook), batch_tokens=batch_tokens, max_len=max_len)
@@ -188,7 +188,7 @@ def train(
     import dataclasses
 
     from sae_atlas.config import load_config, on_device
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
     from sae_atlas.train import train_saes
 
     build_config = on_device(load_config(profile), device, dtype)
@@ -229,7 +229,7 @@ def label(
     """
     from sae_atlas.config import load_config, on_device
     from sae_atlas.label import catalogue_from_corpus, label_stage
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
 
     config = on_device(load_config(profile), device, dtype)
     handle = load_model(model, config.model.device, config.model.dtype, adapter=adapter)
@@ -308,7 +308,7 @@ def dynamics(
 
     from sae_atlas.config import load_config, on_device
     from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
 
     config = on_device(load_config(profile), device, dtype)
     handle = load_model(

@@ -71,7 +71,7 @@ from sae_atlas.corpus import SAMPLED_CONDITIONS, UNWRAPPED
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.heap import release_free_heap
 from sae_atlas.labels import LABELS_KIND, Labels, save_labels
-from sae_atlas.models import ModelHandle
+from sae_atlas.model import ModelHandle, final_norm_weight
 from sae_atlas.personas import Catalogue
 from sae_atlas.train import load_sae
 from sae_atlas.train import open_store as open_complete_store
@@ -82,8 +82,6 @@ Progress = Callable[[int], None]
 CONTROLS: tuple[str, ...] = ("user_control", "plain_control")
 CONTROL_ROLE = {"user_control": "user", "plain_control": "plain"}
 """The role that carries the response text in each control condition."""
-FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_norm")
-"""Where Hugging Face causal LMs keep the final norm whose weight is folded into the logits."""
 PRINTABLE = {code: "\ufffd" for code in range(32)} | {ord("\n"): "\\n", ord("\t"): " "}
 """Decoded text shown in contexts and lists: newlines as `\\n`, other control characters as U+FFFD
 (HDF5 strings cannot hold NUL)."""
@@ -1069,18 +1067,6 @@ class TokenText:
             text = self.decode_many([[token_id]])[0]
             self.cache[token_id] = text.strip() or repr(text)
         return self.cache[token_id]
-
-
-def final_norm_weight(handle: ModelHandle) -> torch.Tensor | None:
-    """The weight [d_model] of the model's final norm (FINAL_NORMS), or None."""
-    for path in FINAL_NORMS:
-        module: Any = handle.hf_model
-        for part in path.split("."):
-            module = getattr(module, part, None)
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor):
-            return weight.detach().float().cpu()
-    return None
 
 
 @torch.inference_mode()

@@ -54,7 +54,7 @@ from feature_store.activations import ActivationStore, ShuffledBatches
 from feature_store.errors import StoreError
 from sae_atlas.config import TrainConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.models import ModelHandle
+from sae_atlas.model import ModelHandle
 
 CARD_FILE = "training_card.json"
 EVAL_FILE = "eval.json"
@@ -455,7 +455,7 @@ def train_saes(
     Each goes to out_dir/<hook>/. A hook whose training card exists for the same training config
     and store is skipped (its evaluation is redone only when the eval settings changed and a
     handle is given); an interrupted training resumes from its latest checkpoint. With a model
-    `handle` (sae_atlas.models.ModelHandle) each SAE is also evaluated (eval.json, and the card).
+    `handle` (sae_atlas.model.ModelHandle) each SAE is also evaluated (eval.json, and the card).
     """
     from sae_atlas.evaluate import evaluate_sae
 

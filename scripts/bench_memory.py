@@ -47,10 +47,11 @@ def run_stage(stage: str, folder: str, model: dict[str, Any], heap: str) -> dict
     from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
     from sae_atlas.harvest import harvest
     from sae_atlas.label import label_stage
+    from sae_atlas.model import resid_hook
     from sae_atlas.train import train_saes
 
     run = Path(folder)
-    hook = f"blocks.{model['layers'] - 1}.hook_resid_post"
+    hook = resid_hook(model["layers"] - 1)
     handle = random_chat_model(**model)
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_SELF)

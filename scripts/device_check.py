@@ -122,10 +122,11 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
     from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
     from sae_atlas.harvest import harvest
     from sae_atlas.label import label_stage
+    from sae_atlas.model import resid_hook
     from sae_atlas.train import train_saes
 
     size = SIZES["small" if args.small else "full"]
-    hook = f"blocks.{size['layer']}.hook_resid_post"
+    hook = resid_hook(size["layer"])
     with report.step("model") as row:
         handle = random_chat_model(**size["model"], device=args.device, dtype=args.dtype)
         row["parameters_b"] = round(sum(p.numel() for p in handle.hf_model.parameters()) / 1e9, 3)

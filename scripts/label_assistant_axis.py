@@ -35,7 +35,7 @@ from sae_atlas.corpus import build_corpus
 from sae_atlas.harvest import harvest
 from sae_atlas.label import label_stage
 from sae_atlas.labels import load_labels
-from sae_atlas.models import load_model
+from sae_atlas.model import load_model
 from sae_atlas.personas import import_assistant_axis
 from sae_atlas.train import load_sae
 

@@ -82,7 +82,7 @@ from sae_atlas.label import (
     persona_decoder,
     question_folds,
 )
-from sae_atlas.models import load_model
+from sae_atlas.model import load_model, resid_hook
 from sae_atlas.personas import Catalogue
 from sae_atlas.train import load_sae
 
@@ -363,7 +363,7 @@ def layer_decoding(args: argparse.Namespace) -> dict[str, Any]:
     catalogue = catalogue_from_corpus(args.run / "transcripts.h5")
     corpus = TranscriptStore(args.run / "transcripts.h5")
     transcripts = [t for t in corpus if t.condition in SAMPLED_CONDITIONS]
-    hooks = tuple(f"blocks.{layer}.hook_resid_post" for layer in args.layers)
+    hooks = tuple(resid_hook(layer) for layer in args.layers)
     started = time.monotonic()
     handle = load_model(corpus.model)
     harvested = harvest(handle, transcripts, args.scratch, HarvestConfig(hooks=hooks))

@@ -17,7 +17,7 @@ import torch
 
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript, TranscriptWriter
-from sae_atlas.models import DTYPES, ModelHandle, handle_from_hf
+from sae_atlas.model import DTYPES, ModelHandle, handle_from_hf
 
 CHATML = (
     "{% for message in messages %}"

@@ -18,6 +18,6 @@ def tiny():
 @pytest.fixture(scope="session")
 def smollm():
     """The real default model, loaded once per test session (about 20 s)."""
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
 
     return load_model()

@@ -65,7 +65,7 @@ def tiny_model(vocab_size: int, seed: int = 0, n_layers: int = 4):
 
 
 def tiny_handle(template: str = CHATML, seed: int = 0):
-    from sae_atlas.models import handle_from_hf
+    from sae_atlas.model import handle_from_hf
 
     tokenizer = tiny_tokenizer(template)
     return handle_from_hf(tiny_model(len(tokenizer), seed), tokenizer, "tiny-llama")

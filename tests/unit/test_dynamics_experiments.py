@@ -14,7 +14,6 @@ from sae_atlas.config import to_dict
 from sae_atlas.dynamics import (
     MARKERS,
     bootstrap_ci,
-    converse,
     marker_hits,
     paired_rates,
     run_dynamics,
@@ -109,24 +108,6 @@ def test_markers_and_paired_rates():
     assert rates.loc["ai_identity", "rate_off"] == pytest.approx(1 / 3)
     assert rates.loc["ai_identity", "diff"] == pytest.approx(-1 / 3)
     assert rates.loc["ai_identity", "ci_low"] <= -1 / 3 <= rates.loc["ai_identity", "ci_high"]
-
-
-def test_converse_steers_only_the_kicked_turn_and_pairs_seeds(tiny):
-    from sae_atlas.steer import add_direction
-
-    config = dataclasses.replace(TINY, max_new_tokens=6, temperature=0.0)
-    kick = (add_direction("blocks.1.hook_resid_post", np.ones(tiny.d_model), 50.0),)
-    heads = [[], []]
-    turns = [["Hello there", "What is the capital of France?"]] * 2
-    chats = converse(tiny, heads, turns, [1, 1], 2, config, [(), kick])
-    plain = converse(tiny, heads[:1], turns[:1], [1], 2, config)
-    assert chats[0] == plain[0]  # same seed, no kick: the same conversation
-    assert chats[1][1]["content"] != chats[0][1]["content"]  # the kick changes turn 0
-    with pytest.raises(SaeAtlasError, match="user turns"):
-        converse(tiny, heads, [["Hi"]] * 2, [1, 1], 2, config)
-    playing = dataclasses.replace(config, model_plays_user=True)
-    written = converse(tiny, heads, [["Hi"]] * 2, [1, 1], 2, playing)
-    assert [m["role"] for m in written[0]] == ["user", "assistant"] * 2
 
 
 def test_marker_ablation_pairs_responses_with_and_without(tiny_run):

@@ -27,12 +27,11 @@ from sae_atlas.harvest import (
     Shard,
     distributed,
     harvest,
-    length_batches,
     length_sorted,
     shard_share,
 )
 from sae_atlas.label import label
-from sae_atlas.models import handle_from_hf
+from sae_atlas.model import handle_from_hf
 from sae_atlas.train import load_sae, train_saes
 
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
@@ -72,15 +71,6 @@ def test_a_bfloat16_model_harvests_in_bfloat16(tmp_path, tiny):
     low, full = bf16.acts(HOOKS[0]).astype(np.float32), fp32.acts(HOOKS[0]).astype(np.float32)
     assert not np.array_equal(low, full)
     np.testing.assert_allclose(low, full, rtol=0.1, atol=0.1)
-
-
-def test_batches_respect_the_padded_budget():
-    lengths = np.sort([len(t) for t in random_transcripts(100)])
-    batches = [lengths[run] for run in length_batches(lengths, batch_tokens=200, max_batch=8)]
-    assert np.array_equal(np.concatenate(batches), lengths)
-    for batch in batches:
-        assert len(batch) <= 8
-        assert len(batch) == 1 or max(batch) * len(batch) <= 200
 
 
 def test_length_sorted_reads_transcripts_in_length_order(tmp_path):

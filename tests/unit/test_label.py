@@ -29,7 +29,6 @@ from sae_atlas.config import CorpusConfig, LabelConfig
 from sae_atlas.corpus import (
     SAMPLED_CONDITIONS,
     UNWRAPPED,
-    Response,
     corpus_jobs,
     response_transcripts,
 )
@@ -46,6 +45,7 @@ from sae_atlas.label import (
     label_stage,
 )
 from sae_atlas.labels import load_labels
+from sae_atlas.model import Response
 from sae_atlas.personas import load_catalogue
 
 HOOK = "blocks.1.hook_resid_post"
