@@ -26,7 +26,8 @@ from sae_atlas.model import ModelHandle, load_model
 from sae_atlas.organize import ORGANIZE_STEPS, organize
 from sae_atlas.personas import load_catalogue
 from sae_atlas.report import write_report
-from sae_atlas.train import load_sae, train_saes
+from sae_atlas.sae import load_sae
+from sae_atlas.train import train_saes
 
 STAGES = ("corpus", "harvest", "train", "label", "organize", "dynamics", "report")
 

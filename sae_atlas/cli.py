@@ -264,7 +264,7 @@ def organize(
     from sae_atlas.config import load_config
     from sae_atlas.labels import load_labels
     from sae_atlas.organize import organize as run_organize
-    from sae_atlas.train import load_sae
+    from sae_atlas.sae import load_sae
 
     with console.status("organize") as status:
         result = run_organize(

@@ -70,7 +70,7 @@ from sae_atlas.model import (
 )
 from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
 from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
-from sae_atlas.train import load_sae
+from sae_atlas.sae import load_sae
 from sae_atlas.triggers import WRAPPERS, trigger_table
 
 

@@ -73,7 +73,7 @@ from sae_atlas.heap import release_free_heap
 from sae_atlas.labels import LABELS_KIND, Labels, save_labels
 from sae_atlas.model import ModelHandle, final_norm_weight
 from sae_atlas.personas import Catalogue
-from sae_atlas.train import load_sae
+from sae_atlas.sae import load_sae, sae_digest
 from sae_atlas.train import open_store as open_complete_store
 
 Progress = Callable[[int], None]
@@ -1207,15 +1207,6 @@ def card_label(tags: Sequence[str], tokens: str, pos_logits: str, fires: bool) -
 def open_store(store: str | Path | ActivationStore) -> ActivationStore:
     """`store` itself, or the complete activation store at that path."""
     return store if isinstance(store, ActivationStore) else open_complete_store(store)
-
-
-def sae_digest(sae: SAE[Any]) -> str:
-    """sha1 of the SAE's parameters: its identity in a labels file's config."""
-    digest = hashlib.sha1()
-    for name, tensor in sorted(sae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def label_identity(

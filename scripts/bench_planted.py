@@ -68,7 +68,7 @@ from sae_atlas.model import (
     stop_token_ids,
 )
 from sae_atlas.personas import Trigger, load_catalogue
-from sae_atlas.train import load_sae
+from sae_atlas.sae import load_sae
 from sae_atlas.triggers import (
     WRAPPERS,
     differential_auroc,

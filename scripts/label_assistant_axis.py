@@ -37,7 +37,7 @@ from sae_atlas.label import label_stage
 from sae_atlas.labels import load_labels
 from sae_atlas.model import load_model
 from sae_atlas.personas import import_assistant_axis
-from sae_atlas.train import load_sae
+from sae_atlas.sae import load_sae
 
 ROOT = Path("/work/shared/benchmarks/assistant-axis")
 

@@ -84,7 +84,7 @@ from sae_atlas.label import (
 )
 from sae_atlas.model import load_model, resid_hook
 from sae_atlas.personas import Catalogue
-from sae_atlas.train import load_sae
+from sae_atlas.sae import load_sae
 
 FIRST = (8, 16, 32)
 HEADER = "header"

@@ -112,7 +112,7 @@ def test_markers_and_paired_rates():
 
 def test_marker_ablation_pairs_responses_with_and_without(tiny_run):
     from sae_atlas.dynamics import marker_ablation, persona_map, question_bank
-    from sae_atlas.train import load_sae
+    from sae_atlas.sae import load_sae
 
     handle, out = tiny_run
     hook = "blocks.1.hook_resid_post"

@@ -32,7 +32,8 @@ from sae_atlas.harvest import (
 )
 from sae_atlas.label import label
 from sae_atlas.model import handle_from_hf
-from sae_atlas.train import load_sae, train_saes
+from sae_atlas.sae import load_sae
+from sae_atlas.train import train_saes
 
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
 TESTS = Path(__file__).parents[1]
