@@ -71,6 +71,7 @@ from sae_atlas.model import (
 from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
 from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
 from sae_atlas.sae import load_sae
+from sae_atlas.stats import bootstrap_ci
 from sae_atlas.triggers import WRAPPERS, trigger_table
 
 
@@ -274,24 +275,6 @@ def drift_curves(values: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- statistics
-
-
-def bootstrap_ci(
-    values: np.ndarray, n_bootstrap: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean of `values` [n] (NaN dropped) and its percentile bootstrap CI: (mean, low, high).
-
-    NaN everywhere for no values; the CI of one value is that value.
-    """
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n_bootstrap, len(values)))].mean(1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(values.mean()), float(low), float(high)
 
 
 MARKERS: dict[str, str] = {

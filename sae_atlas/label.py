@@ -56,7 +56,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sae_lens import SAE
-from scipy.stats import false_discovery_control, mannwhitneyu, rankdata
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -74,6 +73,7 @@ from sae_atlas.labels import LABELS_KIND, Labels, save_labels
 from sae_atlas.model import ModelHandle, final_norm_weight
 from sae_atlas.personas import Catalogue
 from sae_atlas.sae import load_sae, sae_digest
+from sae_atlas.stats import auroc_and_effect, benjamini_hochberg, mann_whitney_p
 from sae_atlas.train import open_store as open_complete_store
 
 Progress = Callable[[int], None]
@@ -623,27 +623,6 @@ def persona_statistics(stats: FeatureStatistics, responses: Responses) -> dict[s
 # ---------------------------------------------------------------------------- contrasts
 
 
-def auroc_and_effect(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUROC (ties count half) and Cohen's d of each column of positive [n1, F] against
-    negative [n0, F]; both [F]."""
-    n1, n0 = len(positive), len(negative)
-    ranks = rankdata(np.concatenate([positive, negative]), axis=0)
-    auroc = (ranks[:n1].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
-    pooled = (positive.var(0, ddof=1) * (n1 - 1) + negative.var(0, ddof=1) * (n0 - 1)) / max(
-        n1 + n0 - 2, 1
-    )
-    effect = (positive.mean(0) - negative.mean(0)) / np.sqrt(pooled + 1e-12)
-    return auroc, effect
-
-
-def one_sided_p(positive: np.ndarray, negative: np.ndarray, alternative: str) -> np.ndarray:
-    """Mann-Whitney U p-values per column (asymptotic, tie-corrected); constant columns give 1."""
-    if positive.shape[1] == 0:
-        return np.zeros(0)
-    result = mannwhitneyu(positive, negative, axis=0, alternative=alternative, method="asymptotic")
-    return np.nan_to_num(np.asarray(result.pvalue, dtype=np.float64), nan=1.0)
-
-
 @dataclass
 class Contrast:
     """Every persona against the default persona, and the tests made.
@@ -718,7 +697,7 @@ def contrast(
         )
         order = np.lexsort((-train_effect[p][candidates], -train_auroc[p][candidates]))
         candidates = candidates[order[: config.max_candidates]]
-        p_values = one_sided_p(
+        p_values = mann_whitney_p(
             response_mean[heldout_rows][:, candidates],
             response_mean[heldout_default][:, candidates],
             "greater",
@@ -754,7 +733,7 @@ def contrast(
             holds=[],
         )
     )
-    table["q_value"] = false_discovery_control(table["p_value"]) if len(table) else []
+    table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy())
     return Contrast(train_auroc, train_effect, heldout_auroc, effect, table)
 
 
@@ -789,7 +768,7 @@ def _broad_tests(
         ),
     ):
         candidates = np.flatnonzero(train_share >= config.broad_share)
-        p_values = one_sided_p(
+        p_values = mann_whitney_p(
             response_mean[pooled][:, candidates], response_mean[default][:, candidates], alternative
         )
         out.append(
@@ -839,7 +818,7 @@ def _trigger_tests(
                 name,
                 train_score=train_auroc[candidates],
                 heldout_score=heldout_auroc[candidates],
-                p_value=one_sided_p(
+                p_value=mann_whitney_p(
                     values[wrapped][:, candidates], values[other][:, candidates], "greater"
                 ),
                 holds=(heldout_auroc[candidates] >= config.trigger_min_auroc)

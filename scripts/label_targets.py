@@ -55,7 +55,6 @@ from sae_lens import SAE
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -85,6 +84,7 @@ from sae_atlas.label import (
 from sae_atlas.model import load_model, resid_hook
 from sae_atlas.personas import Catalogue
 from sae_atlas.sae import load_sae
+from sae_atlas.stats import auroc
 
 FIRST = (8, 16, 32)
 HEADER = "header"
@@ -270,8 +270,7 @@ def probe_auroc(
         return float("nan")
     labels = np.r_[np.ones(len(fit)), np.zeros(len(fit_default))]
     decision = probe_scores(values, np.r_[fit, fit_default], labels, np.r_[score, score_default], c)
-    truth = np.r_[np.ones(len(score)), np.zeros(len(score_default))]
-    return float(roc_auc_score(truth, decision))
+    return auroc(decision[: len(score)], decision[len(score) :])
 
 
 def linear_ceiling(values: np.ndarray, responses: Responses) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from sae_atlas.build import build
 from sae_atlas.config import to_dict
 from sae_atlas.dynamics import (
     MARKERS,
-    bootstrap_ci,
     marker_hits,
     paired_rates,
     run_dynamics,
@@ -80,18 +79,6 @@ def test_build_writes_dynamics_and_run_dynamics_leaves_the_model_unchanged(tiny_
     assert steps == ["rollouts", "classifier", "steering", "markers", "triggers", "write"]
     with torch.inference_mode():
         torch.testing.assert_close(handle.hf_model(tokens).logits, before)  # hooks are gone
-
-
-def test_bootstrap_ci_on_known_cases():
-    mean, low, high = bootstrap_ci(np.full(10, 3.0))
-    assert mean == low == high == 3.0
-    values = np.random.default_rng(0).normal(1.0, 2.0, 400)
-    mean, low, high = bootstrap_ci(values, n_bootstrap=4000)
-    half_width = 1.96 * values.std(ddof=1) / np.sqrt(len(values))
-    assert mean == pytest.approx(values.mean())
-    assert high - mean == pytest.approx(half_width, rel=0.15)
-    assert mean - low == pytest.approx(half_width, rel=0.15)
-    assert all(np.isnan(bootstrap_ci(np.array([np.nan]))))
 
 
 def test_markers_and_paired_rates():
