@@ -261,8 +261,8 @@ def organize(
     Example: sae-atlas organize --labels runs/quick/labels.h5
     --sae runs/quick/sae/blocks.15.hook_resid_post --out runs/quick/atlas.h5
     """
+    from feature_store.labels import load_labels
     from sae_atlas.config import load_config
-    from sae_atlas.labels import load_labels
     from sae_atlas.organize import organize as run_organize
     from sae_atlas.sae import load_sae
 

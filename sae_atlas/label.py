@@ -34,7 +34,7 @@ block of [block_tokens, d_sae] with its token-table rows; nothing per token of t
 (the token table is read block by block, for the pass and for the example contexts); per
 transcript, its provenance and DocKinds (12 bytes); the contrasts rank [n_responses, d_sae]
 once per persona; the unembedding product runs in blocks of features. Returns `Labels`
-(sae_atlas.labels); `label_stage` writes it to labels.h5 and skips when that file is complete
+(feature_store.labels); `label_stage` writes it to labels.h5 and skips when that file is complete
 for the same inputs and config.
 """
 
@@ -63,13 +63,13 @@ from sklearn.preprocessing import StandardScaler
 
 from feature_store.activations import ActivationStore
 from feature_store.errors import StoreError
+from feature_store.labels import LABELS_KIND, Labels, save_labels
 from feature_store.schema import LIST_SEPARATOR, ROLE_CODE
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import LabelConfig, to_dict
 from sae_atlas.corpus import SAMPLED_CONDITIONS, UNWRAPPED
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.heap import release_free_heap
-from sae_atlas.labels import LABELS_KIND, Labels, save_labels
 from sae_atlas.model import ModelHandle, final_norm_weight
 from sae_atlas.personas import Catalogue
 from sae_atlas.sae import load_sae, sae_digest

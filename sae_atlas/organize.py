@@ -60,11 +60,11 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, sil
 from threadpoolctl import threadpool_limits
 
 from feature_store.atlas import Atlas, AtlasWriter
+from feature_store.labels import Labels
 from feature_store.schema import ATLAS_KIND, CLUSTER_KINDS, LIST_SEPARATOR
 from feature_store.transcripts import store_state
 from sae_atlas.config import OrganizeConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.labels import Labels
 from sae_atlas.sae import sae_weights
 
 FAMILIES: tuple[str, ...] = tuple(kind for kind in CLUSTER_KINDS if kind != "other")
