@@ -115,7 +115,6 @@ def versions() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, report: Report, work: Path) -> None:
-    from synthetic import random_chat_model, synthetic_corpus
 
     from feature_store.activations import ActivationStore
     from feature_store.transcripts import TranscriptStore
@@ -123,6 +122,7 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
     from sae_atlas.harvest import harvest
     from sae_atlas.label import label_stage
     from sae_atlas.model import resid_hook
+    from sae_atlas.testing import random_chat_model, synthetic_corpus
     from sae_atlas.train import train_saes
 
     size = SIZES["small" if args.small else "full"]

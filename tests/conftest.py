@@ -1,16 +1,11 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
 def tiny():
-    from tiny import tiny_handle
+    from sae_atlas.testing import tiny_handle
 
     return tiny_handle()
 

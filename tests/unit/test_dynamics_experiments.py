@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from test_build import tiny_config
-from tiny import tiny_handle
 
 from feature_store.atlas import Atlas
 from sae_atlas.build import build
@@ -18,6 +17,7 @@ from sae_atlas.dynamics import (
     run_dynamics,
 )
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.testing import tiny_handle
 
 TINY = tiny_config().dynamics
 

@@ -77,9 +77,8 @@ def test_round_trip(tmp_path):
 
 
 def test_wrong_file_kind(tmp_path):
-    from tiny import random_transcripts
-
     from feature_store.transcripts import TranscriptWriter
+    from sae_atlas.testing import random_transcripts
 
     writer = TranscriptWriter.open(tmp_path / "t.h5", model="m", config={})
     writer.append(random_transcripts(2))

@@ -9,7 +9,6 @@ import pytest
 import torch
 from sae_lens import SAE
 from sae_lens.registry import get_sae_training_class
-from tiny import random_transcripts, tiny_handle
 
 from feature_store import transcripts as transcripts_module
 from feature_store.activations import ActivationStore, ActivationWriter
@@ -20,6 +19,7 @@ from sae_atlas.errors import SaeAtlasError
 from sae_atlas.evaluate import evaluate_sae, heldout_transcripts
 from sae_atlas.harvest import harvest
 from sae_atlas.sae import ARCHITECTURES, load_sae
+from sae_atlas.testing import random_transcripts, tiny_handle
 from sae_atlas.train import TrainProgress, train_saes
 
 HOOK = "blocks.0.hook_resid_post"

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tiny import random_transcripts
 
 from sae_atlas.model.forward import (
     batch_activations,
@@ -11,6 +10,7 @@ from sae_atlas.model.forward import (
     length_batches,
     residual_activations,
 )
+from sae_atlas.testing import random_transcripts
 
 HOOK = "blocks.1.hook_resid_post"
 

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import CHATML, ZEPHYR, tiny_handle
 
 from feature_store.schema import ROLES
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.testing import CHATML, ZEPHYR, tiny_handle
 
 CONVERSATION = [
     {"role": "system", "content": "You are a pirate."},

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_model, tiny_tokenizer
 
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model.loading import adapter_sha1, load_model
+from sae_atlas.testing import random_llama, tiny_tokenizer
 
 
 def test_bad_model_sources(tmp_path):
@@ -28,11 +28,11 @@ def test_adapter_is_merged_exactly_and_named_in_the_model_id(tmp_path):
 
     tokenizer = tiny_tokenizer()
     base = tmp_path / "base"
-    tiny_model(len(tokenizer)).save_pretrained(base)
+    random_llama(len(tokenizer)).save_pretrained(base)
     tokenizer.save_pretrained(base)
     lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     torch.manual_seed(1)
-    peft_model = get_peft_model(tiny_model(len(tokenizer)), lora)
+    peft_model = get_peft_model(random_llama(len(tokenizer)), lora)
     adapter = tmp_path / "adapter"
     peft_model.save_pretrained(adapter)
     tokens = torch.tensor([[5, 17, 42, 99, 7]])
@@ -51,7 +51,7 @@ def test_adapter_is_merged_exactly_and_named_in_the_model_id(tmp_path):
 def test_bad_adapters_are_one_line_errors(tmp_path):
     tokenizer = tiny_tokenizer()
     base = tmp_path / "base"
-    tiny_model(len(tokenizer)).save_pretrained(base)
+    random_llama(len(tokenizer)).save_pretrained(base)
     tokenizer.save_pretrained(base)
     with pytest.raises(SaeAtlasError, match="no such adapter folder"):
         load_model(str(base), adapter=tmp_path / "missing")
