@@ -68,14 +68,7 @@ def converse(
     slowly and, with a KV cache, wrongly).
     """
     n = len(heads)
-    if not n == len(user_turns) == len(seeds) or (steering is not None and len(steering) != n):
-        raise SaeAtlasError("converse: give one head, one user-turn list and one seed per chat")
-    short = [i for i in range(n) if len(user_turns[i]) < n_turns]
-    if short and not model_plays_user:
-        raise SaeAtlasError(
-            f"converse: chat {short[0]} has {len(user_turns[short[0]])} user turns for "
-            f"{n_turns} turns; give more or set model_plays_user"
-        )
+    _check_chats(n, user_turns, seeds, steering, n_turns, model_plays_user)
     model = model if model is not None else sampling_model(handle, config.dtype)
     stop_ids = stop_token_ids(handle)
     pad_id = int(handle.tokenizer.pad_token_id or 0)
@@ -110,3 +103,23 @@ def converse(
             with steered(handle, model, key):
                 speak(rows, chats, "assistant", turn)
     return chats
+
+
+def _check_chats(
+    n: int,
+    user_turns: Sequence[Sequence[str]],
+    seeds: Sequence[int],
+    steering: Sequence[tuple[Intervention, ...]] | None,
+    n_turns: int,
+    model_plays_user: bool,
+) -> None:
+    """SaeAtlasError unless each of the n chats has its user turns, seed (and steering), and
+    enough user turns when the model does not play the user."""
+    if not n == len(user_turns) == len(seeds) or (steering is not None and len(steering) != n):
+        raise SaeAtlasError("converse: give one head, one user-turn list and one seed per chat")
+    short = [i for i in range(n) if len(user_turns[i]) < n_turns]
+    if short and not model_plays_user:
+        raise SaeAtlasError(
+            f"converse: chat {short[0]} has {len(user_turns[short[0]])} user turns for "
+            f"{n_turns} turns; give more or set model_plays_user"
+        )
