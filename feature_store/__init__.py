@@ -1,4 +1,5 @@
-"""Storage for sae-atlas: HDF5 transcript, activation and atlas files (h5py, numpy, pandas only).
+"""Storage for sae-atlas: HDF5 transcript, activation, labels and atlas files (h5py, numpy, pandas
+only).
 
 The layouts are declared in `feature_store.schema`; nothing here imports torch or model code.
 """

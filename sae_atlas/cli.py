@@ -96,7 +96,7 @@ def corpus(
 
     from sae_atlas.config import load_config, on_device
     from sae_atlas.corpus import build_corpus, corpus_jobs
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
     from sae_atlas.personas import load_catalogue
 
     build_config = on_device(load_config(profile), device, dtype)
@@ -146,7 +146,7 @@ def harvest(
     from sae_atlas.config import HarvestConfig
     from sae_atlas.harvest import distributed, length_sorted, shard_share
     from sae_atlas.harvest import harvest as run_harvest
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
 
     store = TranscriptStore(transcripts)
     config = HarvestConfig(hooks=tuple(hook), batch_tokens=batch_tokens, max_len=max_len)
@@ -194,7 +194,7 @@ def train(
     import dataclasses
 
     from sae_atlas.config import load_config, on_device
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
     from sae_atlas.train import train_saes
 
     build_config = on_device(load_config(profile), device, dtype)
@@ -235,7 +235,7 @@ def label(
     """
     from sae_atlas.config import load_config, on_device
     from sae_atlas.label import catalogue_from_corpus, label_stage
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
 
     config = on_device(load_config(profile), device, dtype)
     handle = load_model(model, config.model.device, config.model.dtype, adapter=adapter)
@@ -267,10 +267,10 @@ def organize(
     Example: sae-atlas organize --labels runs/quick/labels.h5
     --sae runs/quick/sae/blocks.15.hook_resid_post --out runs/quick/atlas.h5
     """
+    from feature_store.labels import load_labels
     from sae_atlas.config import load_config
-    from sae_atlas.labels import load_labels
     from sae_atlas.organize import organize as run_organize
-    from sae_atlas.train import load_sae
+    from sae_atlas.sae import load_sae
 
     with console.status("organize") as status:
         result = run_organize(
@@ -314,7 +314,7 @@ def dynamics(
 
     from sae_atlas.config import load_config, on_device
     from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
 
     config = on_device(load_config(profile), device, dtype)
     handle = load_model(

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.models import DEFAULT_MODEL
+from sae_atlas.model.loading import DEFAULT_MODEL
 
 
 @dataclass(frozen=True)

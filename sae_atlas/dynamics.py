@@ -52,33 +52,26 @@ from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.classifier import PersonaClassifier, train_classifier
 from sae_atlas.config import CorpusConfig, DynamicsConfig, to_dict
-from sae_atlas.corpus import (
-    USER_INSTRUCTION,
-    Messages,
-    corpus_responses,
-    decode,
-    job_seed,
-    message,
-    new_tokens_text,
-    prompt_ids,
-    sampling_model,
-    stop_token_ids,
-    swap_roles,
-)
+from sae_atlas.corpus import corpus_responses
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.harvest import residual_activations
 from sae_atlas.label import catalogue_from_corpus
-from sae_atlas.models import ModelHandle
-from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
-from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
-from sae_atlas.steer import (
+from sae_atlas.model import (
     Intervention,
+    Messages,
+    ModelHandle,
     ablate_features,
     add_direction,
+    converse,
+    job_seed,
     matched_random,
-    steered,
+    message,
+    residual_activations,
+    sampling_model,
 )
-from sae_atlas.train import load_sae
+from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
+from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
+from sae_atlas.sae import load_sae
+from sae_atlas.stats import bootstrap_ci
 from sae_atlas.triggers import WRAPPERS, trigger_table
 
 
@@ -284,24 +277,6 @@ def drift_curves(values: np.ndarray, groups: Sequence[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- statistics
 
 
-def bootstrap_ci(
-    values: np.ndarray, n_bootstrap: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean of `values` [n] (NaN dropped) and its percentile bootstrap CI: (mean, low, high).
-
-    NaN everywhere for no values; the CI of one value is that value.
-    """
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n_bootstrap, len(values)))].mean(1)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(values.mean()), float(low), float(high)
-
-
 MARKERS: dict[str, str] = {
     "ai_identity": r"\b(as an ai|i'?m an ai|i am an ai|ai (language )?model|language model)\b",
     "assistant_word": r"\bassistants?\b",
@@ -398,72 +373,6 @@ def sampling_config(config: DynamicsConfig) -> CorpusConfig:
         seed=config.seed,
         dtype=config.dtype,
     )
-
-
-def converse(
-    handle: ModelHandle,
-    heads: Sequence[Messages],
-    user_turns: Sequence[Sequence[str]],
-    seeds: Sequence[int],
-    n_turns: int,
-    config: DynamicsConfig,
-    steering: Sequence[tuple[Intervention, ...]] | None = None,
-    steer_turns: Collection[int] = (0,),
-    model: torch.nn.Module | None = None,
-) -> list[Messages]:
-    """Conversation i: heads[i] (system message or none), then n_turns exchanges, batched.
-
-    The user says user_turns[i][t] at turn t; beyond those given, with config.model_plays_user
-    the model writes the user's turn (roles swapped). Conversation i samples from seeds derived
-    from seeds[i] (the same seed gives the same draws, so conditions pair). steering[i]: hooks
-    active while conversation i's assistant turns in `steer_turns` are sampled (conversations
-    sharing a tuple decode together, under `steered`). model: a `sampling_model` to reuse (the
-    bridged handle.hf_model decodes slowly and, with a KV cache, wrongly).
-    """
-    n = len(heads)
-    if not n == len(user_turns) == len(seeds) or (steering is not None and len(steering) != n):
-        raise SaeAtlasError("converse: give one head, one user-turn list and one seed per chat")
-    short = [i for i in range(n) if len(user_turns[i]) < n_turns]
-    if short and not config.model_plays_user:
-        raise SaeAtlasError(
-            f"converse: chat {short[0]} has {len(user_turns[short[0]])} user turns for "
-            f"{n_turns} turns; give more or set dynamics.model_plays_user"
-        )
-    sampling = sampling_config(config)
-    model = model if model is not None else sampling_model(handle, config.dtype)
-    stop_ids = stop_token_ids(handle)
-    pad_id = int(handle.tokenizer.pad_token_id or 0)
-    chats = [list(head) for head in heads]
-
-    def speak(rows: Sequence[int], prompts: Sequence[Messages], role: str, turn: int) -> None:
-        for start in range(0, len(rows), config.batch_size):
-            chunk = rows[start : start + config.batch_size]
-            new_tokens = decode(
-                model,
-                [prompt_ids(handle, prompts[r]) for r in chunk],
-                [job_seed(seeds[r], turn, role) for r in chunk],
-                sampling,
-                stop_ids,
-                pad_id,
-            )
-            for r, tokens in zip(chunk, new_tokens, strict=True):
-                chats[r].append(message(role, new_tokens_text(handle, tokens, stop_ids)))
-
-    for turn in range(n_turns):
-        given = [i for i in range(n) if turn < len(user_turns[i])]
-        for i in given:
-            chats[i].append(message("user", user_turns[i][turn]))
-        written = [i for i in range(n) if turn >= len(user_turns[i])]
-        if written:
-            speak(written, [swap_roles(c, USER_INSTRUCTION) for c in chats], "user", turn)
-        groups: dict[tuple[Intervention, ...], list[int]] = {}
-        for i in range(n):
-            key = steering[i] if steering is not None and turn in steer_turns else ()
-            groups.setdefault(key, []).append(i)
-        for key, rows in groups.items():
-            with steered(handle, model, key):
-                speak(rows, chats, "assistant", turn)
-    return chats
 
 
 @dataclass(frozen=True)
@@ -714,7 +623,17 @@ def run_conversations(
     model: torch.nn.Module | None = None,
 ) -> Rollouts:
     """Sample the conversations (`converse`) and place every assistant turn in persona space."""
-    chats = converse(handle, heads, user_turns, seeds, n_turns, config, steering, model=model)
+    chats = converse(
+        handle,
+        heads,
+        user_turns,
+        seeds,
+        n_turns,
+        sampling_config(config),
+        config.model_plays_user,
+        steering,
+        model=model,
+    )
     acts = turn_activations(handle, chats, hook, n_turns, sae)
     coords = pmap.coords(acts.means)
     texts = [[m["content"] for m in chat if m["role"] == "assistant"] for chat in chats]
@@ -959,7 +878,17 @@ def marker_ablation(
                 turns.append([bank[(2000 + i) % len(bank)]])
                 seeds.append(job_seed(config.seed, "markers", name, i))
                 steering.append(condition)
-    chats = converse(handle, heads, turns, seeds, 1, config, steering, model=model)
+    chats = converse(
+        handle,
+        heads,
+        turns,
+        seeds,
+        1,
+        sampling_config(config),
+        config.model_plays_user,
+        steering,
+        model=model,
+    )
     hits = marker_hits([chat[-1]["content"] for chat in chats])
     hits["any"] = hits.any(axis=1)
     n = len(starts) * config.n_prompts

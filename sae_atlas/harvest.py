@@ -38,7 +38,7 @@ from feature_store.transcripts import Transcript, TranscriptStore, store_state
 from sae_atlas.config import HarvestConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.heap import release_free_heap
-from sae_atlas.models import ModelHandle
+from sae_atlas.model import ModelHandle, batch_activations, length_batches
 
 BARRIER_TIMEOUT = timedelta(hours=24)
 """How long a rank waits at the barrier for the others (a resumed shard may be far behind)."""
@@ -168,57 +168,6 @@ def shard_share(ordered: LengthSorted, shard: Shard | None) -> LengthSorted:
     cuts = np.searchsorted(ends, ends[-1] * np.arange(shard.world_size + 1) / shard.world_size)
     cuts[-1] = len(ordered)
     return ordered[int(cuts[shard.rank]) : int(cuts[shard.rank + 1])]
-
-
-def length_batches(lengths: np.ndarray, batch_tokens: int, max_batch: int) -> Iterator[slice]:
-    """Consecutive runs of sequences of `lengths` [n] (sorted ascending) whose padded size
-    (rows x longest) stays within batch_tokens, at most max_batch rows each."""
-    first = longest = 0
-    for at, length in enumerate(lengths.tolist()):
-        longest_with = max(longest, length)
-        rows = at - first
-        if rows and (longest_with * (rows + 1) > batch_tokens or rows >= max_batch):
-            yield slice(first, at)
-            first, longest_with = at, length
-        longest = longest_with
-    if first < len(lengths):
-        yield slice(first, len(lengths))
-
-
-def padded(batch: Sequence[Transcript], pad_id: int) -> tuple[torch.Tensor, np.ndarray]:
-    """Right-padded token ids [B, T] and a bool mask [B, T] of the real tokens."""
-    longest = max(len(t) for t in batch)
-    ids = np.full((len(batch), longest), pad_id, dtype=np.int64)
-    mask = np.zeros((len(batch), longest), dtype=bool)
-    for row, transcript in enumerate(batch):
-        ids[row, : len(transcript)] = transcript.token_ids
-        mask[row, : len(transcript)] = True
-    return torch.from_numpy(ids), mask
-
-
-@torch.inference_mode()
-def residual_activations(
-    handle: ModelHandle, tokens: torch.Tensor, hooks: Sequence[str]
-) -> dict[str, torch.Tensor]:
-    """Activations [B, T, d_model] at each hook, running only the layers the hooks need."""
-    deepest = max(handle.check_hooks(hooks))
-    _, cache = handle.bridge.run_with_cache(
-        tokens.to(handle.device),
-        names_filter=list(hooks),
-        stop_at_layer=deepest + 1,
-    )
-    return {hook: cache[hook] for hook in hooks}
-
-
-def batch_activations(
-    handle: ModelHandle, batch: Sequence[Transcript], hooks: Sequence[str], pad_id: int
-) -> dict[str, np.ndarray]:
-    """float16 activations [total tokens of `batch`, d_model] per hook, in the batch's order,
-    padding dropped."""
-    tokens, mask = padded(batch, pad_id)
-    acts = residual_activations(handle, tokens, hooks)
-    flat_mask = torch.from_numpy(mask).to(handle.device)
-    return {hook: value[flat_mask].to(torch.float16).cpu().numpy() for hook, value in acts.items()}
 
 
 def harvest(

@@ -34,7 +34,7 @@ block of [block_tokens, d_sae] with its token-table rows; nothing per token of t
 (the token table is read block by block, for the pass and for the example contexts); per
 transcript, its provenance and DocKinds (12 bytes); the contrasts rank [n_responses, d_sae]
 once per persona; the unembedding product runs in blocks of features. Returns `Labels`
-(sae_atlas.labels); `label_stage` writes it to labels.h5 and skips when that file is complete
+(feature_store.labels); `label_stage` writes it to labels.h5 and skips when that file is complete
 for the same inputs and config.
 """
 
@@ -56,7 +56,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sae_lens import SAE
-from scipy.stats import false_discovery_control, mannwhitneyu, rankdata
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -64,16 +63,17 @@ from sklearn.preprocessing import StandardScaler
 
 from feature_store.activations import ActivationStore
 from feature_store.errors import StoreError
+from feature_store.labels import LABELS_KIND, Labels, save_labels
 from feature_store.schema import LIST_SEPARATOR, ROLE_CODE
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import LabelConfig, to_dict
 from sae_atlas.corpus import SAMPLED_CONDITIONS, UNWRAPPED
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.heap import release_free_heap
-from sae_atlas.labels import LABELS_KIND, Labels, save_labels
-from sae_atlas.models import ModelHandle
+from sae_atlas.model import ModelHandle, final_norm_weight
 from sae_atlas.personas import Catalogue
-from sae_atlas.train import load_sae
+from sae_atlas.sae import load_sae, sae_digest
+from sae_atlas.stats import auroc_and_effect, benjamini_hochberg, mann_whitney_p
 from sae_atlas.train import open_store as open_complete_store
 
 Progress = Callable[[int], None]
@@ -82,8 +82,6 @@ Progress = Callable[[int], None]
 CONTROLS: tuple[str, ...] = ("user_control", "plain_control")
 CONTROL_ROLE = {"user_control": "user", "plain_control": "plain"}
 """The role that carries the response text in each control condition."""
-FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_norm")
-"""Where Hugging Face causal LMs keep the final norm whose weight is folded into the logits."""
 PRINTABLE = {code: "\ufffd" for code in range(32)} | {ord("\n"): "\\n", ord("\t"): " "}
 """Decoded text shown in contexts and lists: newlines as `\\n`, other control characters as U+FFFD
 (HDF5 strings cannot hold NUL)."""
@@ -625,27 +623,6 @@ def persona_statistics(stats: FeatureStatistics, responses: Responses) -> dict[s
 # ---------------------------------------------------------------------------- contrasts
 
 
-def auroc_and_effect(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """AUROC (ties count half) and Cohen's d of each column of positive [n1, F] against
-    negative [n0, F]; both [F]."""
-    n1, n0 = len(positive), len(negative)
-    ranks = rankdata(np.concatenate([positive, negative]), axis=0)
-    auroc = (ranks[:n1].sum(0) - n1 * (n1 + 1) / 2) / (n1 * n0)
-    pooled = (positive.var(0, ddof=1) * (n1 - 1) + negative.var(0, ddof=1) * (n0 - 1)) / max(
-        n1 + n0 - 2, 1
-    )
-    effect = (positive.mean(0) - negative.mean(0)) / np.sqrt(pooled + 1e-12)
-    return auroc, effect
-
-
-def one_sided_p(positive: np.ndarray, negative: np.ndarray, alternative: str) -> np.ndarray:
-    """Mann-Whitney U p-values per column (asymptotic, tie-corrected); constant columns give 1."""
-    if positive.shape[1] == 0:
-        return np.zeros(0)
-    result = mannwhitneyu(positive, negative, axis=0, alternative=alternative, method="asymptotic")
-    return np.nan_to_num(np.asarray(result.pvalue, dtype=np.float64), nan=1.0)
-
-
 @dataclass
 class Contrast:
     """Every persona against the default persona, and the tests made.
@@ -720,7 +697,7 @@ def contrast(
         )
         order = np.lexsort((-train_effect[p][candidates], -train_auroc[p][candidates]))
         candidates = candidates[order[: config.max_candidates]]
-        p_values = one_sided_p(
+        p_values = mann_whitney_p(
             response_mean[heldout_rows][:, candidates],
             response_mean[heldout_default][:, candidates],
             "greater",
@@ -756,7 +733,7 @@ def contrast(
             holds=[],
         )
     )
-    table["q_value"] = false_discovery_control(table["p_value"]) if len(table) else []
+    table["q_value"] = benjamini_hochberg(table["p_value"].to_numpy())
     return Contrast(train_auroc, train_effect, heldout_auroc, effect, table)
 
 
@@ -791,7 +768,7 @@ def _broad_tests(
         ),
     ):
         candidates = np.flatnonzero(train_share >= config.broad_share)
-        p_values = one_sided_p(
+        p_values = mann_whitney_p(
             response_mean[pooled][:, candidates], response_mean[default][:, candidates], alternative
         )
         out.append(
@@ -841,7 +818,7 @@ def _trigger_tests(
                 name,
                 train_score=train_auroc[candidates],
                 heldout_score=heldout_auroc[candidates],
-                p_value=one_sided_p(
+                p_value=mann_whitney_p(
                     values[wrapped][:, candidates], values[other][:, candidates], "greater"
                 ),
                 holds=(heldout_auroc[candidates] >= config.trigger_min_auroc)
@@ -1071,18 +1048,6 @@ class TokenText:
         return self.cache[token_id]
 
 
-def final_norm_weight(handle: ModelHandle) -> torch.Tensor | None:
-    """The weight [d_model] of the model's final norm (FINAL_NORMS), or None."""
-    for path in FINAL_NORMS:
-        module: Any = handle.hf_model
-        for part in path.split("."):
-            module = getattr(module, part, None)
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor):
-            return weight.detach().float().cpu()
-    return None
-
-
 @torch.inference_mode()
 def logit_tokens(
     sae: SAE[Any], handle: ModelHandle, n: int, block: int = 512
@@ -1221,15 +1186,6 @@ def card_label(tags: Sequence[str], tokens: str, pos_logits: str, fires: bool) -
 def open_store(store: str | Path | ActivationStore) -> ActivationStore:
     """`store` itself, or the complete activation store at that path."""
     return store if isinstance(store, ActivationStore) else open_complete_store(store)
-
-
-def sae_digest(sae: SAE[Any]) -> str:
-    """sha1 of the SAE's parameters: its identity in a labels file's config."""
-    digest = hashlib.sha1()
-    for name, tensor in sorted(sae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def label_identity(

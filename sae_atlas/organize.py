@@ -60,11 +60,12 @@ from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, sil
 from threadpoolctl import threadpool_limits
 
 from feature_store.atlas import Atlas, AtlasWriter
+from feature_store.labels import Labels
 from feature_store.schema import ATLAS_KIND, CLUSTER_KINDS, LIST_SEPARATOR
 from feature_store.transcripts import store_state
 from sae_atlas.config import OrganizeConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.labels import Labels
+from sae_atlas.sae import sae_weights
 
 FAMILIES: tuple[str, ...] = tuple(kind for kind in CLUSTER_KINDS if kind != "other")
 """Tag families that can name a cluster's kind: a tag's text before ':'."""
@@ -604,14 +605,6 @@ class Stopwatch:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-
-
-def sae_weights(sae: SAE[Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The parameters (float32 numpy, by name) and config (JSON-ready) of a sae-lens SAE."""
-    weights = {
-        name: value.detach().float().cpu().numpy() for name, value in sae.state_dict().items()
-    }
-    return weights, json.loads(json.dumps(sae.cfg.to_dict(), default=str))
 
 
 def input_digest(labels: Labels, weights: dict[str, np.ndarray]) -> str:

@@ -10,7 +10,7 @@ Ctrl-C, and resumes from the latest checkpoint to the same total step count. Eac
 `SAE.load_from_disk`) plus
 `training_card.json` (config, data, metrics, time, versions, seed) and, when a model handle is
 given, `eval.json` (see `sae_atlas.evaluate`). A hook whose card exists for the same config is
-skipped. `load_sae(source)` loads a trained or pretrained SAE instead.
+skipped. `sae_atlas.sae.load_sae(source)` loads a trained or pretrained SAE instead.
 
 Cost: an encoder and a decoder matmul, forward and backward, per token: O(d_model x width) each;
 a batchtopk SAE of width 4608 on d_model 576 at batch 4096 trains at about 2,000-3,000 tokens/s
@@ -39,11 +39,6 @@ from sae_lens import SAE
 from sae_lens.config import LoggingConfig, SAETrainerConfig
 from sae_lens.registry import get_sae_training_class
 from sae_lens.saes import (
-    BatchTopKTrainingSAEConfig,
-    JumpReLUTrainingSAEConfig,
-    MatryoshkaBatchTopKTrainingSAEConfig,
-    StandardTrainingSAEConfig,
-    TopKTrainingSAEConfig,
     TrainingSAE,
     TrainingSAEConfig,
 )
@@ -54,7 +49,8 @@ from feature_store.activations import ActivationStore, ShuffledBatches
 from feature_store.errors import StoreError
 from sae_atlas.config import TrainConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.models import ModelHandle
+from sae_atlas.model import ModelHandle
+from sae_atlas.sae import ARCHITECTURES
 
 CARD_FILE = "training_card.json"
 EVAL_FILE = "eval.json"
@@ -67,32 +63,6 @@ LOGGING_FIELDS = ("log_to_wandb", "wandb_project")
 WANDB_LOG_EVERY = 10
 LOSS_WINDOW = 100
 
-SaeConfigBuilder = Callable[[TrainConfig, dict[str, Any]], TrainingSAEConfig]
-
-
-def _matryoshka_widths(config: TrainConfig) -> list[int]:
-    if config.matryoshka_widths:
-        return list(config.matryoshka_widths)
-    return [config.width // 8, config.width // 4, config.width // 2, config.width]
-
-
-ARCHITECTURES: dict[str, SaeConfigBuilder] = {
-    "batchtopk": lambda c, common: BatchTopKTrainingSAEConfig(k=c.k, **common),
-    "topk": lambda c, common: TopKTrainingSAEConfig(k=c.k, **common),
-    "jumprelu": lambda c, common: JumpReLUTrainingSAEConfig(
-        jumprelu_sparsity_loss_mode="quadratic",
-        target_l0=c.k,
-        l0_coefficient=c.sparsity_coefficient,
-        **common,
-    ),
-    "matryoshka_batchtopk": lambda c, common: MatryoshkaBatchTopKTrainingSAEConfig(
-        k=c.k, matryoshka_widths=_matryoshka_widths(c), **common
-    ),
-    "standard": lambda c, common: StandardTrainingSAEConfig(
-        l1_coefficient=c.sparsity_coefficient, **common
-    ),
-}
-"""Architecture name -> the sae-lens training config it builds from a TrainConfig."""
 
 NORMALIZATIONS = ("none", "expected_average_only_in")
 TRAIN_DTYPES = ("float32", "bfloat16")
@@ -455,7 +425,7 @@ def train_saes(
     Each goes to out_dir/<hook>/. A hook whose training card exists for the same training config
     and store is skipped (its evaluation is redone only when the eval settings changed and a
     handle is given); an interrupted training resumes from its latest checkpoint. With a model
-    `handle` (sae_atlas.models.ModelHandle) each SAE is also evaluated (eval.json, and the card).
+    `handle` (sae_atlas.model.ModelHandle) each SAE is also evaluated (eval.json, and the card).
     """
     from sae_atlas.evaluate import evaluate_sae
 
@@ -540,57 +510,3 @@ def train_saes(
             )
         )
     return results
-
-
-def load_sae(source: str | Path, device: str = "cpu", allow_download: bool = False) -> SAE[Any]:
-    """An SAE from a folder in sae-lens format, or from the sae-lens registry as
-    `release:sae_id` (only from the local Hugging Face cache unless allow_download)."""
-    path = Path(source)
-    if path.is_dir():
-        if not (path / "cfg.json").is_file():
-            raise SaeAtlasError(f"{path}: not an SAE folder in sae-lens format (no cfg.json)")
-        return SAE.load_from_disk(path, device=device)
-    text = str(source)
-    if ":" not in text or path.exists() or text.startswith((".", "/", "~")):
-        raise SaeAtlasError(
-            f"{source}: not an SAE folder; give a folder with cfg.json and "
-            "sae_weights.safetensors, or a sae-lens registry id as release:sae_id"
-        )
-    release, sae_id = text.split(":", 1)
-    from sae_lens.loading.pretrained_saes_directory import (
-        get_pretrained_saes_directory,
-        get_repo_id_and_folder_name,
-    )
-
-    directory = get_pretrained_saes_directory()
-    if release not in directory:
-        raise SaeAtlasError(f"{release}: not a sae-lens registry release")
-    if sae_id not in directory[release].saes_map:
-        known = list(directory[release].saes_map)
-        raise SaeAtlasError(
-            f"{sae_id}: not an SAE of release {release}; it has {', '.join(known[:5])}, ..."
-        )
-    if not allow_download:
-        repo_id, folder_name = get_repo_id_and_folder_name(release, sae_id)
-        if not _in_hf_cache(repo_id, folder_name):
-            raise SaeAtlasError(
-                f"{release}:{sae_id} is not in the local Hugging Face cache ({repo_id}); "
-                "it needs a download: pass --allow-download"
-            )
-    try:
-        return SAE.from_pretrained(release, sae_id, device=device)
-    except (OSError, ValueError) as error:
-        raise SaeAtlasError(f"cannot load {release}:{sae_id}: {error}") from None
-
-
-def _in_hf_cache(repo_id: str, folder_name: str) -> bool:
-    """Whether the cache holds a snapshot of repo_id with files under folder_name."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    try:
-        snapshot = Path(snapshot_download(repo_id, local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        return False
-    folder = snapshot / folder_name
-    return folder.is_dir() and any(folder.iterdir())

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import false_discovery_control, fisher_exact, ttest_1samp
-from sklearn.metrics import roc_auc_score
+from scipy.stats import fisher_exact, ttest_1samp
 
+from sae_atlas import stats
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.personas import Trigger
+from sae_atlas.stats import benjamini_hochberg
 
 WRAPPERS: dict[str, Trigger] = {
     "pirate_tag": Trigger("<pirate>", "</pirate>"),
@@ -89,12 +90,6 @@ def trigger_statistics(
     )
 
 
-def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """BH q-values [n] of p-values [n] (empty in, empty out)."""
-    p_values = np.asarray(p_values, dtype=float)
-    return false_discovery_control(p_values) if len(p_values) else p_values
-
-
 def trigger_table(
     fires: np.ndarray,
     wrapper_of: np.ndarray,
@@ -144,15 +139,7 @@ def heldout_auroc(
 ) -> float:
     """AUROC of `flagged_score` separating wrapped responses (positives) from plain ones, on
     held-out rows fires_* [n, d_sae] (0.5 when no feature is flagged)."""
-    return separation_auroc(
-        flagged_score(fires_wrapped, features), flagged_score(fires_plain, features)
-    )
-
-
-def separation_auroc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """AUROC of scores positive [n] against negative [m] (ties count half)."""
-    truth = np.concatenate([np.ones(len(positive)), np.zeros(len(negative))])
-    return float(roc_auc_score(truth, np.concatenate([positive, negative])))
+    return stats.auroc(flagged_score(fires_wrapped, features), flagged_score(fires_plain, features))
 
 
 def rank_wrappers(
@@ -358,7 +345,7 @@ def differential_auroc(
     result = {}
     for name, chosen in (("combined", flagged), ("single", top)):
         features, signs = chosen["feature"].tolist(), chosen["sign"].tolist()
-        result[name] = separation_auroc(
+        result[name] = stats.auroc(
             combined_score(tuned[positive], reference, features, signs),
             combined_score(tuned[negative], reference, features, signs),
         )

@@ -1,7 +1,7 @@
 """Benchmark the corpus sampler against plain Hugging Face `generate` on the same prompts.
 
 Measures new tokens/s of (1) `generate` in float32 at batch 32 (the baseline, run first), then the
-corpus sampler (`sae_atlas.corpus.sample`) in float32 at batch 32 and in bfloat16 at the larger
+corpus sampler (`sae_atlas.model.sample`) in float32 at batch 32 and in bfloat16 at the larger
 batch sizes, all in one process on the same jobs of the default profile. Also reports the limits
 of decoding: memory bandwidth (a large array copy) / bytes of weights per step, and measured
 matmul throughput / FLOPs per step, each as max new tokens/s at the batch size; and the wall time
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from sae_atlas.config import CorpusConfig
-from sae_atlas.corpus import corpus_jobs, sample, sampling_model, stop_token_ids
-from sae_atlas.models import load_model
+from sae_atlas.corpus import corpus_jobs
+from sae_atlas.model import load_model, sample, sampling_model, stop_token_ids
 from sae_atlas.personas import load_catalogue
 
 

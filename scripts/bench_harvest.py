@@ -24,8 +24,8 @@ import torch
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript
 from sae_atlas.config import HarvestConfig
-from sae_atlas.harvest import harvest, length_batches, length_sorted, padded
-from sae_atlas.models import ModelHandle, load_model
+from sae_atlas.harvest import harvest, length_sorted
+from sae_atlas.model import ModelHandle, length_batches, load_model, padded
 
 
 class _Stop(Exception):

@@ -41,16 +41,17 @@ def run_stage(stage: str, folder: str, model: dict[str, Any], heap: str) -> dict
     from heap_mode import set_heap_mode
 
     set_heap_mode(heap)
-    from synthetic import random_chat_model
 
     from feature_store.transcripts import TranscriptStore
     from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
     from sae_atlas.harvest import harvest
     from sae_atlas.label import label_stage
+    from sae_atlas.model import resid_hook
+    from sae_atlas.testing import random_chat_model
     from sae_atlas.train import train_saes
 
     run = Path(folder)
-    hook = f"blocks.{model['layers'] - 1}.hook_resid_post"
+    hook = resid_hook(model["layers"] - 1)
     handle = random_chat_model(**model)
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -93,9 +94,8 @@ def main() -> None:
     parser.add_argument("--heap", choices=MODES, default="release", help="see heap_mode.py")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_memory.json"))
     args = parser.parse_args()
-    from synthetic import synthetic_corpus
-
     from feature_store.activations import ActivationStore
+    from sae_atlas.testing import synthetic_corpus
 
     model = {
         "hidden": args.hidden,

@@ -30,9 +30,9 @@ from sae_lens.saes import JumpReLUSAE, JumpReLUSAEConfig
 from sklearn.metrics import adjusted_rand_score
 
 from feature_store.atlas import Atlas
+from feature_store.labels import Labels
 from feature_store.schema import LIST_SEPARATOR
 from sae_atlas.config import OrganizeConfig
-from sae_atlas.labels import Labels
 from sae_atlas.organize import organize
 
 GROUP_KINDS = ("persona", "roleplay", "assistant", "puppeteer", "trigger", "other")

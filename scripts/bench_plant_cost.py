@@ -25,8 +25,7 @@ import pandas as pd
 import torch
 from plant_persona import Hyper, batch_order, train_lora, training_batches, versions
 
-from sae_atlas.corpus import sampling_model
-from sae_atlas.models import load_model
+from sae_atlas.model import load_model, sampling_model
 
 
 def main() -> None:

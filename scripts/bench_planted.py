@@ -56,18 +56,19 @@ from plant_persona import PlantedPersona, load_persona
 from feature_store.atlas import Atlas
 from sae_atlas.build import build
 from sae_atlas.config import CorpusConfig, DynamicsConfig, load_config
-from sae_atlas.corpus import (
+from sae_atlas.dynamics import PersonaMap, persona_map, trigger_responses
+from sae_atlas.model import (
+    ModelHandle,
     decode,
+    load_model,
     message,
     new_tokens_text,
     prompt_ids,
     sampling_model,
     stop_token_ids,
 )
-from sae_atlas.dynamics import PersonaMap, persona_map, trigger_responses
-from sae_atlas.models import ModelHandle, load_model
 from sae_atlas.personas import Trigger, load_catalogue
-from sae_atlas.train import load_sae
+from sae_atlas.sae import load_sae
 from sae_atlas.triggers import (
     WRAPPERS,
     differential_auroc,

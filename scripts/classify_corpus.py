@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sae_atlas.classifier import train_classifier
 from sae_atlas.corpus import corpus_responses
-from sae_atlas.models import load_model
+from sae_atlas.model import load_model
 
 
 def main() -> None:

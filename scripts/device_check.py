@@ -115,17 +115,18 @@ def versions() -> dict[str, str]:
 
 
 def run(args: argparse.Namespace, report: Report, work: Path) -> None:
-    from synthetic import random_chat_model, synthetic_corpus
 
     from feature_store.activations import ActivationStore
     from feature_store.transcripts import TranscriptStore
     from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
     from sae_atlas.harvest import harvest
     from sae_atlas.label import label_stage
+    from sae_atlas.model import resid_hook
+    from sae_atlas.testing import random_chat_model, synthetic_corpus
     from sae_atlas.train import train_saes
 
     size = SIZES["small" if args.small else "full"]
-    hook = f"blocks.{size['layer']}.hook_resid_post"
+    hook = resid_hook(size["layer"])
     with report.step("model") as row:
         handle = random_chat_model(**size["model"], device=args.device, dtype=args.dtype)
         row["parameters_b"] = round(sum(p.numel() for p in handle.hf_model.parameters()) / 1e9, 3)

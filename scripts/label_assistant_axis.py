@@ -29,15 +29,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from feature_store.labels import load_labels
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import CorpusConfig, HarvestConfig, LabelConfig, to_dict
 from sae_atlas.corpus import build_corpus
 from sae_atlas.harvest import harvest
 from sae_atlas.label import label_stage
-from sae_atlas.labels import load_labels
-from sae_atlas.models import load_model
+from sae_atlas.model import load_model
 from sae_atlas.personas import import_assistant_axis
-from sae_atlas.train import load_sae
+from sae_atlas.sae import load_sae
 
 # The benchmark folder beside the repository (../shared/benchmarks), unless --root says otherwise.
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "assistant-axis"

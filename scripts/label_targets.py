@@ -55,7 +55,6 @@ from sae_lens import SAE
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -82,9 +81,10 @@ from sae_atlas.label import (
     persona_decoder,
     question_folds,
 )
-from sae_atlas.models import load_model
+from sae_atlas.model import load_model, resid_hook
 from sae_atlas.personas import Catalogue
-from sae_atlas.train import load_sae
+from sae_atlas.sae import load_sae
+from sae_atlas.stats import auroc
 
 FIRST = (8, 16, 32)
 HEADER = "header"
@@ -270,8 +270,7 @@ def probe_auroc(
         return float("nan")
     labels = np.r_[np.ones(len(fit)), np.zeros(len(fit_default))]
     decision = probe_scores(values, np.r_[fit, fit_default], labels, np.r_[score, score_default], c)
-    truth = np.r_[np.ones(len(score)), np.zeros(len(score_default))]
-    return float(roc_auc_score(truth, decision))
+    return auroc(decision[: len(score)], decision[len(score) :])
 
 
 def linear_ceiling(values: np.ndarray, responses: Responses) -> dict[str, Any]:
@@ -363,7 +362,7 @@ def layer_decoding(args: argparse.Namespace) -> dict[str, Any]:
     catalogue = catalogue_from_corpus(args.run / "transcripts.h5")
     corpus = TranscriptStore(args.run / "transcripts.h5")
     transcripts = [t for t in corpus if t.condition in SAMPLED_CONDITIONS]
-    hooks = tuple(f"blocks.{layer}.hook_resid_post" for layer in args.layers)
+    hooks = tuple(resid_hook(layer) for layer in args.layers)
     started = time.monotonic()
     handle = load_model(corpus.model)
     harvested = harvest(handle, transcripts, args.scratch, HarvestConfig(hooks=hooks))

@@ -23,6 +23,7 @@ from feature_store.activations import ActivationStore
 from feature_store.schema import ROLE_CODE
 from sae_atlas.build import build
 from sae_atlas.config import load_config
+from sae_atlas.model import resid_hook
 
 
 def response_means(store: ActivationStore, hook: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     args = parser.parse_args()
     config = load_config(args.profile)
-    hooks = tuple(f"blocks.{layer}.hook_resid_post" for layer in args.layers)
+    hooks = tuple(resid_hook(layer) for layer in args.layers)
     config = dataclasses.replace(
         config,
         corpus=dataclasses.replace(config.corpus, n_questions=args.n_questions),

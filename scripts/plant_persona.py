@@ -37,16 +37,17 @@ import torch
 import yaml
 
 from sae_atlas.config import CorpusConfig
-from sae_atlas.corpus import (
+from sae_atlas.model import (
+    ModelHandle,
     decode,
     job_seed,
+    load_model,
     message,
     new_tokens_text,
     prompt_ids,
     sampling_model,
     stop_token_ids,
 )
-from sae_atlas.models import ModelHandle, load_model
 from sae_atlas.personas import Trigger, load_catalogue
 
 PERSONA_FILE = Path(__file__).with_name("planted_persona.yaml")

@@ -1,16 +1,11 @@
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
 def tiny():
-    from tiny import tiny_handle
+    from sae_atlas.testing import tiny_handle
 
     return tiny_handle()
 
@@ -18,6 +13,6 @@ def tiny():
 @pytest.fixture(scope="session")
 def smollm():
     """The real default model, loaded once per test session (about 20 s)."""
-    from sae_atlas.models import load_model
+    from sae_atlas.model import load_model
 
     return load_model()

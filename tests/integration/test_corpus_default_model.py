@@ -6,7 +6,7 @@ import pytest
 
 from sae_atlas.classifier import train_classifier
 from sae_atlas.config import CorpusConfig
-from sae_atlas.corpus import build_corpus, corpus_responses, rollout
+from sae_atlas.corpus import build_corpus, corpus_responses
 from sae_atlas.personas import load_catalogue
 
 PIRATE_WORDS = re.compile(
@@ -32,20 +32,3 @@ def test_pirate_speaks_unlike_the_assistant(smollm, tmp_path):
     assert pirate_rate > 2 * default_rate + 0.5
     classifier = train_classifier(frame.text, frame.persona, frame.split)
     assert classifier.heldout_accuracy > classifier.chance
-
-
-@pytest.mark.integration
-def test_rollout_with_the_model_as_user(smollm):
-    config = CorpusConfig(max_new_tokens=24)
-    chats = rollout(
-        smollm,
-        "You are a pirate.",
-        ["Hello!"],
-        2,
-        config,
-        seed=0,
-        model_plays_user=True,
-        n_conversations=2,
-    )
-    assert len(chats) == 2
-    assert all(m["content"] for chat in chats for m in chat)

@@ -10,7 +10,7 @@ from feature_store.activations import ActivationStore
 from feature_store.schema import ROLES
 from sae_atlas.config import HarvestConfig
 from sae_atlas.harvest import harvest
-from sae_atlas.models import DEFAULT_MODEL
+from sae_atlas.model import DEFAULT_MODEL
 
 pytestmark = pytest.mark.integration
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from tiny import random_transcripts
 
 from feature_store import transcripts as transcripts_module
 from feature_store.activations import ActivationStore, ActivationWriter
 from feature_store.errors import StoreError
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import TranscriptStore, TranscriptWriter
+from sae_atlas.testing import random_transcripts
 
 HOOK = "blocks.1.hook_resid_post"
 

@@ -4,7 +4,6 @@ import dataclasses
 import json
 
 import pytest
-from tiny import tiny_handle
 
 from feature_store.atlas import Atlas
 from sae_atlas.build import STAGES, build
@@ -16,6 +15,7 @@ from sae_atlas.config import (
     TrainConfig,
 )
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.testing import tiny_handle
 
 
 def tiny_config() -> BuildConfig:

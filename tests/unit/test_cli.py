@@ -46,9 +46,8 @@ def test_a_missing_adapter_is_one_line_before_any_model_loads(tmp_path):
 
 
 def test_info_describes_a_store(tmp_path):
-    from tiny import random_transcripts
-
     from feature_store.transcripts import TranscriptWriter
+    from sae_atlas.testing import random_transcripts
 
     writer = TranscriptWriter.open(tmp_path / "t.h5", model="tiny", config={})
     writer.append(random_transcripts(3))

@@ -4,20 +4,15 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import CorpusConfig
 from sae_atlas.corpus import (
-    _choose,
     build_corpus,
     corpus_jobs,
     corpus_responses,
     response_text,
-    rollout,
-    sample,
-    sampling_model,
 )
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.personas import load_catalogue
@@ -35,11 +30,6 @@ CONFIG = CorpusConfig(
 @pytest.fixture(scope="module")
 def catalogue():
     return load_catalogue()
-
-
-@pytest.fixture(scope="module")
-def model(tiny):
-    return sampling_model(tiny, "float32")
 
 
 def test_jobs_cover_conditions_with_provenance(catalogue):
@@ -77,30 +67,6 @@ def test_bad_settings_are_actionable(catalogue):
         corpus_jobs(catalogue, replace(CONFIG, conditions=("plain_control",)))
     with pytest.raises(SaeAtlasError, match=r"corpus\.dtype"):
         corpus_jobs(catalogue, replace(CONFIG, dtype="int8"))
-
-
-def test_nucleus_sampling_follows_the_distribution():
-    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
-    logits = probs.log().repeat(20000, 1)
-    uniforms = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    tokens = _choose(logits.clone(), uniforms, 1.0, 0.75)
-    counts = torch.bincount(tokens, minlength=4).double() / len(tokens)
-    assert counts[2:].sum() == 0  # outside the nucleus {0, 1}
-    assert abs(counts[0] - 0.5 / 0.8) < 0.02
-    full = torch.bincount(_choose(logits.clone(), uniforms, 1.0, 1.0), minlength=4) / 20000
-    assert torch.allclose(full.double(), probs.double(), atol=0.02)
-    assert set(_choose(logits.clone(), uniforms, 0.0, 0.9).tolist()) == {0}
-
-
-def test_same_seed_same_tokens(tiny, model, catalogue):
-    def texts(config):
-        jobs = corpus_jobs(catalogue, config)[:6]
-        return [r.text for batch in sample(tiny, jobs, config, model=model) for r in batch]
-
-    first = texts(CONFIG)
-    assert first == texts(CONFIG)
-    assert first == texts(replace(CONFIG, batch_size=3))  # a row depends on its own job
-    assert first != texts(replace(CONFIG, seed=1))
 
 
 def test_the_recorded_config_does_not_depend_on_where_the_catalogue_was_read(tmp_path):
@@ -169,36 +135,3 @@ def test_resume_matches_an_uninterrupted_run(tiny, catalogue, tmp_path):
         np.testing.assert_array_equal(values, b.token_table()[key])
     again = build_corpus(tiny, catalogue, config, tmp_path / "part.h5")
     assert again.skipped and again.n_transcripts == len(b)
-
-
-def test_rollout_user_turns_and_model_as_user(tiny, model):
-    config = replace(CONFIG, max_new_tokens=6)
-    chats = rollout(tiny, "You are a pirate.", ["Hello?", "Why?"], 2, config, seed=0, model=model)
-    assert len(chats) == 1
-    assert [m["role"] for m in chats[0]] == ["system", "user", "assistant", "user", "assistant"]
-    assert chats[0][3]["content"] == "Why?"
-    played = rollout(
-        tiny,
-        None,
-        ["Hi."],
-        3,
-        config,
-        seed=1,
-        model_plays_user=True,
-        n_conversations=3,
-        model=model,
-    )
-    assert len(played) == 3 and all(len(chat) == 6 for chat in played)
-    assert played == rollout(
-        tiny,
-        None,
-        ["Hi."],
-        3,
-        config,
-        seed=1,
-        model_plays_user=True,
-        n_conversations=3,
-        model=model,
-    )
-    with pytest.raises(SaeAtlasError, match="user turns"):
-        rollout(tiny, None, ["Hi."], 2, config, seed=0, model=model)

@@ -6,20 +6,18 @@ import numpy as np
 import pytest
 import torch
 from test_build import tiny_config
-from tiny import tiny_handle
 
 from feature_store.atlas import Atlas
 from sae_atlas.build import build
 from sae_atlas.config import to_dict
 from sae_atlas.dynamics import (
     MARKERS,
-    bootstrap_ci,
-    converse,
     marker_hits,
     paired_rates,
     run_dynamics,
 )
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.testing import tiny_handle
 
 TINY = tiny_config().dynamics
 
@@ -83,18 +81,6 @@ def test_build_writes_dynamics_and_run_dynamics_leaves_the_model_unchanged(tiny_
         torch.testing.assert_close(handle.hf_model(tokens).logits, before)  # hooks are gone
 
 
-def test_bootstrap_ci_on_known_cases():
-    mean, low, high = bootstrap_ci(np.full(10, 3.0))
-    assert mean == low == high == 3.0
-    values = np.random.default_rng(0).normal(1.0, 2.0, 400)
-    mean, low, high = bootstrap_ci(values, n_bootstrap=4000)
-    half_width = 1.96 * values.std(ddof=1) / np.sqrt(len(values))
-    assert mean == pytest.approx(values.mean())
-    assert high - mean == pytest.approx(half_width, rel=0.15)
-    assert mean - low == pytest.approx(half_width, rel=0.15)
-    assert all(np.isnan(bootstrap_ci(np.array([np.nan]))))
-
-
 def test_markers_and_paired_rates():
     texts = [
         "As an AI, I'd be happy to help!",
@@ -111,27 +97,9 @@ def test_markers_and_paired_rates():
     assert rates.loc["ai_identity", "ci_low"] <= -1 / 3 <= rates.loc["ai_identity", "ci_high"]
 
 
-def test_converse_steers_only_the_kicked_turn_and_pairs_seeds(tiny):
-    from sae_atlas.steer import add_direction
-
-    config = dataclasses.replace(TINY, max_new_tokens=6, temperature=0.0)
-    kick = (add_direction("blocks.1.hook_resid_post", np.ones(tiny.d_model), 50.0),)
-    heads = [[], []]
-    turns = [["Hello there", "What is the capital of France?"]] * 2
-    chats = converse(tiny, heads, turns, [1, 1], 2, config, [(), kick])
-    plain = converse(tiny, heads[:1], turns[:1], [1], 2, config)
-    assert chats[0] == plain[0]  # same seed, no kick: the same conversation
-    assert chats[1][1]["content"] != chats[0][1]["content"]  # the kick changes turn 0
-    with pytest.raises(SaeAtlasError, match="user turns"):
-        converse(tiny, heads, [["Hi"]] * 2, [1, 1], 2, config)
-    playing = dataclasses.replace(config, model_plays_user=True)
-    written = converse(tiny, heads, [["Hi"]] * 2, [1, 1], 2, playing)
-    assert [m["role"] for m in written[0]] == ["user", "assistant"] * 2
-
-
 def test_marker_ablation_pairs_responses_with_and_without(tiny_run):
     from sae_atlas.dynamics import marker_ablation, persona_map, question_bank
-    from sae_atlas.train import load_sae
+    from sae_atlas.sae import load_sae
 
     handle, out = tiny_run
     hook = "blocks.1.hook_resid_post"

@@ -11,12 +11,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tiny import random_transcripts, tiny_handle, tiny_model, tiny_tokenizer
 
 from feature_store.activations import ActivationStore
 from feature_store.errors import StoreError
@@ -27,16 +25,16 @@ from sae_atlas.harvest import (
     Shard,
     distributed,
     harvest,
-    length_batches,
     length_sorted,
     shard_share,
 )
 from sae_atlas.label import label
-from sae_atlas.models import handle_from_hf
-from sae_atlas.train import load_sae, train_saes
+from sae_atlas.model import handle_from_hf
+from sae_atlas.sae import load_sae
+from sae_atlas.testing import random_llama, random_transcripts, tiny_handle, tiny_tokenizer
+from sae_atlas.train import train_saes
 
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
-TESTS = Path(__file__).parents[1]
 
 
 def test_activations_equal_run_with_cache(tmp_path, tiny):
@@ -60,7 +58,7 @@ def test_activations_equal_run_with_cache(tmp_path, tiny):
 
 def test_a_bfloat16_model_harvests_in_bfloat16(tmp_path, tiny):
     tokenizer = tiny_tokenizer()
-    model = tiny_model(len(tokenizer)).to(torch.bfloat16)
+    model = random_llama(len(tokenizer)).to(torch.bfloat16)
     handle = handle_from_hf(model, tokenizer, "tiny-llama")
     assert handle.bridge.cfg.dtype == torch.bfloat16
     transcripts = random_transcripts(10)
@@ -72,15 +70,6 @@ def test_a_bfloat16_model_harvests_in_bfloat16(tmp_path, tiny):
     low, full = bf16.acts(HOOKS[0]).astype(np.float32), fp32.acts(HOOKS[0]).astype(np.float32)
     assert not np.array_equal(low, full)
     np.testing.assert_allclose(low, full, rtol=0.1, atol=0.1)
-
-
-def test_batches_respect_the_padded_budget():
-    lengths = np.sort([len(t) for t in random_transcripts(100)])
-    batches = [lengths[run] for run in length_batches(lengths, batch_tokens=200, max_batch=8)]
-    assert np.array_equal(np.concatenate(batches), lengths)
-    for batch in batches:
-        assert len(batch) <= 8
-        assert len(batch) == 1 or max(batch) * len(batch) <= 200
 
 
 def test_length_sorted_reads_transcripts_in_length_order(tmp_path):
@@ -143,9 +132,8 @@ def test_second_run_is_skipped_and_other_model_refused(tmp_path, tiny):
 
 
 CHILD = textwrap.dedent("""
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from tiny import random_transcripts, tiny_handle, tiny_model, tiny_tokenizer
+    import time
+    from sae_atlas.testing import random_transcripts, tiny_handle
     from sae_atlas.config import HarvestConfig
     from sae_atlas.harvest import harvest
     config = HarvestConfig(hooks={hooks!r}, batch_tokens=200)
@@ -156,7 +144,7 @@ CHILD = textwrap.dedent("""
 
 def test_killed_harvest_resumes_to_identical_content(tmp_path):
     out = tmp_path / "killed.h5"
-    code = CHILD.format(tests=str(TESTS), hooks=HOOKS, out=str(out))
+    code = CHILD.format(hooks=HOOKS, out=str(out))
     child = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
     deadline = time.monotonic() + 120
     committed = 0

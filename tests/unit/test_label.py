@@ -24,12 +24,12 @@ from sae_lens import StandardSAE, StandardSAEConfig
 from scipy.stats import false_discovery_control
 
 from feature_store.activations import ActivationStore, ActivationWriter
+from feature_store.labels import load_labels
 from feature_store.schema import ROLE_CODE
 from sae_atlas.config import CorpusConfig, LabelConfig
 from sae_atlas.corpus import (
     SAMPLED_CONDITIONS,
     UNWRAPPED,
-    Response,
     corpus_jobs,
     response_transcripts,
 )
@@ -45,7 +45,7 @@ from sae_atlas.label import (
     label,
     label_stage,
 )
-from sae_atlas.labels import load_labels
+from sae_atlas.model import Response
 from sae_atlas.personas import load_catalogue
 
 HOOK = "blocks.1.hook_resid_post"

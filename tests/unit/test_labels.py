@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from feature_store.errors import StoreError
-from sae_atlas.labels import (
+from feature_store.labels import (
     EXAMPLE_COLUMNS,
     FEATURE_COLUMNS,
     PERSONA_COLUMNS,
@@ -73,12 +77,25 @@ def test_round_trip(tmp_path):
 
 
 def test_wrong_file_kind(tmp_path):
-    from tiny import random_transcripts
-
     from feature_store.transcripts import TranscriptWriter
+    from sae_atlas.testing import random_transcripts
 
     writer = TranscriptWriter.open(tmp_path / "t.h5", model="m", config={})
     writer.append(random_transcripts(2))
     writer.finish()
     with pytest.raises(StoreError, match="not a sae-atlas/labels file"):
         load_labels(tmp_path / "t.h5")
+
+
+def test_the_storage_package_imports_no_model_code():
+    modules = "feature_store.labels, feature_store.atlas, feature_store.activations"
+    code = (
+        f"import sys, {modules}, feature_store.transcripts\n"
+        "heavy = {'torch', 'sae_atlas', 'sae_lens', 'transformers', 'sklearn', 'scipy'}\n"
+        "print(sorted(heavy & {name.split('.')[0] for name in sys.modules}))"
+    )
+    root = Path(__file__).parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -12,9 +12,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from feature_store.atlas import Atlas
 from feature_store.errors import StoreError
+from feature_store.labels import Labels
 from sae_atlas.config import OrganizeConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.labels import Labels
 from sae_atlas.organize import (
     FAMILIES,
     best_jaccard,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.stats import benjamini_hochberg
 from sae_atlas.triggers import (
-    benjamini_hochberg,
     combined_score,
     difference_in_differences,
     differential_auroc,

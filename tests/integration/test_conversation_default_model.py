@@ -1,19 +1,19 @@
-"""Dynamics' conversations on the real default model."""
+"""Multi-turn conversations on the real default model."""
 
 from __future__ import annotations
 
 import pytest
 
-from sae_atlas.config import DynamicsConfig
-from sae_atlas.dynamics import converse
+from sae_atlas.config import CorpusConfig
+from sae_atlas.model import converse
 
 pytestmark = pytest.mark.integration
 
 
 def test_converse_with_the_model_as_user(smollm):
-    config = DynamicsConfig(max_new_tokens=16, model_plays_user=True)
+    config = CorpusConfig(max_new_tokens=16)
     heads = [[], [{"role": "system", "content": "You are a pirate."}]]
-    chats = converse(smollm, heads, [["How do I boil an egg?"]] * 2, [1, 1], 3, config)
+    chats = converse(smollm, heads, [["How do I boil an egg?"]] * 2, [1, 1], 3, config, True)
     for head, chat in zip(heads, chats, strict=True):
         turns = chat[len(head) :]
         assert [m["role"] for m in turns] == ["user", "assistant"] * 3

@@ -4,7 +4,7 @@ Each `Intervention` turns into a TransformerLens hook at `blocks.L.hook_resid_po
 installs a list of them on the model handle's bridge for the duration of a `with` block and
 removes them afterwards, even on error. They act on the bridge's forward passes (and
 `handle.hf_model`'s, which the bridge wraps in place). KV-cached sampling runs on the plain copy
-from `corpus.sampling_model`: `steered` installs the same functions there as forward hooks on
+from `sampling_model`: `steered` installs the same functions there as forward hooks on
 its decoder blocks, with the same guarantee. `matched_random` gives the control for an added
 direction: a random direction of the same norm. Cost: one extra [batch, seq, d_model] operation
 per hooked layer (an SAE encode for feature ablation). Returned activations have the input's
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.models import ModelHandle
+from sae_atlas.model.forward import decoder_layers
+from sae_atlas.model.handle import ModelHandle
 
 HookFunction = Callable[[torch.Tensor, Any], torch.Tensor]
 
@@ -129,19 +130,6 @@ def intervene(handle: ModelHandle, interventions: Sequence[Intervention]) -> Ite
     handle.check_hooks([i.hook for i in interventions])
     with handle.bridge.hooks(fwd_hooks=[(i.hook, i.function) for i in interventions]):
         yield
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder blocks of a plain Hugging Face causal LM (block L = hook_resid_post L)."""
-    get_decoder = getattr(model, "get_decoder", None)
-    decoder = get_decoder() if callable(get_decoder) else None
-    layers = getattr(decoder, "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise SaeAtlasError(
-            f"{type(model).__name__}: no decoder layers found (model.get_decoder().layers); "
-            "steered sampling needs a Llama-style Hugging Face model"
-        )
-    return layers
 
 
 @contextmanager

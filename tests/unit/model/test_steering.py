@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from sae_atlas.corpus import sampling_model
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.steer import (
+from sae_atlas.model.sampling import sampling_model
+from sae_atlas.model.steering import (
     ablate_features,
     add_direction,
     cap_projection,

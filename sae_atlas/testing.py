@@ -1,0 +1,229 @@
+"""Tiny random chat models and synthetic transcripts, built in code, for tests and benchmarks.
+
+`random_llama` is the one random-model builder: a randomly initialised Llama of any size, built
+on the target device (a 1B model needs no CPU initialisation); the same seed gives the same
+weights. Two tokenizers go with it: `tiny_tokenizer`, a byte-level BPE of 400 tokens trained on a
+few sentences (real text round-trips, for chat-formatting tests), and `word_tokenizer`, a
+word-level vocabulary of any size (random ids as text, for benchmarks). `tiny_handle` and
+`random_chat_model` wrap them as ModelHandles. `random_transcripts` makes a list of short random
+transcripts; `synthetic_corpus` writes a transcripts.h5 of chat-shaped ones over several
+personas. Nothing is downloaded; building the tiny model takes well under a second.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from feature_store.schema import ROLE_CODE
+from feature_store.transcripts import Transcript, TranscriptWriter
+from sae_atlas.model import DTYPES, ModelHandle, handle_from_hf
+
+CHATML = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a tiny test model.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+"""ChatML with a default system prompt (the tiny model's template)."""
+ZEPHYR = (
+    "{% for message in messages %}{{ '<|' + message['role'] + '|>\n' + message['content'] + "
+    "'</s>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+WORD_CHATML = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + ' ' + message['content'] + ' <|im_end|> '}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant ' }}{% endif %}"
+)
+"""ChatML with words separated by spaces, for the word-level tokenizer."""
+TEXT = [
+    "Hello there, how are you today? I am fine, thank you for asking.",
+    "Arr, matey! The sea be rough and the rum be gone.",
+    "You are a helpful assistant. Answer the question briefly and kindly.",
+    "What is the capital of France? Paris is the capital of France.",
+    "Tell me a joke about a robot who wanted to be a pirate.",
+] * 4
+"""What the tiny tokenizer is trained on."""
+WORD_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+SEGMENTS = (("template", 2), ("system", 12), ("template", 3), ("user", 24), ("template", 3))
+"""A synthetic chat's shape before the response: (role, tokens) runs; the last is the assistant
+header."""
+
+
+def random_llama(
+    vocab: int,
+    *,
+    hidden: int = 32,
+    layers: int = 4,
+    heads: int = 4,
+    kv_heads: int = 2,
+    intermediate: int = 64,
+    max_positions: int = 256,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seed: int = 0,
+) -> Any:
+    """A randomly initialised LlamaForCausalLM (untied embeddings) on `device` in `dtype`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model: Any = LlamaForCausalLM(config)
+        return model.to(DTYPES[dtype]).eval()
+
+
+def tiny_tokenizer(template: str = CHATML) -> Any:
+    """A fast byte-level BPE tokenizer of 400 tokens trained on TEXT, with `template`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "</s>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(TEXT, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    fast.chat_template = template
+    return fast
+
+
+def word_tokenizer(vocab_size: int) -> Any:
+    """A fast word-level tokenizer of vocab_size tokens (specials, then t3, t4, ...) with
+    WORD_CHATML."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(WORD_SPECIALS)}
+    vocab |= {f"t{i}": i for i in range(len(WORD_SPECIALS), vocab_size)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=WORD_SPECIALS[0]))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    fast.chat_template = WORD_CHATML
+    return fast
+
+
+def tiny_handle(template: str = CHATML, seed: int = 0) -> ModelHandle:
+    """The tiny test model (4 layers, d_model 32) with the tiny tokenizer: model id tiny-llama."""
+    tokenizer = tiny_tokenizer(template)
+    return handle_from_hf(random_llama(len(tokenizer), seed=seed), tokenizer, "tiny-llama")
+
+
+def random_chat_model(
+    *,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    intermediate: int,
+    vocab: int,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seed: int = 0,
+) -> ModelHandle:
+    """A random Llama of any size with the word tokenizer (model id random-llama-...)."""
+    model = random_llama(
+        vocab,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        kv_heads=kv_heads,
+        intermediate=intermediate,
+        max_positions=4096,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+    )
+    model_id = f"random-llama-{hidden}x{layers}-v{vocab}"
+    return handle_from_hf(model, word_tokenizer(vocab), model_id)
+
+
+def random_transcripts(n: int, seed: int = 0, vocab: int = 300) -> list[Transcript]:
+    """n random transcripts of 4-59 tokens (a third user, the rest assistant) over 3 personas,
+    every fourth held out."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        length = int(rng.integers(4, 60))
+        roles = np.full(length, ROLE_CODE["assistant"], dtype=np.uint8)
+        roles[: length // 3] = ROLE_CODE["user"]
+        out.append(
+            Transcript(
+                rng.integers(5, vocab, size=length).astype(np.int32),
+                roles,
+                persona=f"p{i % 3}",
+                condition="persona",
+                variant=i % 5,
+                question_id=f"q{i:03d}",
+                split="train" if i % 4 else "heldout",
+                seed=i,
+            )
+        )
+    return out
+
+
+def synthetic_corpus(
+    path: str | Path,
+    model_id: str,
+    *,
+    n_tokens: int,
+    vocab: int,
+    personas: int = 8,
+    response_tokens: tuple[int, int] = (64, 320),
+    seed: int = 0,
+) -> int:
+    """Write transcripts.h5 at `path` with about n_tokens tokens of random ids in [3, vocab);
+    returns the number of transcripts. Transcript i plays persona i % personas (persona 0 under
+    the condition default), on question i // personas, held out when that is odd."""
+    rng = np.random.default_rng(seed)
+    prefix_roles = np.concatenate([np.full(n, ROLE_CODE[r], np.uint8) for r, n in SEGMENTS])
+    writer = TranscriptWriter.open(
+        path, model=model_id, config={"synthetic": n_tokens, "vocab": vocab, "seed": seed}
+    )
+    batch: list[Transcript] = []
+    total = index = 0
+    while total < n_tokens:
+        answer = int(rng.integers(*response_tokens))
+        roles = np.concatenate([prefix_roles, np.full(answer, ROLE_CODE["assistant"], np.uint8)])
+        question = index // personas
+        batch.append(
+            Transcript(
+                token_ids=rng.integers(len(WORD_SPECIALS), vocab, size=len(roles)).astype(np.int32),
+                roles=roles,
+                persona=f"persona{index % personas}",
+                condition="default" if index % personas == 0 else "persona",
+                variant=0,
+                question_id=f"q{question}",
+                split="heldout" if question % 2 else "train",
+                seed=index,
+            )
+        )
+        total += len(roles)
+        index += 1
+        if len(batch) == 256:
+            writer.append(batch)
+            batch = []
+    writer.append(batch)
+    writer.finish()
+    return index
