@@ -33,7 +33,13 @@ AdapterOption = Annotated[
     Path | None, typer.Option("--adapter", help="a peft LoRA adapter folder merged into the model")
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
-DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16")]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto (bfloat16 where measured fast, else float32), float32, bfloat16, float16",
+    ),
+]
 ProfileDeviceOption = Annotated[
     str | None,
     typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: the profile's)"),
@@ -42,8 +48,9 @@ ProfileDtypeOption = Annotated[
     str | None,
     typer.Option(
         "--dtype",
-        help="float32, bfloat16 or float16 for the model and sampling; SAE training other "
-        "than float32 uses bfloat16 autocast (default: the profile's)",
+        help="auto (bfloat16 where measured fast, else float32; see `sae-atlas doctor`), float32, "
+        "bfloat16 or float16 for the model and sampling; SAE training in bfloat16 or float16 "
+        "uses bfloat16 autocast (default: the profile's, auto unless it says otherwise)",
     ),
 ]
 
@@ -124,7 +131,7 @@ def harvest(
     model: ModelOption = "smollm2-135m-instruct",
     adapter: AdapterOption = None,
     device: DeviceOption = "cpu",
-    dtype: DtypeOption = "float32",
+    dtype: DtypeOption = "auto",
     batch_tokens: Annotated[int, typer.Option(help="padded tokens per forward batch")] = 8192,
     max_len: Annotated[int, typer.Option(help="truncate transcripts to this many tokens")] = 1024,
 ) -> None:

@@ -11,8 +11,8 @@ seed derived from the config seed and its provenance, so a response depends on i
 
 `sample` decodes jobs in batches with its own loop over the Hugging Face model (left padding,
 attention mask, KV cache, temperature and nucleus sampling from one uniform per row and step drawn
-from the job's seed, finished rows dropped from the batch), in `config.dtype` (bfloat16 by
-default: fast on CPUs with AVX512-BF16). Every response becomes a `Transcript` re-rendered with
+from the job's seed, finished rows dropped from the batch), in `config.dtype` (auto by default:
+bfloat16 where measured fast, see sae_atlas.model.dtype; the store records the dtype resolved). Every response becomes a `Transcript` re-rendered with
 `handle.format_chat` (a role per token), plus two controls built from the same text without
 sampling: `user_control` (the text as a user message under the default system prompt) and
 `plain_control` (the text outside any template). `build_corpus` writes them all to transcripts.h5,
@@ -33,7 +33,7 @@ import hashlib
 import inspect
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from feature_store.appendable import stored_config
 from feature_store.schema import ROLE_CODE, TRANSCRIPTS_KIND
 from feature_store.transcripts import Transcript, TranscriptStore, TranscriptWriter, store_state
 from sae_atlas.config import CorpusConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.models import DTYPES, ModelHandle
+from sae_atlas.model.dtype import DTYPE_NAMES, refuse_other_dtype, resolve_dtype, runtime_json
+from sae_atlas.models import ModelHandle
 from sae_atlas.personas import Catalogue, Persona
 
 SAMPLED_CONDITIONS: tuple[str, ...] = ("persona", "default", "no_system")
@@ -139,9 +141,9 @@ def check_config(config: CorpusConfig) -> None:
             "corpus.conditions: no sampled condition; add persona, default or no_system "
             "(controls are built from sampled responses)"
         )
-    if config.dtype not in DTYPES:
+    if config.dtype not in DTYPE_NAMES:
         raise SaeAtlasError(
-            f"corpus.dtype: unknown dtype {config.dtype!r}; use one of {', '.join(DTYPES)}"
+            f"corpus.dtype: unknown dtype {config.dtype!r}; use one of {', '.join(DTYPE_NAMES)}"
         )
     for name in ("n_questions", "variants", "samples", "max_new_tokens", "batch_size"):
         if getattr(config, name) < 1:
@@ -218,14 +220,15 @@ def corpus_jobs(catalogue: Catalogue, config: CorpusConfig) -> list[Job]:
 
 
 def sampling_model(handle: ModelHandle, dtype: str) -> torch.nn.Module:
-    """A plain Hugging Face copy of the handle's model in `dtype`, without the bridge's hooks.
+    """A plain Hugging Face copy of the handle's model in `dtype` ("auto": resolved on the
+    handle's device), without the bridge's hooks.
 
     The bridge wraps every submodule of `handle.hf_model`; decoding through the unwrapped
     originals skips the hook machinery. Costs one copy of the weights.
     """
     model = copy.deepcopy(handle.hf_model)
     _unwrap(model)
-    return model.to(DTYPES[dtype]).eval()
+    return model.to(resolve_dtype(dtype, str(handle.device)).torch_dtype).eval()
 
 
 def _unwrap(module: torch.nn.Module) -> None:
@@ -499,21 +502,29 @@ def build_corpus(
 
     Each batch of jobs is one commit (responses and their controls together), so a killed run
     resumes after its last committed batch; a complete store for the same config is skipped.
+    The store records the dtype `config.dtype` resolves to, so one sampled in another refuses.
     `progress(n_jobs)` after each batch (and once with the jobs already done when resuming).
     """
     out = Path(out)
+    choice = resolve_dtype(config.dtype, str(handle.device))
+    config = replace(config, dtype=choice.name)
     jobs = corpus_jobs(catalogue, config)
     controls = [c for c in CONTROL_CONDITIONS if c in config.conditions]
     per_job = 1 + len(controls)
     stage_config = corpus_stage_config(catalogue, config, len(jobs))
     started = time.monotonic()
+    stored = stored_config(out, TRANSCRIPTS_KIND) or {}
+    refuse_other_dtype(out, stored.get("dtype"), choice)
     if store_state(out, TRANSCRIPTS_KIND, handle.model_id, stage_config) == "complete":
         store = TranscriptStore(out)
         return CorpusResult(
             out, len(jobs), len(store), int(store.attrs["sampled_tokens"]), 0.0, skipped=True
         )
     writer = TranscriptWriter.open(
-        out, model=handle.model_id, config=stage_config, attrs={"sampled_dtype": config.dtype}
+        out,
+        model=handle.model_id,
+        config=stage_config,
+        attrs={"sampled_dtype": config.dtype, "runtime": runtime_json("corpus", choice)},
     )
     try:
         if len(writer) % per_job:

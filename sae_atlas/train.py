@@ -3,12 +3,13 @@
 `train_saes(store_path, out_dir, config)` feeds sae-lens's `SAETrainer` from the store's shuffled
 background reader (`ActivationStore.batches`: float16 [batch_size, d_model] per step, made float32
 on `config.device`; only a shuffle buffer is in memory, never the store), trains one SAE per hook
-point one after another on `config.device` (dtype bfloat16: sae-lens's autocast), checkpoints
+point one after another on `config.device` (dtype bfloat16: sae-lens's autocast; auto: bfloat16
+where measured fast, and the card records the dtype resolved), checkpoints
 the weights with the trainer and optimizer state every `config.checkpoint_every` steps and on
 Ctrl-C, and resumes from the latest checkpoint to the same total step count. Each hook gets
 `out_dir/<hook>/` in sae-lens format (`sae_weights.safetensors`, `cfg.json`, loadable with
 `SAE.load_from_disk`) plus
-`training_card.json` (config, data, metrics, time, versions, seed) and, when a model handle is
+`training_card.json` (config, data, metrics, time, versions, runtime, seed) and, when a model handle is
 given, `eval.json` (see `sae_atlas.evaluate`). A hook whose card exists for the same config is
 skipped. `load_sae(source)` loads a trained or pretrained SAE instead.
 
@@ -27,7 +28,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -54,6 +55,7 @@ from feature_store.activations import ActivationStore, ShuffledBatches
 from feature_store.errors import StoreError
 from sae_atlas.config import TrainConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.model.dtype import refuse_other_dtype, resolve_dtype
 from sae_atlas.models import ModelHandle
 
 CARD_FILE = "training_card.json"
@@ -95,8 +97,9 @@ ARCHITECTURES: dict[str, SaeConfigBuilder] = {
 """Architecture name -> the sae-lens training config it builds from a TrainConfig."""
 
 NORMALIZATIONS = ("none", "expected_average_only_in")
-TRAIN_DTYPES = ("float32", "bfloat16")
-"""float32, or bfloat16: sae-lens's autocast (its only one)."""
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")
+"""float32, or bfloat16: sae-lens's autocast (its only one); auto: bfloat16 where measured fast
+(sae_atlas.model.dtype.resolve_dtype on the training device)."""
 LR_SCHEDULERS = ("constant", "cosineannealing", "cosineannealingwarmrestarts")
 
 
@@ -460,6 +463,8 @@ def train_saes(
     from sae_atlas.evaluate import evaluate_sae
 
     check_config(config)
+    choice = resolve_dtype(config.dtype, config.device)
+    config = replace(config, dtype=choice.name)
     store = open_store(store_path)
     hooks = config.hooks or store.hooks
     for hook in hooks:
@@ -481,6 +486,8 @@ def train_saes(
         identity = training_identity(store, config, hook)
         card = read_json(folder / CARD_FILE)
         started = datetime.now(UTC)
+        if card is not None:
+            refuse_other_dtype(folder, card["identity"]["train"].get("dtype"), choice)
         if card is not None and card["identity"] != json.loads(json.dumps(identity)):
             raise SaeAtlasError(
                 f"{folder}: holds an SAE trained with another configuration; "
@@ -500,6 +507,7 @@ def train_saes(
                 "evaluation": None,
                 "time": {"started": started.isoformat(), "finished": None},
                 "versions": versions(),
+                "runtime": {"train": choice.record()},
                 "seed": config.seed,
             }
         else:

@@ -17,7 +17,8 @@ import torch
 
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript, TranscriptWriter
-from sae_atlas.models import DTYPES, ModelHandle, handle_from_hf
+from sae_atlas.model.dtype import DTYPES
+from sae_atlas.models import ModelHandle, handle_from_hf
 
 CHATML = (
     "{% for message in messages %}"

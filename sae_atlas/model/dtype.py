@@ -265,10 +265,11 @@ def _cached_probe(digest: str, key_json: str) -> MatmulRates:
     return rates
 
 
-def resolve_dtype(requested: str, device: str) -> DtypeChoice:
+def resolve_dtype(requested: str, device: str, *, probe: MatmulRates | None = None) -> DtypeChoice:
     """The dtype to run in on `device`: `requested`, or for "auto" bfloat16 where measured fast
     (CUDA with bfloat16; a CPU whose probe shows bfloat16 BF16_MIN_SPEEDUP x float32), else
-    float32. SaeAtlasError for an unknown name."""
+    float32. probe: the CPU rates to decide on (None: `cpu_probe()`). SaeAtlasError for an
+    unknown name."""
     if requested not in DTYPE_NAMES:
         raise SaeAtlasError(f"unknown dtype {requested!r}; use one of {', '.join(DTYPE_NAMES)}")
     if requested != AUTO:
@@ -278,7 +279,7 @@ def resolve_dtype(requested: str, device: str) -> DtypeChoice:
         name = "bfloat16" if fast else "float32"
         reason = f"auto: {device} {'supports' if fast else 'lacks'} bfloat16"
     elif device.startswith("cpu"):
-        rates = cpu_probe()
+        rates = probe or cpu_probe()
         fast = rates.bf16_speedup >= BF16_MIN_SPEEDUP
         name = "bfloat16" if fast else "float32"
         reason = (
@@ -292,12 +293,29 @@ def resolve_dtype(requested: str, device: str) -> DtypeChoice:
     return DtypeChoice(name, DTYPES[name], device, torch.get_num_threads(), reason)
 
 
-def refuse_other_dtype(where: str | Path, made_in: object, choice: DtypeChoice) -> None:
+def given_dtype(torch_dtype: torch.dtype, device: str) -> DtypeChoice:
+    """The choice of a model that was built in code in `torch_dtype` (nothing was resolved)."""
+    name = str(torch_dtype).removeprefix("torch.")
+    reason = f"{name}: the model was built in it"
+    return DtypeChoice(name, torch_dtype, device, torch.get_num_threads(), reason)
+
+
+def runtime_json(stage: str, choice: DtypeChoice) -> str:
+    """The `runtime` root attribute of a stage's output: JSON {stage: choice.record()}."""
+    return json.dumps({stage: choice.record()})
+
+
+def refuse_other_dtype(
+    where: str | Path,
+    made_in: object,
+    choice: DtypeChoice,
+    otherwise: str = "write to another --out",
+) -> None:
     """SaeAtlasError when the output at `where` was made in dtype `made_in` (None: unknown) and
-    this run resolved to another one: the fix is to pass that dtype or write elsewhere."""
+    this run resolved to another one; the fix it names: pass that dtype, or `otherwise`."""
     if made_in is None or made_in == choice.name:
         return
     raise SaeAtlasError(
         f"{where}: was made in {made_in}, but this run uses {choice.name} ({choice.reason}); "
-        f"pass --dtype {made_in} to reuse it, or write to another --out"
+        f"pass --dtype {made_in} to reuse it, or {otherwise}"
     )
