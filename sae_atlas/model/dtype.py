@@ -2,13 +2,13 @@
 
 "auto" picks bfloat16 only where it is measured to be fast: a CUDA device that supports it
 (`torch.cuda.is_bf16_supported`), or a CPU whose bfloat16 matrix multiply is at least
-BF16_MIN_SPEEDUP times as fast as float32 in a short probe (`matmul_rates` on PROBE_SHAPE, a
-product the size of the model's, on one thread, about 0.05-0.3 s); everywhere else float32. The
-probe runs on one thread because the ratio is a property of the core's instruction set, and a
-multi-threaded product on cores shared with other processes measures the scheduler instead
-(2 threads at load 3 on 2 cores: 17-70 GFLOP/s in float32 against 160 on one thread). A CPU without native
-bfloat16 (AVX2 only, or oneDNN capped with ONEDNN_MAX_CPU_ISA=AVX2) emulates it 50-100x slower
-than float32; one with AVX512-BF16 or AMX runs it 2-6x faster. An explicit dtype always wins.
+BF16_MIN_SPEEDUP times as fast as float32 in a short probe (`matmul_rates` on PROBE_SHAPE, a product
+the size of the model's, on one thread, about 0.05-0.3 s); everywhere else float32. The probe runs
+on one thread because the ratio is a property of the core's instruction set, and a multi-threaded
+product on cores shared with other processes measures the scheduler instead (2 threads at load 3 on
+2 cores: 17-70 GFLOP/s in float32 against 160 on one thread). A CPU without native bfloat16 (AVX2
+only, or oneDNN capped with ONEDNN_MAX_CPU_ISA=AVX2) emulates it 50-100x slower than float32; one
+with AVX512-BF16 or AMX runs it 2-6x faster. An explicit dtype always wins.
 
 The probe's result is cached per machine in `cache_dir()/dtype_probe.json` (SAE_ATLAS_CACHE_DIR,
 else $XDG_CACHE_HOME/sae-atlas, else ~/.cache/sae-atlas), keyed by what decides the kernels torch
@@ -173,15 +173,15 @@ def _matmul_rates(
     }
     best = {name: float("inf") for name in operands}
     spent = dict.fromkeys(operands, 0.0)
-    for name, (a, b) in operands.items():
-        _best_seconds(lambda a=a, b=b: a @ b, device, 1)
+    for a, b in operands.values():
+        _best_seconds(functools.partial(torch.matmul, a, b), device, 1)
     for _ in range(max_calls):
         running = [name for name in operands if spent[name] < seconds]
         if not running:
             break
         for name in running:
             a, b = operands[name]
-            took = _best_seconds(lambda a=a, b=b: a @ b, device, 1)
+            took = _best_seconds(functools.partial(torch.matmul, a, b), device, 1)
             best[name] = min(best[name], took)
             spent[name] += took
     flops = 2.0 * m * k * n
@@ -237,8 +237,8 @@ def _write_probes(path: Path, probes: dict[str, Any]) -> None:
 
 
 def cpu_probe() -> MatmulRates:
-    """This CPU's probe rates (PROBE_SHAPE, PROBE_THREADS threads), from the cache when it holds them for this machine's
-    key, else measured (about 0.05-0.3 s) and cached."""
+    """This CPU's probe rates (PROBE_SHAPE, PROBE_THREADS threads), from the cache when it holds
+    them for this machine's key, else measured (about 0.05-0.3 s) and cached."""
     key = probe_key()
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return _cached_probe(digest, json.dumps(key, sort_keys=True))
@@ -248,7 +248,7 @@ def cpu_probe() -> MatmulRates:
 def _cached_probe(digest: str, key_json: str) -> MatmulRates:
     path = cache_dir() / PROBE_FILE
     probes = _read_probes(path)
-    entry = probes.get(digest)
+    entry: Any = probes.get(digest)
     try:
         return MatmulRates(
             float32=float(entry["float32"]),
