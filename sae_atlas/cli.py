@@ -359,14 +359,19 @@ def report(
 
 @app.command()
 @user_errors
-def info(path: Annotated[Path, typer.Argument(help="a transcripts.h5 or activations.h5")]) -> None:
-    """Describe a sae-atlas file: kind, model, state, rows, datasets.
+def info(
+    path: Annotated[Path, typer.Argument(help="a transcripts.h5, activations.h5, labels or atlas")],
+) -> None:
+    """Describe a sae-atlas file: kind, model, state, how its stages ran, rows, datasets.
 
     Example: sae-atlas info runs/quick/activations.h5
     """
+    import json
+
     from rich.table import Table
 
     from feature_store.appendable import summary
+    from feature_store.schema import RUNTIME_ATTR
 
     described = summary(path)
     attrs = described["attrs"]
@@ -375,6 +380,11 @@ def info(path: Annotated[Path, typer.Argument(help="a transcripts.h5 or activati
         f"{path}: {attrs.get('schema')} v{attrs.get('schema_version')}, model "
         f"{attrs.get('model')}, {state}, created {attrs.get('created')}"
     )
+    for stage, run in json.loads(attrs.get(RUNTIME_ATTR) or "{}").items():
+        console.print(
+            f"  {stage}: {run['dtype'] or 'no model'} on {run['device']}, "
+            f"{run['threads']} threads ({run['reason']})"
+        )
     for table_name, n in described["rows"].items():
         console.print(f"  {table_name}: {n:,} rows")
     table = Table()
@@ -514,6 +524,74 @@ def build(
     console.print(table)
     console.print(f"total {sum(r.seconds for r in records):.1f} s; summary in {out}/build.json")
     console.print(f"atlas:  {out / 'atlas.h5'}\nreport: {out / 'report' / 'index.html'}")
+
+
+@app.command()
+@user_errors
+def doctor(
+    out: Annotated[
+        Path, typer.Option(help="where runs will be written (for its free disk)")
+    ] = Path("runs"),
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")] = "cpu",
+    profile: Annotated[str, typer.Option(help="the build whose stage times it predicts")] = "quick",
+) -> None:
+    """Check this machine: devices, CPU features, threads, matmul GFLOP/s in float32 and bfloat16,
+    memory, disk, the dtype `auto` picks, and the predicted time of each stage of a build.
+
+    Example: sae-atlas doctor
+    """
+    from rich.table import Table
+
+    from sae_atlas.doctor import checkup
+
+    with console.status("measuring"):
+        report = checkup(out, device, profile)
+    gib = 2**30
+    features = " ".join(f"{name}{'+' if on else '-'}" for name, on in report.features.items())
+    per_thread, now = report.rates_per_thread, report.rates_now
+    memory = report.memory_available_bytes, report.memory_total_bytes
+    rows = [
+        ("devices", ", ".join(report.devices)),
+        ("cpu", f"{report.cpu.model}; {features}"),
+        ("torch", f"{report.torch_version}, {report.threads} threads, {report.cpu_capability}"),
+        ("env", ", ".join(f"{k}={v}" for k, v in report.env.items()) or "none set"),
+        (
+            "matmul",
+            f"{'x'.join(map(str, now.shape))}: float32 {per_thread.float32:.0f}, bfloat16 "
+            f"{per_thread.bfloat16:.0f} GFLOP/s per thread; with {report.threads} threads now "
+            f"{now.float32:.0f} and {now.bfloat16:.0f}",
+        ),
+        (
+            "memory",
+            "unknown"
+            if None in memory
+            else f"{(memory[0] or 0) / gib:.1f} GiB available of {(memory[1] or 0) / gib:.1f}",
+        ),
+        ("disk", f"{report.disk_free_bytes / gib:.1f} GiB free at {report.disk_path}"),
+        ("dtype auto", f"{report.auto.name} on {report.auto.device}; {report.auto.reason}"),
+    ]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(justify="right", style="bold")
+    grid.add_column()
+    for name, value in rows:
+        grid.add_row(name, value)
+    console.print(grid)
+    if not report.stages:
+        console.print(f"no stage times: they are calibrated on CPUs, not {device}")
+        return
+    table = Table(title=f"predicted {profile} build on {report.threads} idle threads")
+    for column in ("stage", "dtype", "GFLOP", "efficiency", "seconds"):
+        table.add_column(column, justify="left" if column in ("stage", "dtype") else "right")
+    for stage in report.stages:
+        table.add_row(
+            stage.stage,
+            stage.dtype,
+            f"{stage.gflop:,.0f}",
+            f"{stage.efficiency:.3g}",
+            f"{stage.seconds:,.0f}",
+        )
+    table.add_row("total", "", "", "", f"{report.total_seconds:,.0f}")
+    console.print(table)
 
 
 def main() -> None:

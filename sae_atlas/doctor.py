@@ -40,8 +40,10 @@ CPU_FEATURES = ("fma", "avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 bfloat16 (avx512_bf16 dot products, AMX tiles); without the last two bfloat16 is emulated."""
 ENV_VARS = (*ISA_ENV_VARS, "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", CACHE_ENV)
 STAGES = ("corpus", "harvest", "train", "label", "organize", "dynamics")
-RATE_SHAPE = (512, 576, 1536)
-"""[m, k] @ [k, n] doctor measures: 512 tokens through the default model's MLP projection."""
+RATE_SHAPE = (512, 576, 576)
+"""[m, k] @ [k, n] doctor measures: 512 tokens through a d_model x d_model projection of the
+default model (its float32 weights, 1.3 MB, stay in a core's L2 cache: the rate is stable on
+cores shared with other processes, where 576 x 1536 varied 97-163 GFLOP/s from run to run)."""
 
 # The default model (SmolLM2-135M-Instruct), the model the profiles' sizes are for.
 N_LAYERS, D_MODEL, D_MLP, D_KV, VOCAB = 30, 576, 1536, 192, 49152
