@@ -6,7 +6,9 @@ import json
 import pytest
 from tiny import tiny_handle
 
+from feature_store.activations import ActivationStore
 from feature_store.atlas import Atlas
+from feature_store.transcripts import TranscriptStore
 from sae_atlas.build import STAGES, build
 from sae_atlas.config import (
     BuildConfig,
@@ -16,6 +18,7 @@ from sae_atlas.config import (
     TrainConfig,
 )
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.labels import load_labels
 
 
 def tiny_config() -> BuildConfig:
@@ -29,7 +32,13 @@ def tiny_config() -> BuildConfig:
         ),
         harvest=HarvestConfig(hooks=("blocks.1.hook_resid_post",)),
         train=TrainConfig(
-            width=64, k=4, training_tokens=4096, batch_size=256, eval_transcripts=2, eval_tokens=512
+            width=64,
+            k=4,
+            training_tokens=4096,
+            batch_size=256,
+            eval_transcripts=2,
+            eval_tokens=512,
+            dtype="float32",
         ),
         dynamics=DynamicsConfig(
             n_personas=3,
@@ -41,8 +50,31 @@ def tiny_config() -> BuildConfig:
             n_prompts=2,
             wrappers=("pirate_tag", "bullets"),
             n_bootstrap=200,
+            dtype="float32",
         ),
     )
+
+
+def assert_runtime_recorded(run, summary):
+    """build.json and every output say which dtype, device and threads each stage ran with."""
+    assert set(summary["runtime"]) == {"corpus", "harvest", "train", "dynamics"}
+    assert all(
+        r["dtype"] == "float32" and r["device"] == "cpu" for r in summary["runtime"].values()
+    )
+    assert summary["runtime"]["corpus"]["reason"] == "float32 requested"
+    stores = {
+        "corpus": TranscriptStore(run / "transcripts.h5").attrs,
+        "harvest": ActivationStore(run / "activations.h5").attrs,
+    }
+    for stage, attrs in stores.items():
+        assert json.loads(attrs["runtime"])[stage] == summary["runtime"][stage]
+    card = json.loads(next((run / "sae").glob("*/training_card.json")).read_text())
+    assert card["runtime"]["train"] == summary["runtime"]["train"]
+    assert load_labels(run / "labels.h5").runtime["label"]["dtype"] == "float32"
+    with Atlas.open(run / "atlas.h5") as atlas:
+        runtime = json.loads(atlas.attrs["runtime"])
+    assert list(runtime) == ["label", "organize", "dynamics"]
+    assert runtime["dynamics"] == summary["runtime"]["dynamics"]
 
 
 def test_build_runs_every_stage_then_skips_them(tmp_path):
@@ -54,6 +86,7 @@ def test_build_runs_every_stage_then_skips_them(tmp_path):
     assert all(r.bytes > 0 for r in records)
     summary = json.loads((tmp_path / "build.json").read_text())
     assert [s["stage"] for s in summary["stages"]] == list(STAGES)
+    assert_runtime_recorded(tmp_path, summary)
     with Atlas.open(tmp_path / "atlas.h5") as atlas:  # dynamics/ written before the report
         assert "summary" in atlas.dynamics_names()
     report = (tmp_path / "report" / "report.md").read_text()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from sae_atlas.config import load_config
+from sae_atlas.doctor import (
+    CALIBRATION_RATES,
+    CALIBRATION_SECONDS,
+    CPU_FEATURES,
+    STAGES,
+    checkup,
+    estimate_stages,
+    stage_gflop,
+)
+from sae_atlas.model.dtype import MatmulRates
+
+AMX = MatmulRates(float32=170.0, bfloat16=1000.0, shape=(512, 576, 576), device="cpu")
+AVX2 = MatmulRates(float32=100.0, bfloat16=1.5, shape=(512, 576, 576), device="cpu")
+
+
+def test_checkup_predicts_each_stage_in_the_dtype_auto_picks(tmp_path):
+    fast = checkup(tmp_path / "runs" / "quick", per_thread=AMX)
+    assert fast.auto.name == "bfloat16" and fast.disk_path == str(tmp_path.resolve())
+    assert [s.stage for s in fast.stages] == list(STAGES)
+    assert set(fast.features) == set(CPU_FEATURES) and fast.devices[0] == "cpu"
+    dtypes = {s.stage: s.dtype for s in fast.stages}
+    assert dtypes["corpus"] == dtypes["train"] == dtypes["dynamics"] == "bfloat16"
+    assert dtypes["label"] == dtypes["organize"] == "float32"
+    slow = checkup(tmp_path, per_thread=AVX2)
+    assert slow.auto.name == "float32" and {s.dtype for s in slow.stages} == {"float32"}
+    seconds = {s.stage: s.seconds for s in slow.stages}
+    for stage in fast.stages:  # float32 is 1.7x slower on AVX2's fake rates, bfloat16 is avoided
+        ratio = seconds[stage.stage] / stage.seconds
+        assert ratio == pytest.approx(1.7) if stage.dtype == "float32" else ratio > 1.7
+    assert fast.total_seconds == pytest.approx(sum(s.seconds for s in fast.stages))
+
+
+def test_stage_work_grows_with_the_sizes_that_drive_it():
+    quick = load_config("quick")
+    base = stage_gflop(quick)
+    assert all(base[stage] > 0 for stage in STAGES)
+    more_tokens = replace(quick, train=replace(quick.train, training_tokens=6_000_000))
+    longer = replace(quick, corpus=replace(quick.corpus, max_new_tokens=128))
+    deeper = replace(quick, harvest=replace(quick.harvest, hooks=("blocks.29.hook_resid_post",)))
+    assert stage_gflop(more_tokens)["train"] > 1.9 * base["train"]
+    assert stage_gflop(longer)["corpus"] > 1.8 * base["corpus"]
+    assert stage_gflop(longer)["harvest"] > 1.5 * base["harvest"]
+    assert stage_gflop(deeper)["harvest"] == pytest.approx(base["harvest"] * 30 / 16)
+    assert stage_gflop(load_config("full"))["dynamics"] > base["dynamics"]
+
+
+def test_efficiencies_reproduce_the_build_they_were_calibrated_on():
+    dtypes = {stage: dtype for stage, dtype in CALIBRATION_SECONDS}
+    estimates = estimate_stages(stage_gflop(load_config("quick")), dtypes, CALIBRATION_RATES, 2)
+    for estimate in estimates:
+        measured = CALIBRATION_SECONDS[estimate.stage, estimate.dtype]
+        assert estimate.seconds == pytest.approx(measured, rel=0.01)
