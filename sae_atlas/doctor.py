@@ -53,8 +53,8 @@ MODEL_PARAMS = N_LAYERS * LAYER_PARAMS + D_MODEL * VOCAB
 """Weights per token through every block and the unembedding (sampling, evaluation)."""
 
 # Token counts the sizes imply, from the quick build of README.md (1,376 jobs, 358k tokens).
-CHARS_PER_TOKEN = 4.3
-"""Characters of English prompt text per SmolLM2 token."""
+CHARS_PER_TOKEN = 4.16
+"""Characters of prompt text per SmolLM2 token (the quick corpus: 60,676 prompt tokens)."""
 TEMPLATE_TOKENS = 13
 """Chat-template tokens around a system and a user message and the assistant header."""
 DEFAULT_SYSTEM_TOKENS = 15
@@ -64,16 +64,42 @@ RESPONSE_FILL = 62 / 64
 TURN_CONTEXT_TOKENS = 100
 """Mean tokens a dynamics turn re-reads (its conversation so far) before it samples."""
 
+CALIBRATION_RATES = MatmulRates(float32=170.0, bfloat16=965.0, shape=RATE_SHAPE, device="cpu")
+"""Per-thread rates (median of 9 `matmul_rates(RATE_SHAPE)` on one thread, 2026-12-02) of the
+machine README.md's quick build was timed on: 2 cores of an Intel Xeon with avx512f, avx512_bf16
+and amx_bf16."""
+CALIBRATION_SECONDS: dict[tuple[str, str], float] = {
+    ("corpus", "bfloat16"): 137.0,
+    ("harvest", "float32"): 278.0,
+    ("train", "float32"): 414.0,
+    ("label", "float32"): 20.0,
+    ("organize", "float32"): 20.0,
+    ("dynamics", "bfloat16"): 69.0,
+}
+"""README.md's quick build on that machine (2 threads, quiet): each stage's seconds, in the dtype
+it ran in then."""
+BF16_SPEEDUP = {"corpus": 2.21, "harvest": 2.66, "train": 1.15, "dynamics": 2.21}
+"""Tokens/s in bfloat16 over float32 on that machine, one process on one thread: sampling 32
+quick jobs at batch 32 (two alternating rounds: 80 against 178 new tokens/s), harvesting 41k
+tokens at layer 15 (438 against 1,166), training a 2,304-wide TopK SAE on 300k tokens with
+sae-lens's bfloat16 autocast (2,734 against 3,144); dynamics samples like the corpus."""
 EFFICIENCY: dict[str, dict[str, float]] = {
-    "corpus": {"float32": 0.1, "bfloat16": 0.1},
-    "harvest": {"float32": 0.1, "bfloat16": 0.1},
-    "train": {"float32": 0.1, "bfloat16": 0.1},
-    "label": {"float32": 0.1},
-    "organize": {"float32": 0.1},
-    "dynamics": {"float32": 0.1, "bfloat16": 0.1},
+    "corpus": {"bfloat16": 0.149, "float32": 0.381},
+    "harvest": {"float32": 0.426, "bfloat16": 0.199},
+    "train": {"float32": 0.360, "bfloat16": 0.0730},
+    "label": {"float32": 0.139},
+    "organize": {"float32": 0.000899},
+    "dynamics": {"bfloat16": 0.146, "float32": 0.376},
 }
 """Share of the matmul rate (per-thread rate at RATE_SHAPE x threads) each stage reaches in the
-dtype it runs in."""
+dtype it runs in: stage_gflop(quick) / (CALIBRATION_SECONDS x CALIBRATION_RATES x 2 threads) for
+the dtype of the calibration build, and for the other dtype that x BF16_SPEEDUP x the rate ratio
+(bfloat16 sampling and harvest reach a smaller share of their 5.7x faster matmul; training in
+sae-lens is mostly not matmul). Organize runs no model (UMAP and HDBSCAN on 2,304 features): its
+share only scales its measured time with the machine's speed. On this machine capped to AVX2
+(ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2: float32 everywhere) they predict corpus 303 s,
+harvest 278, train 414, dynamics 152; a 2-core AVX2-only machine 1.5-1.6x slower in float32 took
+600, 450, 600 and 264 s (issue 17)."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +190,7 @@ def stage_gflop(config: BuildConfig) -> dict[str, float]:
     n_transcripts = len(jobs) * (1 + len(controls))
     hook_layer = max(int(hook.split(".")[1]) for hook in config.harvest.hooks)
     train = config.train
-    sae_matmuls = 2 * D_MODEL * train.width
+    encode = 2 * D_MODEL * train.width  # FLOPs per token of one SAE matmul (encoder or decoder)
     eval_tokens = train.eval_transcripts * min(train.eval_max_len, harvested / n_transcripts)
     dynamics = config.dynamics
     n_personas = len(dynamics.personas) or dynamics.n_personas
@@ -177,8 +203,8 @@ def stage_gflop(config: BuildConfig) -> dict[str, float]:
     return {
         "corpus": sampling_gflop(sampled, prompt),
         "harvest": 2 * harvested * (hook_layer + 1) * LAYER_PARAMS / 1e9,
-        "train": 3 * train.training_tokens * sae_matmuls / 1e9 + 4 * sampling_gflop(0, eval_tokens),
-        "label": harvested * sae_matmuls / 1e9,
+        "train": 3 * train.training_tokens * 2 * encode / 1e9 + 4 * sampling_gflop(0, eval_tokens),
+        "label": harvested * encode / 1e9,
         "organize": 2 * train.width**2 * D_MODEL / 1e9,
         "dynamics": sampling_gflop(
             turns * dynamics.max_new_tokens * RESPONSE_FILL, turns * TURN_CONTEXT_TOKENS

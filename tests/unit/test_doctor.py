@@ -6,9 +6,14 @@ import pytest
 
 from sae_atlas.config import load_config
 from sae_atlas.doctor import (
+    BF16_SPEEDUP,
     CALIBRATION_RATES,
     CALIBRATION_SECONDS,
     CPU_FEATURES,
+    EFFICIENCY,
+    LAYER_PARAMS,
+    MODEL_PARAMS,
+    RESPONSE_FILL,
     STAGES,
     checkup,
     estimate_stages,
@@ -44,16 +49,26 @@ def test_stage_work_grows_with_the_sizes_that_drive_it():
     more_tokens = replace(quick, train=replace(quick.train, training_tokens=6_000_000))
     longer = replace(quick, corpus=replace(quick.corpus, max_new_tokens=128))
     deeper = replace(quick, harvest=replace(quick.harvest, hooks=("blocks.29.hook_resid_post",)))
-    assert stage_gflop(more_tokens)["train"] > 1.9 * base["train"]
-    assert stage_gflop(longer)["corpus"] > 1.8 * base["corpus"]
-    assert stage_gflop(longer)["harvest"] > 1.5 * base["harvest"]
+    extra = 3 * 3_000_000 * 2 * (2 * 576 * 2304) / 1e9  # forward + backward, encoder + decoder
+    assert stage_gflop(more_tokens)["train"] - base["train"] == pytest.approx(extra)
+    more_sampled = 1376 * 64 * RESPONSE_FILL  # the quick corpus's 1,376 jobs, 64 more tokens
+    assert stage_gflop(longer)["corpus"] - base["corpus"] == pytest.approx(
+        2 * MODEL_PARAMS * more_sampled / 1e9
+    )
+    assert stage_gflop(longer)["harvest"] - base["harvest"] == pytest.approx(
+        2 * 3 * more_sampled * 16 * LAYER_PARAMS / 1e9  # response, user and plain controls
+    )
     assert stage_gflop(deeper)["harvest"] == pytest.approx(base["harvest"] * 30 / 16)
     assert stage_gflop(load_config("full"))["dynamics"] > base["dynamics"]
 
 
-def test_efficiencies_reproduce_the_build_they_were_calibrated_on():
+def test_efficiencies_reproduce_the_measurements_they_were_calibrated_on():
+    gflop = stage_gflop(load_config("quick"))
     dtypes = {stage: dtype for stage, dtype in CALIBRATION_SECONDS}
-    estimates = estimate_stages(stage_gflop(load_config("quick")), dtypes, CALIBRATION_RATES, 2)
-    for estimate in estimates:
+    for estimate in estimate_stages(gflop, dtypes, CALIBRATION_RATES, 2):
         measured = CALIBRATION_SECONDS[estimate.stage, estimate.dtype]
         assert estimate.seconds == pytest.approx(measured, rel=0.01)
+    rate_ratio = CALIBRATION_RATES.float32 / CALIBRATION_RATES.bfloat16
+    for stage, speedup in BF16_SPEEDUP.items():
+        ratio = EFFICIENCY[stage]["bfloat16"] / EFFICIENCY[stage]["float32"]
+        assert ratio == pytest.approx(speedup * rate_ratio, rel=0.01)
