@@ -284,7 +284,7 @@ def resolve_dtype(requested: str, device: str, *, probe: MatmulRates | None = No
         name = "bfloat16" if fast else "float32"
         reason = (
             f"auto: bfloat16 matmul {rates.bf16_speedup:.2g}x float32 on this CPU "
-            f"({rates.bfloat16:.0f} vs {rates.float32:.0f} GFLOP/s; bfloat16 needs "
+            f"({rates.bfloat16:.3g} vs {rates.float32:.3g} GFLOP/s; bfloat16 needs "
             f"{BF16_MIN_SPEEDUP}x)"
         )
     else:
