@@ -17,7 +17,7 @@ import torch
 
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript, TranscriptWriter
-from sae_atlas.model.dtype import DTYPES
+from sae_atlas.model.dtype import resolve_dtype
 from sae_atlas.models import ModelHandle, handle_from_hf
 
 CHATML = (
@@ -58,7 +58,8 @@ def random_chat_model(
     dtype: str = "float32",
     seed: int = 0,
 ) -> ModelHandle:
-    """A randomly initialised Llama chat model as a ModelHandle (model id random-llama-...)."""
+    """A randomly initialised Llama chat model as a ModelHandle (model id random-llama-...), in
+    `dtype` ("auto": resolve_dtype on `device`)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -71,11 +72,12 @@ def random_chat_model(
         max_position_embeddings=4096,
         tie_word_embeddings=False,
     )
+    choice = resolve_dtype(dtype, device)
     torch.manual_seed(seed)
     with torch.device(device):
-        model = LlamaForCausalLM(config).to(DTYPES[dtype]).eval()
+        model = LlamaForCausalLM(config).to(choice.torch_dtype).eval()
     model_id = f"random-llama-{hidden}x{layers}-v{vocab}"
-    return handle_from_hf(model, word_tokenizer(vocab), model_id)
+    return handle_from_hf(model, word_tokenizer(vocab), model_id, dtype_choice=choice)
 
 
 def synthetic_corpus(
