@@ -11,14 +11,14 @@ seed derived from the config seed and its provenance, so a response depends on i
 
 `sample` decodes jobs in batches with its own loop over the Hugging Face model (left padding,
 attention mask, KV cache, temperature and nucleus sampling from one uniform per row and step drawn
-from the job's seed, finished rows dropped from the batch), in `config.dtype` (auto by default:
-bfloat16 where measured fast, see sae_atlas.model.dtype; the store records the dtype resolved).
-Every response becomes a `Transcript` re-rendered with `handle.format_chat` (a role per token), plus
-two controls built from the same text without sampling: `user_control` (the text as a user message
-under the default system prompt) and `plain_control` (the text outside any template). `build_corpus`
-writes them all to transcripts.h5, one commit per batch (a killed run resumes after its last batch;
-a complete one is skipped). `rollout` is the multi-turn primitive: batched conversations whose user
-turns come from a list or from the model playing the user.
+from the job's seed, finished rows dropped from the batch), in `config.dtype` (auto by
+default: bfloat16 where fast). Every response becomes a `Transcript` re-rendered with
+`handle.format_chat` (a role per token), plus two controls built from the same text without
+sampling: `user_control` (the text as a user message under the default system prompt) and
+`plain_control` (the text outside any template). `build_corpus` writes them all to transcripts.h5,
+one commit per batch (a killed run resumes after its last batch; a complete one is skipped).
+`rollout` is the multi-turn primitive: batched conversations whose user turns come from a list or
+from the model playing the user.
 
 Cost: one decode step per new token per batch; the default model samples about 650-750 new
 tokens/s at batch 64 in bfloat16 on an idle 2-core CPU (about 150 in float32 at batch 32, like
@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from feature_store.appendable import stored_config
-from feature_store.schema import ROLE_CODE, TRANSCRIPTS_KIND
+from feature_store.schema import ROLE_CODE, RUNTIME_ATTR, TRANSCRIPTS_KIND
 from feature_store.transcripts import Transcript, TranscriptStore, TranscriptWriter, store_state
 from sae_atlas.config import CorpusConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
@@ -524,7 +524,7 @@ def build_corpus(
         out,
         model=handle.model_id,
         config=stage_config,
-        attrs={"sampled_dtype": config.dtype, "runtime": runtime_json("corpus", choice)},
+        attrs={"sampled_dtype": config.dtype, RUNTIME_ATTR: runtime_json("corpus", choice)},
     )
     try:
         if len(writer) % per_job:

@@ -34,7 +34,7 @@ import torch.distributed as dist
 
 from feature_store.activations import ActivationWriter, join_shards, shard_path
 from feature_store.appendable import stored_config
-from feature_store.schema import ACTIVATIONS_KIND
+from feature_store.schema import ACTIVATIONS_KIND, RUNTIME_ATTR
 from feature_store.transcripts import Transcript, TranscriptStore, store_state
 from sae_atlas.config import HarvestConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
@@ -308,7 +308,7 @@ def write_store(
         config=stage_config,
         attrs={
             "dtype": handle.dtype_choice.name,
-            "runtime": runtime_json("harvest", handle.dtype_choice),
+            RUNTIME_ATTR: runtime_json("harvest", handle.dtype_choice),
         },
     )
     done = len(writer)

@@ -3,13 +3,13 @@
 `train_saes(store_path, out_dir, config)` feeds sae-lens's `SAETrainer` from the store's shuffled
 background reader (`ActivationStore.batches`: float16 [batch_size, d_model] per step, made float32
 on `config.device`; only a shuffle buffer is in memory, never the store), trains one SAE per hook
-point one after another on `config.device` (dtype bfloat16: sae-lens's autocast; auto: bfloat16
-where measured fast, and the card records the dtype resolved), checkpoints the weights with the
-trainer and optimizer state every `config.checkpoint_every` steps and on Ctrl-C, and resumes from
-the latest checkpoint to the same total step count. Each hook gets `out_dir/<hook>/` in sae-lens
-format (`sae_weights.safetensors`, `cfg.json`, loadable with `SAE.load_from_disk`) plus
-`training_card.json` (config, data, metrics, time, versions, runtime, seed) and, when a model handle
-is given, `eval.json` (see `sae_atlas.evaluate`). A hook whose card exists for the same config is
+point one after another on `config.device` (dtype bfloat16: sae-lens's autocast), checkpoints
+the weights with the trainer and optimizer state every `config.checkpoint_every` steps and on
+Ctrl-C, and resumes from the latest checkpoint to the same total step count. Each hook gets
+`out_dir/<hook>/` in sae-lens format (`sae_weights.safetensors`, `cfg.json`, loadable with
+`SAE.load_from_disk`) plus
+`training_card.json` (config, data, metrics, time, versions, seed) and, when a model handle is
+given, `eval.json` (see `sae_atlas.evaluate`). A hook whose card exists for the same config is
 skipped. `load_sae(source)` loads a trained or pretrained SAE instead.
 
 Cost: an encoder and a decoder matmul, forward and backward, per token: O(d_model x width) each;
