@@ -6,7 +6,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from tqdm import tqdm
 
 from feature_store.errors import StoreError
 from sae_atlas.errors import SaeAtlasError
+
+if TYPE_CHECKING:
+    from sae_atlas.doctor import Checkup
 
 app = typer.Typer(
     help="Map a chat model's persona space with sparse autoencoders.",
@@ -526,6 +529,34 @@ def build(
     console.print(f"atlas:  {out / 'atlas.h5'}\nreport: {out / 'report' / 'index.html'}")
 
 
+def checkup_rows(report: Checkup) -> list[tuple[str, str]]:
+    """`sae-atlas doctor`'s machine lines (name, value) for a sae_atlas.doctor.Checkup."""
+    gib = 2**30
+    features = " ".join(f"{name}{'+' if on else '-'}" for name, on in report.features.items())
+    per_thread, now = report.rates_per_thread, report.rates_now
+    available, total = report.memory_available_bytes, report.memory_total_bytes
+    memory = (
+        "unknown"
+        if available is None or total is None
+        else (f"{available / gib:.1f} GiB available of {total / gib:.1f}")
+    )
+    return [
+        ("devices", ", ".join(report.devices)),
+        ("cpu", f"{report.cpu.model}; {features}"),
+        ("torch", f"{report.torch_version}, {report.threads} threads, {report.cpu_capability}"),
+        ("env", ", ".join(f"{k}={v}" for k, v in report.env.items()) or "none set"),
+        (
+            "matmul",
+            f"{'x'.join(map(str, now.shape))}: float32 {per_thread.float32:.0f}, bfloat16 "
+            f"{per_thread.bfloat16:.3g} GFLOP/s per thread; with {report.threads} threads now "
+            f"{now.float32:.0f} and {now.bfloat16:.3g}",
+        ),
+        ("memory", memory),
+        ("disk", f"{report.disk_free_bytes / gib:.1f} GiB free at {report.disk_path}"),
+        ("dtype auto", f"{report.auto.name} on {report.auto.device}; {report.auto.reason}"),
+    ]
+
+
 @app.command()
 @user_errors
 def doctor(
@@ -546,34 +577,10 @@ def doctor(
 
     with console.status("measuring"):
         report = checkup(out, device, profile)
-    gib = 2**30
-    features = " ".join(f"{name}{'+' if on else '-'}" for name, on in report.features.items())
-    per_thread, now = report.rates_per_thread, report.rates_now
-    memory = report.memory_available_bytes, report.memory_total_bytes
-    rows = [
-        ("devices", ", ".join(report.devices)),
-        ("cpu", f"{report.cpu.model}; {features}"),
-        ("torch", f"{report.torch_version}, {report.threads} threads, {report.cpu_capability}"),
-        ("env", ", ".join(f"{k}={v}" for k, v in report.env.items()) or "none set"),
-        (
-            "matmul",
-            f"{'x'.join(map(str, now.shape))}: float32 {per_thread.float32:.0f}, bfloat16 "
-            f"{per_thread.bfloat16:.0f} GFLOP/s per thread; with {report.threads} threads now "
-            f"{now.float32:.0f} and {now.bfloat16:.0f}",
-        ),
-        (
-            "memory",
-            "unknown"
-            if None in memory
-            else f"{(memory[0] or 0) / gib:.1f} GiB available of {(memory[1] or 0) / gib:.1f}",
-        ),
-        ("disk", f"{report.disk_free_bytes / gib:.1f} GiB free at {report.disk_path}"),
-        ("dtype auto", f"{report.auto.name} on {report.auto.device}; {report.auto.reason}"),
-    ]
     grid = Table.grid(padding=(0, 2))
     grid.add_column(justify="right", style="bold")
     grid.add_column()
-    for name, value in rows:
+    for name, value in checkup_rows(report):
         grid.add_row(name, value)
     console.print(grid)
     if not report.stages:

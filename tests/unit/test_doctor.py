@@ -3,7 +3,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from typer.testing import CliRunner
 
+from sae_atlas.cli import app
 from sae_atlas.config import load_config
 from sae_atlas.doctor import (
     BF16_SPEEDUP,
@@ -72,3 +74,10 @@ def test_efficiencies_reproduce_the_measurements_they_were_calibrated_on():
     for stage, speedup in BF16_SPEEDUP.items():
         ratio = EFFICIENCY[stage]["bfloat16"] / EFFICIENCY[stage]["float32"]
         assert ratio == pytest.approx(speedup * rate_ratio, rel=0.01)
+
+
+def test_doctor_prints_one_screen(tmp_path):
+    result = CliRunner().invoke(app, ["doctor", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for line in ("avx512_bf16", "GFLOP/s per thread", "dtype auto", "harvest", "total"):
+        assert line in result.output

@@ -6,8 +6,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from feature_store.transcripts import TranscriptStore
+from sae_atlas.cli import app
 from sae_atlas.config import CorpusConfig, HarvestConfig
 from sae_atlas.corpus import build_corpus
 from sae_atlas.errors import SaeAtlasError
@@ -128,6 +130,8 @@ def test_corpus_made_where_auto_is_bfloat16_is_refused_where_it_is_float32(
         build_corpus(tiny, catalogue, CORPUS, out)
     again = build_corpus(tiny, catalogue, replace(CORPUS, dtype="bfloat16"), out)
     assert again.skipped and again.n_transcripts == made.n_transcripts
+    shown = CliRunner().invoke(app, ["info", str(out)])
+    assert shown.exit_code == 0 and "corpus: bfloat16 on cpu, " in shown.output
 
 
 def test_harvest_records_the_models_dtype_and_refuses_another(tiny, tmp_path, monkeypatch):
