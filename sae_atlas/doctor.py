@@ -58,7 +58,7 @@ CHARS_PER_TOKEN = 4.16
 TEMPLATE_TOKENS = 13
 """Chat-template tokens around a system and a user message and the assistant header."""
 DEFAULT_SYSTEM_TOKENS = 15
-"""Tokens of the system prompt the template inserts when a chat has none."""
+"""Tokens (about) of the system prompt the template inserts when a chat has none."""
 RESPONSE_FILL = 62 / 64
 """Mean sampled tokens of a response as a share of max_new_tokens."""
 TURN_CONTEXT_TOKENS = 100
