@@ -91,6 +91,16 @@ def check_kind(file: h5py.File, kind: str) -> None:
         )
 
 
+def stored_config(path: str | Path, kind: str) -> dict[str, Any] | None:
+    """The configuration a sae-atlas file of `kind` records (root `config`); None when there is
+    no file at `path`. StoreError when it is another kind of file."""
+    if not Path(path).exists():
+        return None
+    with open_readable(path) as file:
+        check_kind(file, kind)
+        return dict(json.loads(file.attrs.get("config", "{}")))
+
+
 def committed_rows(file: h5py.File) -> dict[str, int]:
     """Committed row count per table, from `/progress`."""
     progress = file["progress"]

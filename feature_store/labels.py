@@ -22,6 +22,7 @@ import pandas as pd
 
 from feature_store.appendable import check_kind, open_readable, write_root_attrs
 from feature_store.errors import StoreError
+from feature_store.schema import RUNTIME_ATTR
 
 LABELS_KIND = "sae-atlas/labels"
 
@@ -63,7 +64,8 @@ class Labels:
     persona_vectors: [P, d_model] mean residual over response tokens; persona_profiles:
     [P, d_sae] mean SAE activation over response tokens; default_persona: the name of the row that
     is the default assistant; summary: JSON-ready figures of the contrasts (per-persona best
-    held-out AUROC, decoder accuracy, counts per tag, puppeteer and template features, ...).
+    held-out AUROC, decoder accuracy, counts per tag, puppeteer and template features, ...);
+    runtime: how labeling ran, {"label": {dtype, device, threads, reason}} (RUNTIME_ATTR).
     """
 
     hook: str
@@ -78,6 +80,7 @@ class Labels:
     default_persona: str
     summary: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    runtime: dict[str, Any] = field(default_factory=dict)
 
     @property
     def d_sae(self) -> int:
@@ -120,6 +123,7 @@ def save_labels(labels: Labels, path: str | Path) -> None:
                 "hook": labels.hook,
                 "default_persona": labels.default_persona,
                 "summary": json.dumps(labels.summary),
+                RUNTIME_ATTR: json.dumps(labels.runtime),
                 "complete": False,
             },
         )
@@ -170,4 +174,5 @@ def load_labels(path: str | Path) -> Labels:
             default_persona=str(file.attrs["default_persona"]),
             summary=json.loads(file.attrs["summary"]),
             config=json.loads(file.attrs["config"]),
+            runtime=json.loads(file.attrs.get(RUNTIME_ATTR, "{}")),
         )

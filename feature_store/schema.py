@@ -159,6 +159,14 @@ ROOT_ATTRS: dict[str, str] = {
     "roles": "names of the role codes in tokens/role",
 }
 
+RUNTIME_ATTR = "runtime"
+"""Root attribute of every file a stage writes (transcripts, activations, labels, atlas; the SAE's
+training card has the same key): JSON {stage: {"dtype", "device", "threads", "reason"}}, how each
+stage that made the file ran: the dtype it computed in (resolved from "auto" by measuring the
+machine, see sae_atlas.model.dtype), its device, torch's CPU threads, and why that dtype. The atlas
+holds label's, organize's and, once written, dynamics'. A shard-joined activation store holds rank
+0's."""
+
 SHARDS_ATTR = "shards"
 """Root attribute of an activation store joined from shards (feature_store.activations): JSON list
 of the shard stores (files beside it, in row order) a sharded harvest wrote. acts/, tokens/ and
@@ -524,4 +532,6 @@ ATLAS_ROOT_ATTRS: dict[str, str] = {
     "complete": "always true: the atlas is written whole and renamed into place",
     "d_model": "width of the model's residual stream",
     "d_sae": "number of SAE features",
+    "runtime": "JSON {stage: {dtype, device, threads, reason}}: how label, organize and dynamics "
+    "ran",
 }

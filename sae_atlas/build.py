@@ -2,8 +2,9 @@
 
 Each stage writes one output in the run folder (dynamics: the atlas's dynamics/ group) and is
 skipped when that output is complete for the same config, so an interrupted build resumes where
-it stopped. `build.json` in the run folder records the config, and per stage its seconds, output
-size and whether it was skipped.
+it stopped. `build.json` in the run folder records the config, how each stage that runs torch
+runs (`runtime`: the dtype "auto" resolved to, device, threads, why), and per stage its seconds,
+output size and whether it was skipped.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from feature_store.activations import ActivationStore
 from feature_store.labels import load_labels
@@ -23,6 +25,7 @@ from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
 from sae_atlas.harvest import harvest, length_sorted
 from sae_atlas.label import catalogue_from_corpus, label_stage
 from sae_atlas.model import ModelHandle, load_model
+from sae_atlas.model.dtype import resolve_dtype
 from sae_atlas.organize import ORGANIZE_STEPS, organize
 from sae_atlas.personas import load_catalogue
 from sae_atlas.report import write_report
@@ -63,6 +66,17 @@ def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def build_runtime(config: BuildConfig, handle: ModelHandle) -> dict[str, dict[str, Any]]:
+    """How each stage that runs torch runs: dtype (resolved), device, threads and why."""
+    device = str(handle.device)
+    return {
+        "corpus": resolve_dtype(config.corpus.dtype, device).record(),
+        "harvest": handle.dtype_choice.record(),
+        "train": resolve_dtype(config.train.dtype, config.train.device).record(),
+        "dynamics": resolve_dtype(config.dynamics.dtype, device).record(),
+    }
+
+
 def build(
     config: BuildConfig,
     out: str | Path,
@@ -81,6 +95,7 @@ def build(
         config.model.dtype,
         adapter=config.model.adapter or None,
     )
+    runtime = build_runtime(config, handle)
     records: list[StageRecord] = []
 
     def record(stage: str, started: float, skipped: bool) -> None:
@@ -88,7 +103,11 @@ def build(
         records.append(
             StageRecord(stage, str(path), time.monotonic() - started, disk_bytes(path), skipped)
         )
-        summary = {"config": to_dict(config), "stages": [asdict(r) for r in records]}
+        summary = {
+            "config": to_dict(config),
+            "runtime": runtime,
+            "stages": [asdict(r) for r in records],
+        }
         (out / "build.json").write_text(json.dumps(summary, indent=2))
 
     def bar(stage: str, total: int, unit: str) -> Callable[[int], None]:

@@ -6,7 +6,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from tqdm import tqdm
 
 from feature_store.errors import StoreError
 from sae_atlas.errors import SaeAtlasError
+
+if TYPE_CHECKING:
+    from sae_atlas.doctor import Checkup
 
 app = typer.Typer(
     help="Map a chat model's persona space with sparse autoencoders.",
@@ -41,7 +44,13 @@ CatalogueOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")]
-DtypeOption = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16")]
+DtypeOption = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="auto (bfloat16 where measured fast, else float32), float32, bfloat16, float16",
+    ),
+]
 ProfileDeviceOption = Annotated[
     str | None,
     typer.Option("--device", help="cpu, cuda, cuda:1, mps (default: the profile's)"),
@@ -50,8 +59,9 @@ ProfileDtypeOption = Annotated[
     str | None,
     typer.Option(
         "--dtype",
-        help="float32, bfloat16 or float16 for the model and sampling; SAE training other "
-        "than float32 uses bfloat16 autocast (default: the profile's)",
+        help="auto (bfloat16 where measured fast, else float32; see `sae-atlas doctor`), float32, "
+        "bfloat16 or float16 for the model and sampling; SAE training in bfloat16 or float16 "
+        "uses bfloat16 autocast (default: the profile's, auto unless it says otherwise)",
     ),
 ]
 
@@ -130,7 +140,7 @@ def harvest(
     model: ModelOption = "smollm2-135m-instruct",
     adapter: AdapterOption = None,
     device: DeviceOption = "cpu",
-    dtype: DtypeOption = "float32",
+    dtype: DtypeOption = "auto",
     batch_tokens: Annotated[int, typer.Option(help="padded tokens per forward batch")] = 8192,
     max_len: Annotated[int, typer.Option(help="truncate transcripts to this many tokens")] = 1024,
 ) -> None:
@@ -358,14 +368,19 @@ def report(
 
 @app.command()
 @user_errors
-def info(path: Annotated[Path, typer.Argument(help="a transcripts.h5 or activations.h5")]) -> None:
-    """Describe a sae-atlas file: kind, model, state, rows, datasets.
+def info(
+    path: Annotated[Path, typer.Argument(help="a transcripts.h5, activations.h5, labels or atlas")],
+) -> None:
+    """Describe a sae-atlas file: kind, model, state, how its stages ran, rows, datasets.
 
     Example: sae-atlas info runs/quick/activations.h5
     """
+    import json
+
     from rich.table import Table
 
     from feature_store.appendable import summary
+    from feature_store.schema import RUNTIME_ATTR
 
     described = summary(path)
     attrs = described["attrs"]
@@ -374,6 +389,11 @@ def info(path: Annotated[Path, typer.Argument(help="a transcripts.h5 or activati
         f"{path}: {attrs.get('schema')} v{attrs.get('schema_version')}, model "
         f"{attrs.get('model')}, {state}, created {attrs.get('created')}"
     )
+    for stage, run in json.loads(attrs.get(RUNTIME_ATTR) or "{}").items():
+        console.print(
+            f"  {stage}: {run['dtype'] or 'no model'} on {run['device']}, "
+            f"{run['threads']} threads ({run['reason']})"
+        )
     for table_name, n in described["rows"].items():
         console.print(f"  {table_name}: {n:,} rows")
     table = Table()
@@ -517,6 +537,78 @@ def build(
     console.print(table)
     console.print(f"total {sum(r.seconds for r in records):.1f} s; summary in {out}/build.json")
     console.print(f"atlas:  {out / 'atlas.h5'}\nreport: {out / 'report' / 'index.html'}")
+
+
+def checkup_rows(report: Checkup) -> list[tuple[str, str]]:
+    """`sae-atlas doctor`'s machine lines (name, value) for a sae_atlas.doctor.Checkup."""
+    gib = 2**30
+    features = " ".join(f"{name}{'+' if on else '-'}" for name, on in report.features.items())
+    per_thread, now = report.rates_per_thread, report.rates_now
+    available, total = report.memory_available_bytes, report.memory_total_bytes
+    memory = (
+        "unknown"
+        if available is None or total is None
+        else (f"{available / gib:.1f} GiB available of {total / gib:.1f}")
+    )
+    return [
+        ("devices", ", ".join(report.devices)),
+        ("cpu", f"{report.cpu.model}; {features}"),
+        ("torch", f"{report.torch_version}, {report.threads} threads, {report.cpu_capability}"),
+        ("env", ", ".join(f"{k}={v}" for k, v in report.env.items()) or "none set"),
+        (
+            "matmul",
+            f"{'x'.join(map(str, now.shape))}: float32 {per_thread.float32:.0f}, bfloat16 "
+            f"{per_thread.bfloat16:.3g} GFLOP/s per thread; with {report.threads} threads now "
+            f"{now.float32:.0f} and {now.bfloat16:.3g}",
+        ),
+        ("memory", memory),
+        ("disk", f"{report.disk_free_bytes / gib:.1f} GiB free at {report.disk_path}"),
+        ("dtype auto", f"{report.auto.name} on {report.auto.device}; {report.auto.reason}"),
+    ]
+
+
+@app.command()
+@user_errors
+def doctor(
+    out: Annotated[
+        Path, typer.Option(help="where runs will be written (for its free disk)")
+    ] = Path("runs"),
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps")] = "cpu",
+    profile: Annotated[str, typer.Option(help="the build whose stage times it predicts")] = "quick",
+) -> None:
+    """Check this machine: devices, CPU features, threads, matmul GFLOP/s in float32 and bfloat16,
+    memory, disk, the dtype `auto` picks, and the predicted time of each stage of a build.
+
+    Example: sae-atlas doctor
+    """
+    from rich.table import Table
+
+    from sae_atlas.doctor import checkup
+
+    with console.status("measuring"):
+        report = checkup(out, device, profile)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(justify="right", style="bold")
+    grid.add_column()
+    for name, value in checkup_rows(report):
+        grid.add_row(name, value)
+    console.print(grid)
+    if not report.stages:
+        console.print(f"no stage times: they are calibrated on CPUs, not {device}")
+        return
+    table = Table(title=f"predicted {profile} build on {report.threads} idle threads")
+    for column in ("stage", "dtype", "GFLOP", "efficiency", "seconds"):
+        table.add_column(column, justify="left" if column in ("stage", "dtype") else "right")
+    for stage in report.stages:
+        table.add_row(
+            stage.stage,
+            stage.dtype,
+            f"{stage.gflop:,.0f}",
+            f"{stage.efficiency:.3g}",
+            f"{stage.seconds:,.0f}",
+        )
+    table.add_row("total", "", "", "", f"{report.total_seconds:,.0f}")
+    console.print(table)
 
 
 def main() -> None:

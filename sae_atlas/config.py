@@ -22,11 +22,12 @@ from sae_atlas.model.loading import DEFAULT_MODEL
 @dataclass(frozen=True)
 class ModelConfig:
     """Which model to load and how: source is the default, an HF id, a folder or a .gguf path;
-    adapter: a peft LoRA adapter folder merged into it ("": none)."""
+    dtype: float32, bfloat16, float16 or auto (every stage's dtype: bfloat16 only where measured
+    fast, sae_atlas.model.dtype); adapter: a peft LoRA adapter folder merged into it ("": none)."""
 
     source: str = DEFAULT_MODEL
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "auto"
     adapter: str = ""
 
 
@@ -37,7 +38,8 @@ class CorpusConfig:
     personas / categories: a subset of the catalogue (empty: all); n_questions: per split;
     variants: system-prompt variants per persona; samples: responses per prompt;
     temperature (0: greedy), top_p, max_new_tokens, batch_size, seed: how responses are sampled;
-    dtype: the dtype the sampler decodes in (bfloat16: fast on CPUs with AVX512-BF16).
+    dtype: the dtype the sampler decodes in (auto: bfloat16 where measured fast, e.g. CPUs
+    with AVX512-BF16 or AMX, else float32; the store records the dtype it resolved to).
     """
 
     catalogue: str = ""
@@ -59,7 +61,7 @@ class CorpusConfig:
     max_new_tokens: int = 64
     batch_size: int = 64
     seed: int = 0
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class TrainConfig:
     dead_feature_window: steps without firing after which a feature is dead and auxiliary
     losses (TopK's AuxK) revive it; 0: a tenth of the run, at most 1000.
     device: where the SAE trains; dtype: float32, or bfloat16 for sae-lens's autocast (bfloat16
-    matrix products, float32 weights and optimizer state).
+    matrix products, float32 weights and optimizer state), or auto (bfloat16 where measured fast).
     """
 
     hooks: tuple[str, ...] = ()
@@ -123,7 +125,7 @@ class TrainConfig:
     skip_positions: int = 1
     dead_feature_window: int = 0
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: str = "auto"
     seed: int = 0
     log_to_wandb: bool = False
     wandb_project: str = "sae-atlas"
@@ -225,7 +227,8 @@ class DynamicsConfig:
     the persona clusters); seeds: rollouts per start; n_turns: exchanges per rollout, user turns
     from the question bank (model_plays_user: the model writes the user turns after the first);
     n_scenes: scene-setting first user turns without a system prompt. Sampling: temperature,
-    top_p, max_new_tokens, batch_size, dtype (of the plain model copy that decodes). Steering:
+    top_p, max_new_tokens, batch_size, dtype (of the plain model copy that decodes; auto:
+    bfloat16 where measured fast). Steering:
     steer_personas (empty: the n_steer personas farthest below the default on the assistant
     axis), each added at turn 0 only along persona vector minus default vector with strength
     steer_scale x the mean residual norm of response tokens, against a matched random direction,
@@ -249,7 +252,7 @@ class DynamicsConfig:
     top_p: float = 0.9
     max_new_tokens: int = 48
     batch_size: int = 64
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     steer_personas: tuple[str, ...] = ()
     n_steer: int = 3
     steer_scale: float = 0.3
@@ -281,8 +284,9 @@ def on_device(
     config: BuildConfig, device: str | None = None, dtype: str | None = None
 ) -> BuildConfig:
     """`config` with every stage that runs torch put on `device` and in `dtype` (None: as
-    configured): the model, corpus and dynamics sampling, SAE training (any dtype but float32:
-    sae-lens's bfloat16 autocast) and labeling (the SAE encodes on `device` in float32)."""
+    configured): the model, corpus and dynamics sampling, SAE training (float32, auto, or any
+    other dtype: sae-lens's bfloat16 autocast) and labeling (the SAE encodes on `device` in
+    float32)."""
     replace = dataclasses.replace
     if device is not None:
         config = replace(
@@ -297,7 +301,9 @@ def on_device(
             model=replace(config.model, dtype=dtype),
             corpus=replace(config.corpus, dtype=dtype),
             dynamics=replace(config.dynamics, dtype=dtype),
-            train=replace(config.train, dtype="float32" if dtype == "float32" else "bfloat16"),
+            train=replace(
+                config.train, dtype=dtype if dtype in ("float32", "auto") else "bfloat16"
+            ),
         )
     return config
 

@@ -10,7 +10,7 @@ wrapper: the control that tells a wrapper's features from its system prompt's). 
 seed derived from the config seed and its provenance, so a response depends on its job alone.
 
 `sample` (sae_atlas.model.sampling) decodes jobs in batches with its own KV-cache loop over the
-Hugging Face model, in `config.dtype` (bfloat16 by default: fast on CPUs with AVX512-BF16). Every
+Hugging Face model, in `config.dtype` (auto by default: bfloat16 only where measured fast). Every
 response becomes a `Transcript` re-rendered with `handle.format_chat` (a role per token), plus
 two controls built from the same text without sampling: `user_control` (the text as a user
 message under the default system prompt) and `plain_control` (the text outside any template).
@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from feature_store.schema import ROLE_CODE, TRANSCRIPTS_KIND
+from feature_store.appendable import stored_config
+from feature_store.schema import ROLE_CODE, RUNTIME_ATTR, TRANSCRIPTS_KIND
 from feature_store.transcripts import Transcript, TranscriptStore, TranscriptWriter, store_state
 from sae_atlas.config import CorpusConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
@@ -48,6 +49,7 @@ from sae_atlas.model import (
     sampling_model,
 )
 from sae_atlas.model import sample as sample_responses
+from sae_atlas.model.dtype import refuse_other_dtype, resolve_dtype, runtime_json
 from sae_atlas.personas import Catalogue, Persona
 
 SAMPLED_CONDITIONS: tuple[str, ...] = ("persona", "default", "no_system")
@@ -272,21 +274,29 @@ def build_corpus(
 
     Each batch of jobs is one commit (responses and their controls together), so a killed run
     resumes after its last committed batch; a complete store for the same config is skipped.
+    The store records the dtype `config.dtype` resolves to, so one sampled in another refuses.
     `progress(n_jobs)` after each batch (and once with the jobs already done when resuming).
     """
     out = Path(out)
+    choice = resolve_dtype(config.dtype, str(handle.device))
+    config = replace(config, dtype=choice.name)
     jobs = corpus_jobs(catalogue, config)
     controls = [c for c in CONTROL_CONDITIONS if c in config.conditions]
     per_job = 1 + len(controls)
     stage_config = corpus_stage_config(catalogue, config, len(jobs))
     started = time.monotonic()
+    stored = stored_config(out, TRANSCRIPTS_KIND) or {}
+    refuse_other_dtype(out, stored.get("dtype"), choice)
     if store_state(out, TRANSCRIPTS_KIND, handle.model_id, stage_config) == "complete":
         store = TranscriptStore(out)
         return CorpusResult(
             out, len(jobs), len(store), int(store.attrs["sampled_tokens"]), 0.0, skipped=True
         )
     writer = TranscriptWriter.open(
-        out, model=handle.model_id, config=stage_config, attrs={"sampled_dtype": config.dtype}
+        out,
+        model=handle.model_id,
+        config=stage_config,
+        attrs={"sampled_dtype": config.dtype, RUNTIME_ATTR: runtime_json("corpus", choice)},
     )
     try:
         if len(writer) % per_job:

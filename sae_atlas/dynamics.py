@@ -38,7 +38,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ import torch
 from scipy.stats import t as student_t
 
 from feature_store.atlas import Atlas, AtlasWriter
-from feature_store.schema import ROLE_CODE
+from feature_store.schema import ROLE_CODE, RUNTIME_ATTR
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.classifier import PersonaClassifier, train_classifier
 from sae_atlas.config import CorpusConfig, DynamicsConfig, to_dict
@@ -68,6 +68,7 @@ from sae_atlas.model import (
     residual_activations,
     sampling_model,
 )
+from sae_atlas.model.dtype import refuse_other_dtype, resolve_dtype
 from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
 from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
 from sae_atlas.sae import load_sae
@@ -1252,16 +1253,21 @@ def run_dynamics(
     """Run every experiment on a built run and write dynamics/ into its atlas.
 
     `run`: a run folder (atlas.h5, transcripts.h5, sae/) or DynamicsPaths. Skipped when the
-    atlas holds dynamics for the same model and config; another config raises unless
-    `overwrite`. `progress(step)` as each of DYNAMICS_STEPS starts.
+    atlas holds dynamics for the same model and config (its dtype resolved: "auto" becomes the
+    dtype sampling runs in here); another config raises unless `overwrite`. `progress(step)` as
+    each of DYNAMICS_STEPS starts.
     """
     started = time.perf_counter()
     paths = run if isinstance(run, DynamicsPaths) else DynamicsPaths.from_run(run)
     check_dynamics_config(config)
+    choice = resolve_dtype(config.dtype, str(handle.device))
+    config = replace(config, dtype=choice.name)
     stored = stored_summary(paths.atlas)
     if stored is not None and not overwrite:
         if stored.get("config") == to_dict(config) and stored.get("model") == handle.model_id:
             return DynamicsResult(paths.atlas, True, 0.0, stored)
+        made_in = stored.get("config", {}).get("dtype")
+        refuse_other_dtype(paths.atlas, made_in, choice, "pass --overwrite to replace them")
         raise SaeAtlasError(
             f"{paths.atlas}: holds dynamics from another model or config; pass overwrite "
             "(--overwrite) to replace them"
@@ -1382,6 +1388,8 @@ def run_dynamics(
         with AtlasWriter.extend(paths.atlas) as writer:
             if "dynamics" in writer.file:
                 del writer.file["dynamics"]
+            runtime = json.loads(writer.file.attrs.get(RUNTIME_ATTR, "{}"))
+            writer.file.attrs[RUNTIME_ATTR] = json.dumps({**runtime, "dynamics": choice.record()})
             for name, (table, description) in tables.items():
                 _write_table(writer, name, table, description)
             writer.write_dynamics(

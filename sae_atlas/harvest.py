@@ -33,12 +33,14 @@ import torch
 import torch.distributed as dist
 
 from feature_store.activations import ActivationWriter, join_shards, shard_path
-from feature_store.schema import ACTIVATIONS_KIND
+from feature_store.appendable import stored_config
+from feature_store.schema import ACTIVATIONS_KIND, RUNTIME_ATTR
 from feature_store.transcripts import Transcript, TranscriptStore, store_state
 from sae_atlas.config import HarvestConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.heap import release_free_heap
 from sae_atlas.model import ModelHandle, batch_activations, length_batches
+from sae_atlas.model.dtype import refuse_other_dtype, runtime_json
 
 BARRIER_TIMEOUT = timedelta(hours=24)
 """How long a rank waits at the barrier for the others (a resumed shard may be far behind)."""
@@ -188,13 +190,16 @@ def harvest(
     out = Path(out)
     handle.check_hooks(config.hooks)
     ordered = length_sorted(transcripts, config.max_len)
+    choice = handle.dtype_choice
     stage_config = {
         **to_dict(config),
+        "dtype": choice.name,
         "input_digest": transcripts_digest(ordered),
         "n_transcripts": len(ordered),
     }
     n_tokens = ordered.n_tokens
     started = time.monotonic()
+    refuse_other_dtype(out, (stored_config(out, ACTIVATIONS_KIND) or {}).get("dtype"), choice)
     state = store_state(out, ACTIVATIONS_KIND, handle.model_id, stage_config)
     if state == "complete":
         return HarvestResult(out, len(ordered), n_tokens, 0.0, skipped=True)
@@ -250,7 +255,10 @@ def write_store(
         hooks=config.hooks,
         d_model=handle.d_model,
         config=stage_config,
-        attrs={"dtype": str(handle.dtype).removeprefix("torch.")},
+        attrs={
+            "dtype": handle.dtype_choice.name,
+            RUNTIME_ATTR: runtime_json("harvest", handle.dtype_choice),
+        },
     )
     done = len(writer)
     if progress is not None and done:

@@ -71,6 +71,7 @@ from sae_atlas.corpus import SAMPLED_CONDITIONS, UNWRAPPED
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.heap import release_free_heap
 from sae_atlas.model import ModelHandle, final_norm_weight
+from sae_atlas.model.dtype import DtypeChoice
 from sae_atlas.personas import Catalogue
 from sae_atlas.sae import load_sae, sae_digest
 from sae_atlas.stats import auroc_and_effect, benjamini_hochberg, mann_whitney_p
@@ -1556,5 +1557,7 @@ def label_stage(
         )
     started = time.monotonic()
     labels = label(store, sae, hook, config, handle, catalogue, progress)
-    save_labels(labels, out)
+    threads = torch.get_num_threads()
+    runtime = DtypeChoice("float32", torch.float32, config.device, threads, "SAE codes in float32")
+    save_labels(replace(labels, runtime={"label": runtime.record()}), out)
     return LabelResult(out, labels.d_sae, time.monotonic() - started, skipped=False)

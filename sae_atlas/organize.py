@@ -61,7 +61,7 @@ from threadpoolctl import threadpool_limits
 
 from feature_store.atlas import Atlas, AtlasWriter
 from feature_store.labels import Labels
-from feature_store.schema import ATLAS_KIND, CLUSTER_KINDS, LIST_SEPARATOR
+from feature_store.schema import ATLAS_KIND, CLUSTER_KINDS, LIST_SEPARATOR, RUNTIME_ATTR
 from feature_store.transcripts import store_state
 from sae_atlas.config import OrganizeConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
@@ -775,6 +775,7 @@ def organize(
         axis_projection=space.axis_projection
     )
     extra = [name for name in weights if name not in SAE_PARAMETERS]
+    runtime = {"dtype": None, "device": "cpu", "threads": config.n_jobs, "reason": "runs no model"}
     attrs = {
         "hook": labels.hook,
         "organize_summary": json.dumps(summary),
@@ -782,6 +783,7 @@ def organize(
         "labels_summary": json.dumps(_json_ready(labels.summary)),
         "labels_config": json.dumps(_json_ready(labels.config)),
         **{name: json.dumps(_json_ready(value)) for name, value in (records or {}).items()},
+        RUNTIME_ATTR: json.dumps({**labels.runtime, "organize": runtime}),
     }
     with (
         clock.step("write"),

@@ -20,7 +20,8 @@ import torch
 
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript, TranscriptWriter
-from sae_atlas.model import DTYPES, ModelHandle, handle_from_hf
+from sae_atlas.model import ModelHandle, handle_from_hf
+from sae_atlas.model.dtype import resolve_dtype
 
 CHATML = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -66,7 +67,8 @@ def random_llama(
     dtype: str = "float32",
     seed: int = 0,
 ) -> Any:
-    """A randomly initialised LlamaForCausalLM (untied embeddings) on `device` in `dtype`."""
+    """A randomly initialised LlamaForCausalLM (untied embeddings) on `device` in `dtype`
+    ("auto": resolve_dtype on `device`)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -82,7 +84,7 @@ def random_llama(
     torch.manual_seed(seed)
     with torch.device(device):
         model: Any = LlamaForCausalLM(config)
-        return model.to(DTYPES[dtype]).eval()
+        return model.to(resolve_dtype(dtype, device).torch_dtype).eval()
 
 
 def tiny_tokenizer(template: str = CHATML) -> Any:
@@ -156,7 +158,8 @@ def random_chat_model(
         seed=seed,
     )
     model_id = f"random-llama-{hidden}x{layers}-v{vocab}"
-    return handle_from_hf(model, word_tokenizer(vocab), model_id)
+    choice = resolve_dtype(dtype, device)
+    return handle_from_hf(model, word_tokenizer(vocab), model_id, dtype_choice=choice)
 
 
 def random_transcripts(n: int, seed: int = 0, vocab: int = 300) -> list[Transcript]:

@@ -27,7 +27,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +50,7 @@ from feature_store.errors import StoreError
 from sae_atlas.config import TrainConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import ModelHandle
+from sae_atlas.model.dtype import refuse_other_dtype, resolve_dtype
 from sae_atlas.sae import ARCHITECTURES
 
 CARD_FILE = "training_card.json"
@@ -65,8 +66,9 @@ LOSS_WINDOW = 100
 
 
 NORMALIZATIONS = ("none", "expected_average_only_in")
-TRAIN_DTYPES = ("float32", "bfloat16")
-"""float32, or bfloat16: sae-lens's autocast (its only one)."""
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")
+"""float32, or bfloat16: sae-lens's autocast (its only one); auto: bfloat16 where measured fast
+(sae_atlas.model.dtype.resolve_dtype on the training device)."""
 LR_SCHEDULERS = ("constant", "cosineannealing", "cosineannealingwarmrestarts")
 
 
@@ -430,6 +432,8 @@ def train_saes(
     from sae_atlas.evaluate import evaluate_sae
 
     check_config(config)
+    choice = resolve_dtype(config.dtype, config.device)
+    config = replace(config, dtype=choice.name)
     store = open_store(store_path)
     hooks = config.hooks or store.hooks
     for hook in hooks:
@@ -451,6 +455,8 @@ def train_saes(
         identity = training_identity(store, config, hook)
         card = read_json(folder / CARD_FILE)
         started = datetime.now(UTC)
+        if card is not None:
+            refuse_other_dtype(folder, card["identity"]["train"].get("dtype"), choice)
         if card is not None and card["identity"] != json.loads(json.dumps(identity)):
             raise SaeAtlasError(
                 f"{folder}: holds an SAE trained with another configuration; "
@@ -470,6 +476,7 @@ def train_saes(
                 "evaluation": None,
                 "time": {"started": started.isoformat(), "finished": None},
                 "versions": versions(),
+                "runtime": {"train": choice.record()},
                 "seed": config.seed,
             }
         else:

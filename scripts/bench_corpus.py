@@ -30,6 +30,7 @@ import torch
 from sae_atlas.config import CorpusConfig
 from sae_atlas.corpus import corpus_jobs
 from sae_atlas.model import load_model, sample, sampling_model, stop_token_ids
+from sae_atlas.model.dtype import matmul_rates
 from sae_atlas.personas import load_catalogue
 
 
@@ -69,16 +70,6 @@ def copy_bandwidth(n_bytes: int = 1 << 30, repeats: int = 3) -> float:
         np.copyto(target, source)
         best = min(best, time.perf_counter() - start)
     return 2 * source.nbytes / best
-
-
-def matmul_flops(batch: int, dtype: torch.dtype, d_in: int, d_out: int) -> float:
-    """FLOP/s of [batch, d_in] x [d_in, d_out] in `dtype` (a decode step's typical matmul)."""
-    x, w = torch.randn(batch, d_in, dtype=dtype), torch.randn(d_out, d_in, dtype=dtype)
-    torch.nn.functional.linear(x, w)
-    start, n = time.perf_counter(), 50
-    for _ in range(n):
-        torch.nn.functional.linear(x, w)
-    return 2 * batch * d_in * d_out * n / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -127,7 +118,8 @@ def main() -> None:
     n_params = sum(p.numel() for p in models["bfloat16"].parameters())
     step_bytes = n_params * 2
     cfg = handle.hf_model.config
-    flops = matmul_flops(best["batch"], torch.bfloat16, cfg.hidden_size, cfg.intermediate_size)
+    shape = (best["batch"], cfg.hidden_size, cfg.intermediate_size)  # a decode step's matmul
+    flops = matmul_rates(shape=shape, seconds=0.5).bfloat16 * 1e9
     mean_tokens = best["new_tokens"] / best["jobs"]
     estimate_s = len(profile_jobs) * mean_tokens / best["new_tokens_per_s"]
     limits = {

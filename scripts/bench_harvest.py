@@ -26,23 +26,11 @@ from feature_store.transcripts import Transcript
 from sae_atlas.config import HarvestConfig
 from sae_atlas.harvest import harvest, length_sorted
 from sae_atlas.model import ModelHandle, length_batches, load_model, padded
+from sae_atlas.model.dtype import DTYPE_NAMES, matmul_rates
 
 
 class _Stop(Exception):
     pass
-
-
-def peak_matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    """Best-of measured GFLOP/s of a square matrix multiply in `dtype` on this machine."""
-    a = torch.randn(size, size).to(dtype)
-    b = torch.randn(size, size).to(dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def model_flops(handle: ModelHandle, lengths: list[int], n_layers: int) -> float:
@@ -109,10 +97,11 @@ def run(dtype: str, n_tokens: int, layer: int, batch_tokens: int) -> dict:
             results["harvest"].append(result.seconds)
             store_bytes = (Path(tmp) / f"acts{repeat}.h5").stat().st_size
     flops = model_flops(handle, [len(t) for t in transcripts], layer + 1)
-    peak = peak_matmul_gflops(handle.dtype)
+    rates = matmul_rates(shape=(2048, 2048, 2048), seconds=1.0, max_calls=10)
+    peak = rates.bfloat16 if handle.dtype == torch.bfloat16 else rates.float32
     bare, harvested = min(results["bare_hf"]), min(results["harvest"])
     return {
-        "dtype": dtype,
+        "dtype": handle.dtype_choice.name,
         "layer": layer,
         "tokens": real_tokens,
         "padding_fraction": 1 - real_tokens / padded_tokens,
@@ -134,7 +123,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=24000)
     parser.add_argument("--layer", type=int, default=15)
     parser.add_argument("--batch-tokens", type=int, default=8192)
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=DTYPE_NAMES)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_harvest.json"))
     args = parser.parse_args()
     rows = [run(d, args.tokens, args.layer, args.batch_tokens) for d in args.dtypes]

@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
             eval_tokens=16 * size["batch_size"],
             eval_transcripts=size["eval_transcripts"],
             device=args.device,
-            dtype="float32" if args.dtype == "float32" else "bfloat16",
+            dtype=args.dtype if args.dtype in ("float32", "auto") else "bfloat16",
             checkpoint_every=10**9,
         )
         [trained] = train_saes(work / "activations.h5", work / "sae", train_config, handle=handle)
@@ -193,9 +193,11 @@ def table(steps: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> Path:
+    from sae_atlas.model.dtype import DTYPE_NAMES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_NAMES)
     parser.add_argument("--small", action="store_true", help="tiny sizes (CPU, seconds)")
     parser.add_argument("--work", type=Path, default=None, help="keep the run files here")
     args = parser.parse_args(argv)

@@ -36,6 +36,7 @@ from sae_atlas.corpus import build_corpus
 from sae_atlas.harvest import harvest
 from sae_atlas.label import label_stage
 from sae_atlas.model import load_model
+from sae_atlas.model.dtype import DTYPE_NAMES
 from sae_atlas.personas import import_assistant_axis
 from sae_atlas.sae import load_sae
 
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sae = load_sae(args.sae)
     hook = str(sae.cfg.metadata.hook_name)
     catalogue = import_assistant_axis(args.root, roles=args.role or None, max_roles=args.roles)
-    handle = load_model(args.model, device=args.device)
+    handle = load_model(args.model, device=args.device, dtype=args.dtype)
     corpus_config = CorpusConfig(
         catalogue=f"assistant-axis:{args.root}",
         n_questions=args.n_questions,
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         seed=args.seed,
+        dtype=args.dtype,
     )
     seconds: dict[str, float] = {}
     started = time.monotonic()
@@ -147,6 +149,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--dtype", default="auto", choices=DTYPE_NAMES, help="auto: bfloat16 where measured fast"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=Path("runs/assistant_axis"))
     args = parser.parse_args()

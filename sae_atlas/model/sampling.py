@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.model.dtype import DTYPE_NAMES, resolve_dtype
 from sae_atlas.model.handle import Messages, ModelHandle
-from sae_atlas.model.loading import DTYPES
 
 if TYPE_CHECKING:  # the config module imports this package (DEFAULT_MODEL)
     from sae_atlas.config import CorpusConfig
@@ -66,9 +66,9 @@ def job_seed(base: int, *key: object) -> int:
 
 def check_sampling(config: CorpusConfig) -> None:
     """SaeAtlasError naming the field when a sampler setting cannot work."""
-    if config.dtype not in DTYPES:
+    if config.dtype not in DTYPE_NAMES:
         raise SaeAtlasError(
-            f"corpus.dtype: unknown dtype {config.dtype!r}; use one of {', '.join(DTYPES)}"
+            f"corpus.dtype: unknown dtype {config.dtype!r}; use one of {', '.join(DTYPE_NAMES)}"
         )
     for name in ("max_new_tokens", "batch_size"):
         if getattr(config, name) < 1:
@@ -81,14 +81,15 @@ def check_sampling(config: CorpusConfig) -> None:
 
 
 def sampling_model(handle: ModelHandle, dtype: str) -> torch.nn.Module:
-    """A plain Hugging Face copy of the handle's model in `dtype`, without the bridge's hooks.
+    """A plain Hugging Face copy of the handle's model in `dtype` ("auto": resolved on the
+    handle's device), without the bridge's hooks.
 
     The bridge wraps every submodule of `handle.hf_model`; decoding through the unwrapped
     originals skips the hook machinery. Costs one copy of the weights.
     """
     model = copy.deepcopy(handle.hf_model)
     _unwrap(model)
-    return model.to(DTYPES[dtype]).eval()
+    return model.to(resolve_dtype(dtype, str(handle.device)).torch_dtype).eval()
 
 
 def _unwrap(module: torch.nn.Module) -> None:
