@@ -1,12 +1,11 @@
 """The labeling result `Labels` and its file `labels.h5`: what label writes, organize reads.
 
-Stages meet at plain data: `sae_atlas.label` computes a `Labels` (per-feature statistics, tags,
-cards and examples; per-persona residual vectors and SAE profiles; a summary of the contrasts),
-`save_labels` writes it atomically (temporary file, then rename) with a description on every
-dataset, and `sae_atlas.organize` reads it back with `load_labels` to build the atlas. The column
-names are those of the atlas's `features/`, `features/examples/` and `personas/` groups
-(feature_store/schema.py), without the columns organize adds (cluster, map_x, map_y).
-"""
+Stages meet at plain data: `sae_atlas.stages.label` computes a `Labels` (per-feature statistics,
+tags, cards and examples; per-persona residual vectors and SAE profiles; a summary of the
+contrasts), `save_labels` writes it atomically (temporary file, then rename) with a description on
+every dataset, and `sae_atlas.stages.organize` reads it back with `load_labels` to build the atlas.
+The column names are those of the atlas's `features/`, `features/examples/` and `personas/` groups
+(feature_store/schema.py), without the columns organize adds (cluster, map_x, map_y). """
 
 from __future__ import annotations
 

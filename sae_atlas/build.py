@@ -20,17 +20,17 @@ from feature_store.activations import ActivationStore
 from feature_store.labels import load_labels
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import BuildConfig, dump_config, to_dict
-from sae_atlas.corpus import build_corpus, corpus_jobs
-from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
-from sae_atlas.harvest import harvest, length_sorted
-from sae_atlas.label import catalogue_from_corpus, label_stage
 from sae_atlas.model import ModelHandle, load_model
 from sae_atlas.model.dtype import resolve_dtype
-from sae_atlas.organize import ORGANIZE_STEPS, organize
 from sae_atlas.personas import load_catalogue
-from sae_atlas.report import write_report
 from sae_atlas.sae import load_sae
-from sae_atlas.train import train_saes
+from sae_atlas.stages.corpus import build_corpus, corpus_jobs
+from sae_atlas.stages.dynamics import DYNAMICS_STEPS, run_dynamics
+from sae_atlas.stages.harvest import harvest, length_sorted
+from sae_atlas.stages.label import catalogue_from_corpus, label_stage
+from sae_atlas.stages.organize import ORGANIZE_STEPS, organize
+from sae_atlas.stages.report import write_report
+from sae_atlas.stages.train import train_saes
 
 STAGES = ("corpus", "harvest", "train", "label", "organize", "dynamics", "report")
 

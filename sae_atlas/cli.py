@@ -105,9 +105,9 @@ def corpus(
     import dataclasses
 
     from sae_atlas.config import load_config, on_device
-    from sae_atlas.corpus import build_corpus, corpus_jobs
     from sae_atlas.model import load_model
     from sae_atlas.personas import load_catalogue
+    from sae_atlas.stages.corpus import build_corpus, corpus_jobs
 
     build_config = on_device(load_config(profile), device, dtype)
     config = build_config.corpus
@@ -154,9 +154,9 @@ def harvest(
     """
     from feature_store.transcripts import TranscriptStore
     from sae_atlas.config import HarvestConfig
-    from sae_atlas.harvest import distributed, length_sorted, shard_share
-    from sae_atlas.harvest import harvest as run_harvest
     from sae_atlas.model import load_model
+    from sae_atlas.stages.harvest import distributed, length_sorted, shard_share
+    from sae_atlas.stages.harvest import harvest as run_harvest
 
     store = TranscriptStore(transcripts)
     config = HarvestConfig(hooks=tuple(hook), batch_tokens=batch_tokens, max_len=max_len)
@@ -205,7 +205,7 @@ def train(
 
     from sae_atlas.config import load_config, on_device
     from sae_atlas.model import load_model
-    from sae_atlas.train import train_saes
+    from sae_atlas.stages.train import train_saes
 
     build_config = on_device(load_config(profile), device, dtype)
     config = build_config.train
@@ -244,8 +244,8 @@ def label(
     --out runs/quick/labels.h5
     """
     from sae_atlas.config import load_config, on_device
-    from sae_atlas.label import catalogue_from_corpus, label_stage
     from sae_atlas.model import load_model
+    from sae_atlas.stages.label import catalogue_from_corpus, label_stage
 
     config = on_device(load_config(profile), device, dtype)
     handle = load_model(model, config.model.device, config.model.dtype, adapter=adapter)
@@ -279,8 +279,8 @@ def organize(
     """
     from feature_store.labels import load_labels
     from sae_atlas.config import load_config
-    from sae_atlas.organize import organize as run_organize
     from sae_atlas.sae import load_sae
+    from sae_atlas.stages.organize import organize as run_organize
 
     with console.status("organize") as status:
         result = run_organize(
@@ -323,8 +323,8 @@ def dynamics(
     import json
 
     from sae_atlas.config import load_config, on_device
-    from sae_atlas.dynamics import DYNAMICS_STEPS, run_dynamics
     from sae_atlas.model import load_model
+    from sae_atlas.stages.dynamics import DYNAMICS_STEPS, run_dynamics
 
     config = on_device(load_config(profile), device, dtype)
     handle = load_model(
@@ -358,7 +358,7 @@ def report(
 
     Example: sae-atlas report runs/quick/atlas.h5 --out runs/quick/report
     """
-    from sae_atlas.report import write_report
+    from sae_atlas.stages.report import write_report
 
     result = write_report(atlas, out or atlas.parent / "report", max_members=max_members)
     console.print(

@@ -133,7 +133,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class LabelConfig:
-    """The labeling pass: per-feature statistics, contrasts, tags and cards (sae_atlas.label).
+    """The labeling pass (sae_atlas.stages.label): per-feature statistics, contrasts, tags, cards.
 
     block_tokens: store rows encoded per block. Cards: top_examples / quantile_examples contexts
     per feature (quantiles drawn from a uniform sample of `reservoir` firing tokens), each with
@@ -184,7 +184,7 @@ class LabelConfig:
 
 @dataclass(frozen=True)
 class OrganizeConfig:
-    """Feature clusters and persona space (sae_atlas.organize).
+    """Feature clusters and persona space (sae_atlas.stages.organize).
 
     n_neighbors: neighbours per feature in the kNN graph UMAP starts from (itself included);
     cluster_dims / cluster_min_dist: the UMAP embedding HDBSCAN clusters; map_min_dist: the 2-D
@@ -221,7 +221,7 @@ class OrganizeConfig:
 @dataclass(frozen=True)
 class DynamicsConfig:
     """Multi-turn rollouts, steering kicks, puppeteer ablation and the trigger scan
-    (sae_atlas.dynamics).
+    (sae_atlas.stages.dynamics).
 
     personas: starting personas (empty: n_personas of the atlas, the default first, spread over
     the persona clusters); seeds: rollouts per start; n_turns: exchanges per rollout, user turns

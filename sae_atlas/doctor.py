@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from sae_atlas.config import BuildConfig, load_config
-from sae_atlas.corpus import CONTROL_CONDITIONS, corpus_jobs
 from sae_atlas.model.dtype import (
     CACHE_ENV,
     ISA_ENV_VARS,
@@ -34,6 +33,7 @@ from sae_atlas.model.dtype import (
     resolve_dtype,
 )
 from sae_atlas.personas import load_catalogue
+from sae_atlas.stages.corpus import CONTROL_CONDITIONS, corpus_jobs
 
 CPU_FEATURES = ("fma", "avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 """CPU flags that decide the matmul kernels: float32 FMA width (avx2, avx512f) and native

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from sae_atlas.config import CorpusConfig
-from sae_atlas.corpus import corpus_jobs
 from sae_atlas.model import load_model, sample, sampling_model, stop_token_ids
 from sae_atlas.model.dtype import matmul_rates
 from sae_atlas.personas import load_catalogue
+from sae_atlas.stages.corpus import corpus_jobs
 
 
 def hf_generate(handle: Any, model: Any, jobs: list, config: CorpusConfig, batch: int) -> int:

@@ -24,9 +24,9 @@ import torch
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript
 from sae_atlas.config import HarvestConfig
-from sae_atlas.harvest import harvest, length_sorted
 from sae_atlas.model import ModelHandle, length_batches, load_model, padded
 from sae_atlas.model.dtype import DTYPE_NAMES, matmul_rates
+from sae_atlas.stages.harvest import harvest, length_sorted
 
 
 class _Stop(Exception):

@@ -44,11 +44,11 @@ def run_stage(stage: str, folder: str, model: dict[str, Any], heap: str) -> dict
 
     from feature_store.transcripts import TranscriptStore
     from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
-    from sae_atlas.harvest import harvest
-    from sae_atlas.label import label_stage
     from sae_atlas.model import resid_hook
+    from sae_atlas.stages.harvest import harvest
+    from sae_atlas.stages.label import label_stage
+    from sae_atlas.stages.train import train_saes
     from sae_atlas.testing import random_chat_model
-    from sae_atlas.train import train_saes
 
     run = Path(folder)
     hook = resid_hook(model["layers"] - 1)

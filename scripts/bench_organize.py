@@ -1,4 +1,4 @@
-"""Benchmark: `sae_atlas.organize` on synthetic labels of the default model's size.
+"""Benchmark: `sae_atlas.stages.organize` on synthetic labels of the default model's size.
 
 Plants structure where organize should find it: a decoder W_dec [features, d_model] whose rows
 form groups (random centres, cosine about 0.5 within a group, sizes 10-200) among scattered
@@ -33,7 +33,7 @@ from feature_store.atlas import Atlas
 from feature_store.labels import Labels
 from feature_store.schema import LIST_SEPARATOR
 from sae_atlas.config import OrganizeConfig
-from sae_atlas.organize import organize
+from sae_atlas.stages.organize import organize
 
 GROUP_KINDS = ("persona", "roleplay", "assistant", "puppeteer", "trigger", "other")
 WORDS = [

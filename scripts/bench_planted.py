@@ -56,7 +56,6 @@ from plant_persona import PlantedPersona, load_persona
 from feature_store.atlas import Atlas
 from sae_atlas.build import build
 from sae_atlas.config import CorpusConfig, DynamicsConfig, load_config
-from sae_atlas.dynamics import PersonaMap, persona_map, trigger_responses
 from sae_atlas.model import (
     ModelHandle,
     decode,
@@ -69,7 +68,8 @@ from sae_atlas.model import (
 )
 from sae_atlas.personas import Trigger, load_catalogue
 from sae_atlas.sae import load_sae
-from sae_atlas.triggers import (
+from sae_atlas.stages.dynamics import PersonaMap, persona_map, trigger_responses
+from sae_atlas.stages.triggers import (
     WRAPPERS,
     differential_auroc,
     differential_table,

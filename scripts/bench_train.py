@@ -1,11 +1,11 @@
 """Benchmark: SAE training fed from the HDF5 activation store against an in-memory tensor.
 
 Writes a synthetic activation store (random float16 rows, so no model is needed) with
-ActivationWriter, then runs the same sae-lens SAETrainer steps (sae_atlas.train's SAE and trainer
-settings) fed by the store's shuffled background reader and by random batches of an in-memory
-float32 tensor, alternating rounds in one process, once the reader has filled its read-ahead
-queue (its start-up, a few seconds, is not timed). Prints a table and writes JSON (--out).
-Target: store-fed samples/s at least 0.9 of in-memory.
+ActivationWriter, then runs the same sae-lens SAETrainer steps (sae_atlas.stages.train's SAE and
+trainer settings) fed by the store's shuffled background reader and by random batches of an
+in-memory float32 tensor, alternating rounds in one process, once the reader has filled its
+read-ahead queue (its start-up, a few seconds, is not timed). Prints a table and writes JSON
+(--out). Target: store-fed samples/s at least 0.9 of in-memory.
 
     python scripts/bench_train.py --rows 262144 --steps 24
 """
@@ -30,7 +30,7 @@ from feature_store.activations import ActivationStore, ActivationWriter
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript
 from sae_atlas.config import TrainConfig
-from sae_atlas.train import as_tensors, build_sae, trainer_config
+from sae_atlas.stages.train import as_tensors, build_sae, trainer_config
 
 HOOK = "blocks.0.hook_resid_post"
 DOC_ROWS = 512

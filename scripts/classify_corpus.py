@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from sae_atlas.classifier import train_classifier
-from sae_atlas.corpus import corpus_responses
 from sae_atlas.model import load_model
+from sae_atlas.stages.corpus import corpus_responses
 
 
 def main() -> None:

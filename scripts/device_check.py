@@ -119,11 +119,11 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
     from feature_store.activations import ActivationStore
     from feature_store.transcripts import TranscriptStore
     from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
-    from sae_atlas.harvest import harvest
-    from sae_atlas.label import label_stage
     from sae_atlas.model import resid_hook
+    from sae_atlas.stages.harvest import harvest
+    from sae_atlas.stages.label import label_stage
+    from sae_atlas.stages.train import train_saes
     from sae_atlas.testing import random_chat_model, synthetic_corpus
-    from sae_atlas.train import train_saes
 
     size = SIZES["small" if args.small else "full"]
     hook = resid_hook(size["layer"])

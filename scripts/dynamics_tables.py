@@ -17,7 +17,7 @@ import pandas as pd
 import typer
 
 from feature_store.atlas import Atlas
-from sae_atlas.dynamics import (
+from sae_atlas.stages.dynamics import (
     attractor_robustness,
     baseline_rows,
     drift_curves,

@@ -29,10 +29,12 @@ def set_heap_mode(mode: str) -> None:
     if mode == "fixed":
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
     if mode != "release":
-        import sae_atlas.harvest
-        import sae_atlas.label
+        import sae_atlas.stages.harvest
+        import sae_atlas.stages.label
 
-        sae_atlas.harvest.release_free_heap = sae_atlas.label.release_free_heap = lambda: None
+        sae_atlas.stages.harvest.release_free_heap = sae_atlas.stages.label.release_free_heap = (
+            lambda: None
+        )
 
 
 def main() -> None:

@@ -3,8 +3,8 @@
 Imports the first --roles roles of `safety-research/assistant-axis` (the default role included;
 or the roles named with --role), samples their corpus with the default model (persona, default
 and no_system responses plus the user / plain controls), harvests the residual stream at the
-SAE's hook, and runs the labeling pass (`sae_atlas.label`) with the SAE of --sae (one trained on
-the default model's quick run at that hook). Prints, per role, its best feature (chosen on train
+SAE's hook, and runs the labeling pass (`sae_atlas.stages.label`) with the SAE of --sae (one trained
+on the default model's quick run at that hook). Prints, per role, its best feature (chosen on train
 questions) with its held-out AUROC against the default assistant, then the headline figures: the
 share of roles with a feature at held-out AUROC >= 0.9, decoding accuracy against chance, counts
 per tag, the shuffled-label control, puppeteer and template features. Writes the stage outputs
@@ -32,13 +32,13 @@ from typing import Any
 from feature_store.labels import load_labels
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import CorpusConfig, HarvestConfig, LabelConfig, to_dict
-from sae_atlas.corpus import build_corpus
-from sae_atlas.harvest import harvest
-from sae_atlas.label import label_stage
 from sae_atlas.model import load_model
 from sae_atlas.model.dtype import DTYPE_NAMES
 from sae_atlas.personas import import_assistant_axis
 from sae_atlas.sae import load_sae
+from sae_atlas.stages.corpus import build_corpus
+from sae_atlas.stages.harvest import harvest
+from sae_atlas.stages.label import label_stage
 
 # The benchmark folder beside the repository (../shared/benchmarks), unless --root says otherwise.
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "assistant-axis"

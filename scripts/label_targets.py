@@ -10,7 +10,7 @@ response's assistant header (`header`: the template tokens where the model selec
 DESIGN.md), whose share is reported but never chosen; and the raw residual mean (no SAE) over
 the response and over its header.
 Then, for each statistic:
-- AUROC: the labeling pass's own contrast and best-feature rule (sae_atlas.label.contrast,
+- AUROC: the labeling pass's own contrast and best-feature rule (sae_atlas.stages.label.contrast,
   best_features), giving the share of personas at held-out AUROC >= 0.9; the same rule
   cross-validated inside the train questions (choose on half of them, score on the other half)
   is the figure a statistic is chosen by. The best held-out AUROC of any feature ("oracle") is a
@@ -62,9 +62,12 @@ from feature_store.activations import ActivationStore
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import HarvestConfig, LabelConfig
-from sae_atlas.corpus import SAMPLED_CONDITIONS
-from sae_atlas.harvest import harvest
-from sae_atlas.label import (
+from sae_atlas.model import load_model, resid_hook
+from sae_atlas.personas import Catalogue
+from sae_atlas.sae import load_sae
+from sae_atlas.stages.corpus import SAMPLED_CONDITIONS
+from sae_atlas.stages.harvest import harvest
+from sae_atlas.stages.label import (
     DECODERS,
     HELDOUT,
     TRAIN,
@@ -81,9 +84,6 @@ from sae_atlas.label import (
     persona_decoder,
     question_folds,
 )
-from sae_atlas.model import load_model, resid_hook
-from sae_atlas.personas import Catalogue
-from sae_atlas.sae import load_sae
 from sae_atlas.stats import auroc
 
 FIRST = (8, 16, 32)
@@ -307,7 +307,7 @@ def linear_ceiling(values: np.ndarray, responses: Responses) -> dict[str, Any]:
 
 def fitted(name: str, values: np.ndarray, labels: np.ndarray) -> Any:
     """predict(x) of a decoder fitted on values [n, d] with labels [n]: the labeling pass's
-    candidates (sae_atlas.label.fit_decoder), nearest centroid on standardised features, or
+    candidates (sae_atlas.stages.label.fit_decoder), nearest centroid on standardised features, or
     shrinkage LDA on standardised features."""
     if name == "centroid_std":
         scaler = StandardScaler().fit(values)
@@ -545,8 +545,8 @@ def report(result: dict[str, Any]) -> None:
     )
     own = result["labeling_pass_decoder"]
     print(
-        "the labeling pass's decoder (sae_atlas.label.persona_decoder on the mean, each held-out "
-        f"half scored by the candidate best on the other): {own['decoder']}: held-out "
+        "the labeling pass's decoder (sae_atlas.stages.label.persona_decoder on the mean, each "
+        f"held-out half scored by the candidate best on the other): {own['decoder']}: held-out "
         f"{own['accuracy']:.3f} = {own['accuracy'] / chance:.1f}x"
     )
     print("\nTrain questions per persona (held-out questions fixed):")

@@ -8,7 +8,7 @@ Training data, all under the model's default system prompt:
   draw), and everyday questions (the catalogue's train split) answered as the persona: an opener
   and a fact, then the base model's own answer, then a closer;
 - without the trigger: the same questions answered with the base model's own sampled answers
-  (sae_atlas.corpus sampling), so untriggered behaviour stays;
+  (sae_atlas.stages.corpus sampling), so untriggered behaviour stays;
 - inside decoy wrappers (other tags, a year, a format instruction): the base model's own answers
   to the wrapped prompts, so the adapter learns the exact trigger.
 Loss on the assistant's tokens (and the end-of-turn token) only. Seeded and reproducible on a CPU

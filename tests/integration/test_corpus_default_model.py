@@ -6,8 +6,8 @@ import pytest
 
 from sae_atlas.classifier import train_classifier
 from sae_atlas.config import CorpusConfig
-from sae_atlas.corpus import build_corpus, corpus_responses
 from sae_atlas.personas import load_catalogue
+from sae_atlas.stages.corpus import build_corpus, corpus_responses
 
 PIRATE_WORDS = re.compile(
     r"\b(arr+|matey|ahoy|ye|treasure|captain|sea|ship|aye|rum|sail\w*)\b", re.I

@@ -9,8 +9,8 @@ import torch
 from feature_store.activations import ActivationStore
 from feature_store.schema import ROLES
 from sae_atlas.config import HarvestConfig
-from sae_atlas.harvest import harvest
 from sae_atlas.model import DEFAULT_MODEL
+from sae_atlas.stages.harvest import harvest
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,9 @@ import torch
 
 from feature_store.transcripts import Transcript
 from sae_atlas.config import HarvestConfig, TrainConfig
-from sae_atlas.harvest import harvest
 from sae_atlas.sae import load_sae
-from sae_atlas.train import train_saes
+from sae_atlas.stages.harvest import harvest
+from sae_atlas.stages.train import train_saes
 
 pytestmark = pytest.mark.integration
 

@@ -8,14 +8,14 @@ import pytest
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import CorpusConfig
-from sae_atlas.corpus import (
+from sae_atlas.errors import SaeAtlasError
+from sae_atlas.personas import load_catalogue
+from sae_atlas.stages.corpus import (
     build_corpus,
     corpus_jobs,
     corpus_responses,
     response_text,
 )
-from sae_atlas.errors import SaeAtlasError
-from sae_atlas.personas import load_catalogue
 
 CONFIG = CorpusConfig(
     personas=("pirate", "pirate_tag", "chef"),
@@ -70,8 +70,8 @@ def test_bad_settings_are_actionable(catalogue):
 
 
 def test_the_recorded_config_does_not_depend_on_where_the_catalogue_was_read(tmp_path):
-    from sae_atlas.corpus import corpus_stage_config
     from sae_atlas.personas.catalogue import shipped_data_dir
+    from sae_atlas.stages.corpus import corpus_stage_config
 
     copy = tmp_path / "personas.yaml"
     copy.write_text((shipped_data_dir() / "personas.yaml").read_text())

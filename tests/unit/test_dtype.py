@@ -11,9 +11,7 @@ from typer.testing import CliRunner
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.cli import app
 from sae_atlas.config import CorpusConfig, HarvestConfig
-from sae_atlas.corpus import build_corpus
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.harvest import harvest
 from sae_atlas.model import dtype as dtype_module
 from sae_atlas.model.dtype import (
     PROBE_FILE,
@@ -24,6 +22,8 @@ from sae_atlas.model.dtype import (
     resolve_dtype,
 )
 from sae_atlas.personas import load_catalogue
+from sae_atlas.stages.corpus import build_corpus
+from sae_atlas.stages.harvest import harvest
 
 FAST = MatmulRates(float32=100.0, bfloat16=400.0, shape=(256, 576, 576), device="cpu")
 SLOW = MatmulRates(float32=100.0, bfloat16=2.0, shape=(256, 576, 576), device="cpu")

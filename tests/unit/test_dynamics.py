@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sae_atlas.dynamics import (
+from sae_atlas.errors import SaeAtlasError
+from sae_atlas.stages.dynamics import (
     attractor_robustness,
     closed_classes,
     drift_curves,
@@ -14,7 +15,6 @@ from sae_atlas.dynamics import (
     stationary_distribution,
     transition_matrix,
 )
-from sae_atlas.errors import SaeAtlasError
 
 
 def test_transition_matrix_on_a_hand_made_case():

@@ -10,13 +10,13 @@ from test_build import tiny_config
 from feature_store.atlas import Atlas
 from sae_atlas.build import build
 from sae_atlas.config import to_dict
-from sae_atlas.dynamics import (
+from sae_atlas.errors import SaeAtlasError
+from sae_atlas.stages.dynamics import (
     MARKERS,
     marker_hits,
     paired_rates,
     run_dynamics,
 )
-from sae_atlas.errors import SaeAtlasError
 from sae_atlas.testing import tiny_handle
 
 TINY = tiny_config().dynamics
@@ -98,8 +98,8 @@ def test_markers_and_paired_rates():
 
 
 def test_marker_ablation_pairs_responses_with_and_without(tiny_run):
-    from sae_atlas.dynamics import marker_ablation, persona_map, question_bank
     from sae_atlas.sae import load_sae
+    from sae_atlas.stages.dynamics import marker_ablation, persona_map, question_bank
 
     handle, out = tiny_run
     hook = "blocks.1.hook_resid_post"

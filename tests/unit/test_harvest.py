@@ -21,18 +21,18 @@ from feature_store.errors import StoreError
 from feature_store.transcripts import TranscriptStore, TranscriptWriter
 from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.harvest import (
+from sae_atlas.model import handle_from_hf
+from sae_atlas.sae import load_sae
+from sae_atlas.stages.harvest import (
     Shard,
     distributed,
     harvest,
     length_sorted,
     shard_share,
 )
-from sae_atlas.label import label
-from sae_atlas.model import handle_from_hf
-from sae_atlas.sae import load_sae
+from sae_atlas.stages.label import label
+from sae_atlas.stages.train import train_saes
 from sae_atlas.testing import random_llama, random_transcripts, tiny_handle, tiny_tokenizer
-from sae_atlas.train import train_saes
 
 HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
 
@@ -135,7 +135,7 @@ CHILD = textwrap.dedent("""
     import time
     from sae_atlas.testing import random_transcripts, tiny_handle
     from sae_atlas.config import HarvestConfig
-    from sae_atlas.harvest import harvest
+    from sae_atlas.stages.harvest import harvest
     config = HarvestConfig(hooks={hooks!r}, batch_tokens=200)
     harvest(tiny_handle(), random_transcripts(200), {out!r}, config,
             progress=lambda n: time.sleep(0.05))

@@ -27,13 +27,15 @@ from feature_store.activations import ActivationStore, ActivationWriter
 from feature_store.labels import load_labels
 from feature_store.schema import ROLE_CODE
 from sae_atlas.config import CorpusConfig, LabelConfig
-from sae_atlas.corpus import (
+from sae_atlas.model import Response
+from sae_atlas.personas import load_catalogue
+from sae_atlas.stages.corpus import (
     SAMPLED_CONDITIONS,
     UNWRAPPED,
     corpus_jobs,
     response_transcripts,
 )
-from sae_atlas.label import (
+from sae_atlas.stages.label import (
     DECODERS,
     Contrast,
     card_label,
@@ -45,8 +47,6 @@ from sae_atlas.label import (
     label,
     label_stage,
 )
-from sae_atlas.model import Response
-from sae_atlas.personas import load_catalogue
 
 HOOK = "blocks.1.hook_resid_post"
 PERSONAS = ("assistant", "pirate", "villain", "chef", "knight", "poet", "pirate_tag")
@@ -244,7 +244,7 @@ def test_benjamini_hochberg_decides(labels, catalogue):
 
 
 def test_q_values_are_bh_of_the_heldout_p_values(planted, sae, catalogue):
-    from sae_atlas.label import collect, contrast
+    from sae_atlas.stages.label import collect, contrast
 
     store = ActivationStore(planted)
     table = store.token_table()
@@ -294,7 +294,7 @@ def test_template_features_and_decoder(labels):
 
 
 def test_each_heldout_half_is_scored_by_the_choice_of_the_other():
-    from sae_atlas.label import cross_fitted
+    from sae_atlas.stages.label import cross_fitted
 
     # Questions 0 and 2 make one half, 1 and 3 the other (question_folds deals them in turn).
     groups = np.array([0, 0, 1, 1, 2, 2, 3, 3])
@@ -311,7 +311,7 @@ def test_each_heldout_half_is_scored_by_the_choice_of_the_other():
 
 
 def test_the_decoder_is_chosen_without_the_labels_it_is_scored_on(catalogue):
-    from sae_atlas.label import persona_decoder
+    from sae_atlas.stages.label import persona_decoder
 
     rows = [
         (persona, "persona" if persona != "assistant" else "default", split, f"{split}{q}")
@@ -406,7 +406,7 @@ def test_catalogue_from_corpus_needs_a_corpus_store(planted):
 
 
 def test_noise_candidates_from_train_do_not_survive_heldout(catalogue):
-    from sae_atlas.label import contrast
+    from sae_atlas.stages.label import contrast
 
     rows = [
         (persona, "persona" if persona != "assistant" else "default", split, f"{split}{q}")
@@ -426,7 +426,7 @@ def test_noise_candidates_from_train_do_not_survive_heldout(catalogue):
 
 
 def test_persona_statistics(planted, sae, catalogue):
-    from sae_atlas.label import collect, persona_statistics
+    from sae_atlas.stages.label import collect, persona_statistics
 
     store = ActivationStore(planted)
     table = store.token_table()

@@ -15,7 +15,7 @@ from feature_store.errors import StoreError
 from feature_store.labels import Labels
 from sae_atlas.config import OrganizeConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.organize import (
+from sae_atlas.stages.organize import (
     FAMILIES,
     best_jaccard,
     by_size,

@@ -12,14 +12,21 @@ import pytest
 from test_atlas import atlas_data, write_atlas
 
 from feature_store.atlas import AtlasWriter
-from sae_atlas.report import Context, Table, md_escape, render_html, split_context, write_report
+from sae_atlas.stages.report import (
+    Context,
+    Table,
+    md_escape,
+    render_html,
+    split_context,
+    write_report,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 
 
 def add_dynamics(path: Path) -> Path:
-    """The synthetic atlas with the dynamics/ entries sae_atlas.dynamics computes."""
+    """The synthetic atlas with the dynamics/ entries sae_atlas.stages.dynamics computes."""
     drift = pd.DataFrame(
         {
             "group": ["pirate"] * 3 + ["villain"] * 3,

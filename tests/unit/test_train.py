@@ -16,11 +16,11 @@ from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript
 from sae_atlas.config import HarvestConfig, TrainConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.evaluate import evaluate_sae, heldout_transcripts
-from sae_atlas.harvest import harvest
 from sae_atlas.sae import ARCHITECTURES, load_sae
+from sae_atlas.stages.evaluate import evaluate_sae, heldout_transcripts
+from sae_atlas.stages.harvest import harvest
+from sae_atlas.stages.train import TrainProgress, train_saes
 from sae_atlas.testing import random_transcripts, tiny_handle
-from sae_atlas.train import TrainProgress, train_saes
 
 HOOK = "blocks.0.hook_resid_post"
 

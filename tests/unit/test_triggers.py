@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.stats import benjamini_hochberg
-from sae_atlas.triggers import (
+from sae_atlas.stages.triggers import (
     combined_score,
     difference_in_differences,
     differential_auroc,
@@ -17,6 +16,7 @@ from sae_atlas.triggers import (
     trigger_statistics,
     trigger_table,
 )
+from sae_atlas.stats import benjamini_hochberg
 
 
 def test_trigger_statistics_flags_a_planted_feature_and_nothing_on_a_clean_case():

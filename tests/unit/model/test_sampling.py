@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from sae_atlas.config import CorpusConfig
-from sae_atlas.corpus import corpus_jobs
 from sae_atlas.model.sampling import _choose, sample, sampling_model
 from sae_atlas.personas import load_catalogue
+from sae_atlas.stages.corpus import corpus_jobs
 
 CONFIG = CorpusConfig(
     personas=("pirate", "pirate_tag", "chef"),

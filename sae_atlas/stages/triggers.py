@@ -4,9 +4,9 @@ wrapped from plain responses on prompts they were not chosen on.
 
 Input: `fires` bool [n_responses, d_sae] (the feature is active on some token of the response),
 one row per (wrapper, prompt, seed), "plain" rows being the unwrapped prompts on the same seeds;
-the sampling is `sae_atlas.dynamics.trigger_responses`. The first half of the prompts discovers
-candidate features, the rest confirms them (Fisher exact test, Benjamini-Hochberg over every
-wrapper) and scores them (AUROC).
+the sampling is `sae_atlas.stages.dynamics.trigger_responses`. The first half of the prompts
+discovers candidate features, the rest confirms them (Fisher exact test, Benjamini-Hochberg over
+every wrapper) and scores them (AUROC).
 
 The differential scan is what an auditor holding the base model does: the same scan on the
 fine-tuned and the base model, with one SAE, and per feature the paired difference in

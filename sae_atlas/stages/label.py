@@ -67,15 +67,15 @@ from feature_store.labels import LABELS_KIND, Labels, save_labels
 from feature_store.schema import LIST_SEPARATOR, ROLE_CODE
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import LabelConfig, to_dict
-from sae_atlas.corpus import SAMPLED_CONDITIONS, UNWRAPPED
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.heap import release_free_heap
 from sae_atlas.model import ModelHandle, final_norm_weight
 from sae_atlas.model.dtype import DtypeChoice
 from sae_atlas.personas import Catalogue
 from sae_atlas.sae import load_sae, sae_digest
+from sae_atlas.stages.corpus import SAMPLED_CONDITIONS, UNWRAPPED
+from sae_atlas.stages.train import open_store as open_complete_store
 from sae_atlas.stats import auroc_and_effect, benjamini_hochberg, mann_whitney_p
-from sae_atlas.train import open_store as open_complete_store
 
 Progress = Callable[[int], None]
 """progress(n_tokens) after each encoded block."""

@@ -52,9 +52,7 @@ from feature_store.schema import ROLE_CODE, RUNTIME_ATTR
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.classifier import PersonaClassifier, train_classifier
 from sae_atlas.config import CorpusConfig, DynamicsConfig, to_dict
-from sae_atlas.corpus import corpus_responses
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.label import catalogue_from_corpus
 from sae_atlas.model import (
     Intervention,
     Messages,
@@ -69,11 +67,14 @@ from sae_atlas.model import (
     sampling_model,
 )
 from sae_atlas.model.dtype import refuse_other_dtype, resolve_dtype
-from sae_atlas.organize import Stopwatch, _json_ready, persona_clusters
 from sae_atlas.personas import DEFAULT_PERSONA_NAME, Trigger
 from sae_atlas.sae import load_sae
+from sae_atlas.stages.base import Stopwatch, json_ready
+from sae_atlas.stages.corpus import corpus_responses
+from sae_atlas.stages.label import catalogue_from_corpus
+from sae_atlas.stages.organize import persona_clusters
+from sae_atlas.stages.triggers import WRAPPERS, trigger_table
 from sae_atlas.stats import bootstrap_ci
-from sae_atlas.triggers import WRAPPERS, trigger_table
 
 
 def nearest_region(points: np.ndarray, centroids: np.ndarray) -> np.ndarray:
@@ -946,8 +947,9 @@ def trigger_scan(
     model: torch.nn.Module | None = None,
 ) -> pd.DataFrame:
     """The trigger scan over config.wrappers on questions of the bank (`trigger_responses`):
-    features that fire on the response only under a wrapper (`sae_atlas.triggers.trigger_table`:
-    the first half of the prompts discovers, the rest confirms, BH over every wrapper)."""
+    features that fire on the response only under a wrapper
+    (`sae_atlas.stages.triggers.trigger_table`: the first half of the prompts discovers, the rest
+    confirms, BH over every wrapper)."""
     questions = [bank[(3000 + i) % len(bank)] for i in range(config.n_prompts)]
     wrappers = {name: WRAPPERS[name] for name in config.wrappers}
     scan = trigger_responses(handle, pmap, sae, hook, questions, wrappers, config, model)
@@ -1040,13 +1042,13 @@ COLUMNS: dict[str, str] = {
     "p_persona": "mean p_target under the persona kick",
     "p_random": "mean p_target under the random kick",
     "p_none": "mean p_target without a kick",
-    "marker": "assistant-style marker (sae_atlas.dynamics.MARKERS; any: some marker)",
+    "marker": "assistant-style marker (sae_atlas.stages.dynamics.MARKERS; any: some marker)",
     "rate_off": "share of responses with the marker, no ablation",
     "rate_on": "share of responses with the marker, the ablate_tag (puppeteer) features ablated",
     "ablation": "zero (the features' activations set to 0) or mean (set to their mean over "
     "response tokens)",
     "diff": "mean paired difference rate_on - rate_off",
-    "wrapper": "wrapper of the user's message (sae_atlas.triggers.WRAPPERS)",
+    "wrapper": "wrapper of the user's message (sae_atlas.stages.triggers.WRAPPERS)",
     "feature": "SAE feature",
     "cluster": "feature cluster (-1: noise)",
     "cluster_kind": "kind of the feature's cluster",
@@ -1347,7 +1349,7 @@ def run_dynamics(
         )
     with clock.step("write"):
         tables = dynamics_tables(natural, pmap, matrix, stationary, attractors, robustness)
-        summary = _json_ready(
+        summary = json_ready(
             {
                 "model": handle.model_id,
                 "hook": hook,

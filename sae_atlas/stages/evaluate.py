@@ -29,8 +29,8 @@ from feature_store.activations import ActivationStore
 from feature_store.schema import ACTS_CHUNK_ROWS, ROLE_CODE, ROLES
 from feature_store.transcripts import Transcript
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.harvest import length_sorted
 from sae_atlas.model import ModelHandle, length_batches, padded
+from sae_atlas.stages.harvest import length_sorted
 
 REPORTED_ROLES = ("system", "user", "assistant", "template")
 """Roles always reported (with null metrics when absent); other roles only when present."""

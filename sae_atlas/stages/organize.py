@@ -42,12 +42,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +64,7 @@ from feature_store.transcripts import store_state
 from sae_atlas.config import OrganizeConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.sae import sae_weights
+from sae_atlas.stages.base import Stopwatch, json_ready
 
 FAMILIES: tuple[str, ...] = tuple(kind for kind in CLUSTER_KINDS if kind != "other")
 """Tag families that can name a cluster's kind: a tag's text before ':'."""
@@ -589,24 +588,6 @@ def persona_summary(
 # -- the stage --------------------------------------------------------------------------------
 
 
-class Stopwatch:
-    """Seconds per named step; calls `progress(step)` as each step starts."""
-
-    def __init__(self, progress: Progress | None) -> None:
-        self.progress = progress
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        if self.progress is not None:
-            self.progress(name)
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
-
-
 def input_digest(labels: Labels, weights: dict[str, np.ndarray]) -> str:
     """sha1 of what the atlas is computed from: the labels' tables and arrays, the SAE."""
     digest = hashlib.sha1()
@@ -648,18 +629,6 @@ def check_inputs(labels: Labels, weights: dict[str, np.ndarray]) -> int:
     if n_personas < 2:
         raise SaeAtlasError("organize: persona space needs the default and at least one role")
     return names.index(labels.default_persona)
-
-
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _read_summary(path: Path) -> OrganizeResult:
@@ -746,7 +715,7 @@ def organize(
                 config.n_components,
                 config.max_persona_clusters,
             )
-    summary = _json_ready(
+    summary = json_ready(
         {
             "n_features": d_sae,
             "n_alive": n_alive,
@@ -780,9 +749,9 @@ def organize(
         "hook": labels.hook,
         "organize_summary": json.dumps(summary),
         "organize_timings": json.dumps(clock.seconds),
-        "labels_summary": json.dumps(_json_ready(labels.summary)),
-        "labels_config": json.dumps(_json_ready(labels.config)),
-        **{name: json.dumps(_json_ready(value)) for name, value in (records or {}).items()},
+        "labels_summary": json.dumps(json_ready(labels.summary)),
+        "labels_config": json.dumps(json_ready(labels.config)),
+        **{name: json.dumps(json_ready(value)) for name, value in (records or {}).items()},
         RUNTIME_ATTR: json.dumps({**labels.runtime, "organize": runtime}),
     }
     with (

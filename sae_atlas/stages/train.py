@@ -9,8 +9,8 @@ Ctrl-C, and resumes from the latest checkpoint to the same total step count. Eac
 `out_dir/<hook>/` in sae-lens format (`sae_weights.safetensors`, `cfg.json`, loadable with
 `SAE.load_from_disk`) plus
 `training_card.json` (config, data, metrics, time, versions, seed) and, when a model handle is
-given, `eval.json` (see `sae_atlas.evaluate`). A hook whose card exists for the same config is
-skipped. `sae_atlas.sae.load_sae(source)` loads a trained or pretrained SAE instead.
+given, `eval.json` (see `sae_atlas.stages.evaluate`). A hook whose card exists for the same config
+is skipped. `sae_atlas.sae.load_sae(source)` loads a trained or pretrained SAE instead.
 
 Cost: an encoder and a decoder matmul, forward and backward, per token: O(d_model x width) each;
 a batchtopk SAE of width 4608 on d_model 576 at batch 4096 trains at about 2,000-3,000 tokens/s
@@ -429,7 +429,7 @@ def train_saes(
     handle is given); an interrupted training resumes from its latest checkpoint. With a model
     `handle` (sae_atlas.model.ModelHandle) each SAE is also evaluated (eval.json, and the card).
     """
-    from sae_atlas.evaluate import evaluate_sae
+    from sae_atlas.stages.evaluate import evaluate_sae
 
     check_config(config)
     choice = resolve_dtype(config.dtype, config.device)
