@@ -211,20 +211,28 @@ def cosine_knn(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of `unit` [n, d] by cosine, each row itself first.
 
     Returns indices int64 [n, k] and cosine distances (1 - cosine) float32 [n, k], nearest
-    first; costs n^2 d multiply-adds in blocks of KNN_BLOCK_ROWS rows.
+    first, ties by index. A float32 matmul in blocks of KNN_BLOCK_ROWS rows (n^2 d
+    multiply-adds) picks 2k candidates per row; their cosines are recomputed in float64 (n 2k d)
+    and rounded to float32, so the graph does not depend on the CPU's BLAS kernel, whose float32
+    rounding does (and which UMAP's layout amplifies).
     """
     n = len(unit)
+    n_candidates = min(2 * k, n)
+    unit64 = unit.astype(np.float64)
     indices = np.empty((n, k), dtype=np.int64)
     distances = np.empty((n, k), dtype=np.float32)
     for start in range(0, n, KNN_BLOCK_ROWS):
         rows = np.arange(start, min(start + KNN_BLOCK_ROWS, n))
         cosine = unit[rows] @ unit.T
         cosine[np.arange(len(rows)), rows] = np.inf
-        nearest = np.argpartition(-cosine, k - 1, axis=1)[:, :k]
-        best = np.take_along_axis(cosine, nearest, axis=1)
-        order = np.argsort(-best, axis=1, kind="stable")
-        indices[rows] = np.take_along_axis(nearest, order, axis=1)
-        distance = 1.0 - np.take_along_axis(best, order, axis=1)
+        candidates = np.argpartition(-cosine, n_candidates - 1, axis=1)[:, :n_candidates]
+        exact = np.stack(
+            [np.einsum("ij,ij->i", unit64[rows], unit64[column]) for column in candidates.T], 1
+        ).astype(np.float32)
+        exact[candidates == rows[:, None]] = np.inf
+        order = np.lexsort((candidates, -exact), axis=1)[:, :k]
+        indices[rows] = np.take_along_axis(candidates, order, axis=1)
+        distance = 1.0 - np.take_along_axis(exact, order, axis=1)
         distance[:, 0] = 0.0
         distances[rows] = np.clip(distance, 0.0, 2.0)
     return indices, distances
