@@ -65,6 +65,7 @@ from feature_store.transcripts import store_state
 from sae_atlas.config import OrganizeConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.labels import Labels
+from sae_atlas.numba_target import PORTABLE_CPU, pin_numba_target
 
 FAMILIES: tuple[str, ...] = tuple(kind for kind in CLUSTER_KINDS if kind != "other")
 """Tag families that can name a cluster's kind: a tag's text before ':'."""
@@ -246,7 +247,18 @@ def embed(
     config: OrganizeConfig,
     seed: int,
 ) -> np.ndarray:
-    """UMAP of `unit` [n, d] from its cosine kNN graph into float32 [n, n_components]."""
+    """UMAP of `unit` [n, d] from its cosine kNN graph into float32 [n, n_components].
+
+    numba compiles UMAP's kernels for a fixed target (sae_atlas.numba_target), so that a seed
+    gives the same layout on every x86-64 CPU."""
+    if not pin_numba_target():
+        warnings.warn(
+            "organize: numba compiles for another target than "
+            f"NUMBA_CPU_NAME={PORTABLE_CPU} (set before numba was first used), so UMAP's "
+            "layouts may differ between CPU kinds",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     import umap
 
     reducer = umap.UMAP(
