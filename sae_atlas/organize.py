@@ -65,7 +65,13 @@ from feature_store.transcripts import store_state
 from sae_atlas.config import OrganizeConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.labels import Labels
-from sae_atlas.numba_target import PORTABLE_CPU, pin_numba_target
+from sae_atlas.reproducible import (
+    PORTABLE_CPU,
+    curve_parameters,
+    hdbscan_clusters,
+    pin_numba_target,
+    spectral_init,
+)
 
 FAMILIES: tuple[str, ...] = tuple(kind for kind in CLUSTER_KINDS if kind != "other")
 """Tag families that can name a cluster's kind: a tag's text before ':'."""
@@ -249,8 +255,9 @@ def embed(
 ) -> np.ndarray:
     """UMAP of `unit` [n, d] from its cosine kNN graph into float32 [n, n_components].
 
-    numba compiles UMAP's kernels for a fixed target (sae_atlas.numba_target), so that a seed
-    gives the same layout on every x86-64 CPU."""
+    The same on every x86-64 CPU for a seed (sae_atlas.reproducible): numba compiles UMAP's
+    kernels for a fixed target, the layout starts from `spectral_init`, and UMAP's curve
+    parameters are rounded."""
     if not pin_numba_target():
         warnings.warn(
             "organize: numba compiles for another target than "
@@ -261,10 +268,14 @@ def embed(
         )
     import umap
 
+    a, b = curve_parameters(min_dist)
     reducer = umap.UMAP(
         n_neighbors=knn[0].shape[1],
         n_components=n_components,
         min_dist=min_dist,
+        a=a,
+        b=b,
+        init=spectral_init(unit, knn, n_components, seed),
         metric="cosine",
         n_epochs=config.n_epochs,
         random_state=seed,
@@ -293,16 +304,17 @@ def by_size(labels: np.ndarray) -> np.ndarray:
 
 
 def hdbscan_labels(embedding: np.ndarray, config: OrganizeConfig) -> np.ndarray:
-    """int64 [n]: HDBSCAN clusters of `embedding` [n, dims], ordered by size (-1: noise)."""
-    import hdbscan
-
-    clusterer = hdbscan.HDBSCAN(
-        min_cluster_size=config.min_cluster_size,
-        min_samples=config.min_samples,
-        cluster_selection_method=config.cluster_selection,
-        core_dist_n_jobs=config.n_jobs,
+    """int64 [n]: HDBSCAN clusters of `embedding` [n, dims], ordered by size (-1: noise), the
+    same on every CPU (sae_atlas.reproducible)."""
+    return by_size(
+        hdbscan_clusters(
+            embedding,
+            config.min_cluster_size,
+            config.min_samples,
+            config.cluster_selection,
+            config.n_jobs,
+        )
     )
-    return by_size(clusterer.fit_predict(embedding.astype(np.float64)))
 
 
 def cluster_rows(vectors: np.ndarray, config: OrganizeConfig, seed: int) -> np.ndarray:
