@@ -209,9 +209,9 @@ print(json.dumps(cpu_fingerprint()))
 
 
 def cpu_fingerprint() -> dict[str, Any]:
-    """Digests of the kNN graph and of the UMAP layout, and the HDBSCAN labels, of 680 rows
+    """Digests of the kNN graph and of the UMAP layout, and the HDBSCAN labels, of 3,000 rows
     in planted groups."""
-    vectors, _ = planted_directions(np.random.default_rng(3), 8, 60, 200, D_MODEL)
+    vectors, _ = planted_directions(np.random.default_rng(3), 20, 100, 1000, D_MODEL)
     unit = unit_rows(vectors)
     knn = cosine_knn(unit, FAST.n_neighbors)
     embedding = embed(unit, knn, FAST.cluster_dims, FAST.cluster_min_dist, FAST, seed=0)
