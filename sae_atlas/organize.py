@@ -4,7 +4,9 @@ Feature clusters. The decoder directions W_dec [d_sae, d_model] of the alive fea
 non-zero decoder row) are normalised to unit length; an exact cosine kNN graph (blocked matmul,
 [n_alive, n_neighbors], itself included) feeds UMAP into `cluster_dims` dimensions, which HDBSCAN
 clusters, and into 2-D for the map. Dead features and HDBSCAN's noise get cluster -1 (dead
-features also a NaN map position). Cluster ids run from 0, largest cluster first.
+features also a NaN map position). Cluster ids run from 0, largest cluster first. For a seed,
+graph, embeddings and clusters are the same on every x86-64 CPU (AVX2 or AVX-512; see
+`cosine_knn` and sae_atlas.reproducible).
 - Persona-profile clustering: the same pipeline over each feature's persona profile (its column of
   persona_profiles [P, d_sae], z-scored across personas, so cosine is Pearson correlation) of
   the alive features whose profile varies; the adjusted mutual information (AMI) with the
