@@ -262,9 +262,9 @@ def embed(
     parameters are rounded."""
     if not pin_numba_target():
         warnings.warn(
-            "organize: numba compiles for another target than "
-            f"NUMBA_CPU_NAME={PORTABLE_CPU} (set before numba was first used), so UMAP's "
-            "layouts may differ between CPU kinds",
+            "organize: numba compiles for another CPU than the portable one, so UMAP's "
+            "layouts may differ between CPU kinds; for the same layouts everywhere, set "
+            f"NUMBA_CPU_NAME={PORTABLE_CPU} before Python starts",
             RuntimeWarning,
             stacklevel=2,
         )

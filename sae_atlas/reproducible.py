@@ -71,8 +71,9 @@ def spectral_init(
     UMAP's fuzzy graph W [n, n] (degrees D) gives the normalised adjacency N = D^-1/2 W D^-1/2;
     SPECTRAL_ITERATIONS steps of orthogonal iteration of the lazy walk (I + N) / 2, from the
     trivial eigenvector sqrt(D) and `dims` seeded Gaussian vectors, approximate its leading
-    eigenvectors after the trivial one (the spectral embedding UMAP starts from). float64
-    sparse products and Gram-Schmidt: about (nnz + n dims) dims operations a step."""
+    eigenvectors after the trivial one (the spectral embedding UMAP starts from). Every degree
+    is at least 1 (a row's nearest neighbour has membership 1). float64 sparse products and
+    Gram-Schmidt: about (nnz + n dims) dims operations a step."""
     from umap.umap_ import fuzzy_simplicial_set
 
     graph = fuzzy_simplicial_set(
@@ -97,7 +98,8 @@ def hdbscan_clusters(
 ) -> np.ndarray:
     """int64 [n]: HDBSCAN's clusters of `points` [n, dims] (Euclidean; -1: noise), computed as
     hdbscan.HDBSCAN computes them for up to 60 dims (approximate Boruvka minimum spanning tree
-    on a KD-tree), except that edges of equal weight join in the order of their end points."""
+    on a KD-tree), except that edges of equal weight join in the order of their end points.
+    Built from hdbscan's own internals (constraints.txt pins its version)."""
     from hdbscan._hdbscan_boruvka import KDTreeBoruvkaAlgorithm
     from hdbscan._hdbscan_linkage import label
     from hdbscan.hdbscan_ import _tree_to_labels
