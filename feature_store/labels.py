@@ -5,7 +5,7 @@ tags, cards and examples; per-persona residual vectors and SAE profiles; a summa
 contrasts), `save_labels` writes it atomically (temporary file, then rename) with a description on
 every dataset, and `sae_atlas.stages.organize` reads it back with `load_labels` to build the atlas.
 The column names are those of the atlas's `features/`, `features/examples/` and `personas/` groups
-(feature_store/schema.py), without the columns organize adds (cluster, map_x, map_y). """
+(feature_store/schema.py), without the columns organize adds (cluster, map_x, map_y)."""
 
 from __future__ import annotations
 
@@ -175,3 +175,14 @@ def load_labels(path: str | Path) -> Labels:
             config=json.loads(file.attrs["config"]),
             runtime=json.loads(file.attrs.get(RUNTIME_ATTR, "{}")),
         )
+
+
+def labels_config(path: str | Path) -> dict[str, Any] | None:
+    """The config recorded in a complete labels file at `path` (None: no file, another kind of
+    file, or an incomplete one)."""
+    if not Path(path).is_file():
+        return None
+    with h5py.File(path, "r") as file:
+        if file.attrs.get("schema") != LABELS_KIND or not bool(file.attrs.get("complete", False)):
+            return None
+        return dict(json.loads(file.attrs["config"]))

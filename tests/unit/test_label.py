@@ -38,15 +38,15 @@ from sae_atlas.stages.corpus import (
 from sae_atlas.stages.label import (
     DECODERS,
     Contrast,
-    card_label,
     catalogue_from_corpus,
     contrast_tags,
     find_responses,
     find_triggers,
-    header_rows,
     label,
     label_stage,
 )
+from sae_atlas.stages.label.cards import card_label
+from sae_atlas.stages.label.rows import header_rows
 
 HOOK = "blocks.1.hook_resid_post"
 PERSONAS = ("assistant", "pirate", "villain", "chef", "knight", "poet", "pirate_tag")
