@@ -17,7 +17,8 @@ skips when that file is complete for the same inputs and config (`stage`).
 
 Modules: inputs (what the pass reads and its identity), rows (what each transcript and row
 counts for), accumulate (the streamed pass), statistics (what the pass computes), contrasts,
-puppeteer, decoding, cards, summary, labeling, stage.
+puppeteer, findings (the pass, contrasts and tags together), decoding, cards, summary, labeling
+(`label`), stage (`label_stage`).
 """
 
 from sae_atlas.stages.label.contrasts import (

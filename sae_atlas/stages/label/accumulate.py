@@ -25,7 +25,7 @@ from feature_store.activations import ActivationStore
 from sae_atlas.heap import release_free_heap
 from sae_atlas.stages.base import CountProgress
 from sae_atlas.stages.label.inputs import Responses
-from sae_atlas.stages.label.rows import DocKinds, RowKinds, add_counts, row_kinds, store_blocks
+from sae_atlas.stages.label.rows import DocKinds, RowKinds, add_counts, row_kinds
 
 RowIds = Callable[[RowKinds], np.ndarray]
 """[rows] the item (response, persona, TriggerSet row, control...) each row of a block counts
@@ -371,14 +371,14 @@ def stream(
     docs: DocKinds,
     responses: Responses,
     statistics: Sequence[Statistic],
-    block_tokens: int,
+    blocks: Sequence[tuple[int, int]],
     progress: CountProgress | None = None,
 ) -> None:
-    """One pass over `store` at `hook` that updates every statistic with every block of about
-    `block_tokens` rows; progress(rows) after each. sae None: no SAE codes ([b, 0]), for
-    statistics of the raw residual only."""
+    """One pass over `store` at `hook` that updates every statistic with every block (`blocks`:
+    (start, stop) row ranges of whole transcripts: rows.store_blocks); progress(rows)
+    after each. sae None: no SAE codes ([b, 0]), for statistics of the raw residual only."""
     device = torch.device("cpu") if sae is None else sae.W_dec.device
-    for start, stop in store_blocks(store.provenance(), block_tokens):
+    for start, stop in blocks:
         kinds = row_kinds(store.token_rows(start, stop), docs, responses)
         needed = np.zeros(stop - start, dtype=bool)
         for statistic in statistics:

@@ -1,11 +1,10 @@
 """The labeling pass: from an activation store and an SAE to a `Labels` (feature_store.labels).
 
-One streamed SAE pass (`statistics.collect`) gives per-response and per-persona statistics;
-from them `label` contrasts every persona against the default, tags the features, finds
-puppeteer and template features, builds a card per feature, decodes personas, and reruns the
-contrasts on shuffled persona labels as a negative control. Cost: that pass (one SAE encoder
-pass per row it reads), the contrasts (ranks of [n_responses, d_sae] per persona), and the
-unembedding product in blocks of features. Returns `Labels`.
+`findings.find` makes one streamed SAE pass, contrasts every persona against the default and
+tags the features; `label` then builds a card per feature (`cards`), the summary (`summary`:
+the persona decoder, the shuffled-label control) and the feature and persona tables. Cost: that
+pass (one SAE encoder pass per row it reads), the contrasts (ranks of [n_responses, d_sae] per
+persona), and the unembedding product in blocks of features. Returns `Labels`.
 """
 
 from __future__ import annotations
@@ -27,18 +26,9 @@ from sae_atlas.model import ModelHandle
 from sae_atlas.personas import Catalogue
 from sae_atlas.stages.base import CountProgress
 from sae_atlas.stages.label.cards import Cards, make_cards
-from sae_atlas.stages.label.contrasts import Contrast, contrast, contrast_tags, top_personas
-from sae_atlas.stages.label.inputs import (
-    TRAIN,
-    Responses,
-    find_responses,
-    find_triggers,
-    label_identity,
-    open_store,
-)
-from sae_atlas.stages.label.puppeteer import puppeteer_features, template_features
-from sae_atlas.stages.label.rows import assistant_tokens
-from sae_atlas.stages.label.statistics import FeatureStatistics, collect
+from sae_atlas.stages.label.contrasts import top_personas
+from sae_atlas.stages.label.findings import Findings, find
+from sae_atlas.stages.label.inputs import TRAIN, Responses, label_identity, open_store
 from sae_atlas.stages.label.summary import make_summary
 
 
@@ -62,49 +52,26 @@ def label(
     store = open_store(store)
     check_inputs(store, sae, hook, handle)
     provenance = store.provenance()
-    responses = find_responses(
-        provenance, assistant_tokens(store, provenance, config.block_tokens), catalogue
-    )
-    triggers = find_triggers(provenance, catalogue)
-    stats = collect(store, sae, hook, responses, config, progress, triggers)
-    categories = persona_categories(responses, catalogue)
-    result = contrast(stats.response_mean, responses, config, triggers, stats.user_max)
-    tags = contrast_tags(result, responses, config, categories)
-    puppeteer = puppeteer_features(stats, responses, config)
-    for feature in np.flatnonzero(puppeteer["puppeteer"]):
-        tags[feature].append("puppeteer")
-    density = stats.group_fires.sum((0, 1)) / max(stats.group_tokens.sum(), 1)
-    template = template_features(stats, responses, density, config)
+    found = find(store, provenance, sae, hook, config, catalogue, progress)
+    template_ids = set(found.template[0].tolist())
     cards = make_cards(
-        store, provenance, sae, handle, stats, tags, set(template[0].tolist()), config
+        store, provenance, sae, handle, found.stats, found.tags, template_ids, config
     )
-    summary = make_summary(
-        stats,
-        responses,
-        triggers,
-        result,
-        tags,
-        cards.labels,
-        puppeteer,
-        template,
-        density,
-        config,
-        cards.folded,
-    )
+    summary = make_summary(found, cards.labels, cards.folded, config)
     summary["seconds"] = time.monotonic() - started
-    top_index, top_score = top_personas(result.effect, config.top_personas)
-    train_tokens = np.maximum(stats.group_tokens[:, TRAIN], 1)[:, None]
+    top_index, top_score = top_personas(found.contrast.effect, config.top_personas)
+    train_tokens = np.maximum(found.stats.group_tokens[:, TRAIN], 1)[:, None]
     return Labels(
         hook=hook,
         model=store.model,
-        features=feature_table(stats, result, tags, cards, density),
+        features=feature_table(found, cards),
         top_persona_index=top_index,
         top_persona_score=top_score,
         examples=cards.examples,
-        personas=persona_table(responses, catalogue, categories),
-        persona_vectors=(stats.group_vector[:, TRAIN] / train_tokens).astype(np.float32),
-        persona_profiles=(stats.group_sum[:, TRAIN] / train_tokens).astype(np.float32),
-        default_persona=responses.names[responses.default],
+        personas=persona_table(found.responses, catalogue, found.categories),
+        persona_vectors=(found.stats.group_vector[:, TRAIN] / train_tokens).astype(np.float32),
+        persona_profiles=(found.stats.group_sum[:, TRAIN] / train_tokens).astype(np.float32),
+        default_persona=found.responses.names[found.responses.default],
         summary=summary,
         config=label_identity(store, sae, hook, config, catalogue),
     )
@@ -128,34 +95,19 @@ def check_inputs(
         )
 
 
-def persona_categories(responses: Responses, catalogue: Catalogue | None) -> list[str]:
-    """[P] each persona's catalogue category ("" for a persona the catalogue does not list)."""
-    return [
-        catalogue.persona(name).category
-        if catalogue is not None and name in catalogue.names
-        else ""
-        for name in responses.names
-    ]
-
-
-def feature_table(
-    stats: FeatureStatistics,
-    result: Contrast,
-    tags: list[list[str]],
-    cards: Cards,
-    density: np.ndarray,
-) -> pd.DataFrame:
+def feature_table(found: Findings, cards: Cards) -> pd.DataFrame:
     """One row per feature (feature_store.labels FEATURE_COLUMNS): density on response tokens,
     mean activation where it fires, maximum, tags, card, and its best held-out AUROC of any
     persona against the default (NaN: none)."""
+    stats = found.stats
     fires = stats.group_fires.sum((0, 1))
-    best_heldout = np.nan_to_num(result.heldout_auroc, nan=-np.inf).max(0)
+    best_heldout = np.nan_to_num(found.contrast.heldout_auroc, nan=-np.inf).max(0)
     return pd.DataFrame(
         {
-            "density": density,
+            "density": found.density,
             "mean_act": stats.group_sum.sum((0, 1)) / np.maximum(fires, 1),
             "max_act": np.maximum(stats.top_value.max(0), 0),
-            "tags": [";".join(t) for t in tags],
+            "tags": [";".join(t) for t in found.tags],
             "label": cards.labels,
             "top_tokens": cards.top_tokens,
             "pos_logits": cards.pos_logits,

@@ -39,7 +39,13 @@ from sae_atlas.stages.label.accumulate import (
     user_ids,
 )
 from sae_atlas.stages.label.inputs import Responses, TriggerSet, find_responses, open_store
-from sae_atlas.stages.label.rows import CONTROLS, RowKinds, assistant_tokens, doc_kinds
+from sae_atlas.stages.label.rows import (
+    CONTROLS,
+    RowKinds,
+    assistant_tokens,
+    doc_kinds,
+    store_blocks,
+)
 
 
 @dataclass
@@ -122,8 +128,10 @@ def collect(
     }
     if triggers is not None:
         named["user_max"] = Maxima(len(triggers), n_features, user_ids, dtype=np.float16)
-    docs = doc_kinds(store.provenance(), responses, triggers)
-    stream(store, sae, hook, docs, responses, list(named.values()), config.block_tokens, progress)
+    provenance = store.provenance()
+    docs = doc_kinds(provenance, responses, triggers)
+    blocks = store_blocks(provenance, config.block_tokens)
+    stream(store, sae, hook, docs, responses, list(named.values()), blocks, progress)
     return _feature_statistics(named, n_personas)
 
 
@@ -214,5 +222,6 @@ def response_statistics(
         "header_residual": Means(n, d_model, header_ids, Block.residual),
     }
     docs = doc_kinds(provenance, responses, None)
-    stream(store, sae, hook, docs, responses, list(named.values()), block_tokens)
+    blocks = store_blocks(provenance, block_tokens)
+    stream(store, sae, hook, docs, responses, list(named.values()), blocks)
     return responses, {name: statistic.result() for name, statistic in named.items()}

@@ -19,8 +19,8 @@ import pandas as pd
 from sae_atlas.config import LabelConfig
 from sae_atlas.stages.label.contrasts import Contrast, best_features, contrast, contrast_tags
 from sae_atlas.stages.label.decoding import persona_decoder
+from sae_atlas.stages.label.findings import Findings
 from sae_atlas.stages.label.inputs import Responses, TriggerSet
-from sae_atlas.stages.label.puppeteer import TemplateFeatures
 from sae_atlas.stages.label.rows import CONTROLS
 from sae_atlas.stages.label.statistics import FeatureStatistics
 
@@ -29,17 +29,7 @@ SUMMARY_FEATURES = 50
 
 
 def make_summary(
-    stats: FeatureStatistics,
-    responses: Responses,
-    triggers: TriggerSet | None,
-    result: Contrast,
-    tags: list[list[str]],
-    labels: list[str],
-    puppeteer: pd.DataFrame,
-    template: TemplateFeatures,
-    density: np.ndarray,
-    config: LabelConfig,
-    folded: bool,
+    found: Findings, labels: list[str], folded: bool, config: LabelConfig
 ) -> dict[str, Any]:
     """The JSON-ready figures of a labeling pass: counts (features, responses, personas; per tag
     and per kind of tag), the tests made and how many hold, per persona its best feature (chosen
@@ -47,12 +37,13 @@ def make_summary(
     held-out AUROC 0.9, the persona decoder, puppeteer and template features (with the same best
     feature and share on the assistant header's mean, where the model selects its persona; no
     tags come from it), the same tests on shuffled persona labels, and whether the logits fold in
-    the final norm."""
-    best_per_persona, share = best_feature_table(result, responses, labels)
+    the final norm (`folded`). labels: [F] each feature's card label."""
+    stats, responses, puppeteer = found.stats, found.responses, found.puppeteer
+    best_per_persona, share = best_feature_table(found.contrast, responses, labels)
     return {
-        **tag_summary(tags, responses),
-        "trigger_tests": trigger_counts(triggers),
-        "tests": count_tests(result.tests, config),
+        **tag_summary(found.tags, responses),
+        "trigger_tests": trigger_counts(found.triggers),
+        "tests": count_tests(found.contrast.tests, config),
         "best_heldout_auroc": best_per_persona,
         "share_personas_auroc_0.9": share,
         "decoder": persona_decoder(stats.response_mean, responses),
@@ -66,8 +57,8 @@ def make_summary(
         "controls_present": {
             c: int(n) for c, n in zip(CONTROLS, stats.control_tokens, strict=True)
         },
-        "template_features": template_summary(stats, responses, template, labels, density, config),
-        "shuffled_control": shuffled_control(stats, responses, triggers, config),
+        "template_features": template_summary(found, labels, config),
+        "shuffled_control": shuffled_control(stats, responses, found.triggers, config),
         "logits_final_norm_folded": folded,
     }
 
@@ -118,18 +109,11 @@ def count_tests(tests: pd.DataFrame, config: LabelConfig) -> dict[str, Any]:
     }
 
 
-def template_summary(
-    stats: FeatureStatistics,
-    responses: Responses,
-    template: TemplateFeatures,
-    labels: list[str],
-    density: np.ndarray,
-    config: LabelConfig,
-) -> dict[str, Any]:
+def template_summary(found: Findings, labels: list[str], config: LabelConfig) -> dict[str, Any]:
     """The template features with their header, template and response rates; per persona the
     header features that most exceed the mean over personas; and the best feature per persona on
     the assistant header's means with the share at held-out AUROC 0.9 (no tags come from it)."""
-    chosen, by_persona = template
+    stats, responses, (chosen, by_persona) = found.stats, found.responses, found.template
     header_rate = stats.header_fires.sum(0) / max(stats.header_tokens.sum(), 1)
     best_at_header, header_share = best_feature_table(
         contrast(stats.header_mean, responses, config), responses, labels
@@ -140,7 +124,7 @@ def template_summary(
             labels,
             header_rate=header_rate,
             template_rate=stats.template_fires / max(stats.template_tokens, 1),
-            response_rate=density,
+            response_rate=found.density,
         ),
         "by_persona": {
             name: [
