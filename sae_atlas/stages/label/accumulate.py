@@ -13,9 +13,10 @@ its own arrays (documented on each); never a per-token table of the whole store.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -91,12 +92,26 @@ Value = Callable[[Block, np.ndarray], torch.Tensor]
 """What a statistic reads of the selected rows: Block.codes, Block.fires or Block.residual."""
 
 
-class Statistic(Protocol):
-    def needs(self, kinds: RowKinds) -> np.ndarray:
-        """bool [rows]: rows of the block this statistic reads the SAE codes or residual of."""
-        ...
+class Statistic(ABC):
+    """One statistic of the pass: it reads one value (`read`) of the rows that `rows` gives an
+    item, is updated with each block (`update`) and gives its value after the pass (`result`)."""
 
-    def update(self, block: Block) -> None: ...
+    def __init__(self, rows: RowIds, read: Value = Block.codes) -> None:
+        self.rows, self.read = rows, read
+
+    def needs(self, kinds: RowKinds) -> np.ndarray:
+        """bool [rows]: the rows `rows` gives an item."""
+        return self.rows(kinds) >= 0
+
+    def update(self, block: Block) -> None:
+        """Adds the block's rows of this statistic, if it has any."""
+        selected = block.select(self.rows, self.read)
+        if len(selected.ids):
+            self.add(selected, block)
+
+    @abstractmethod
+    def add(self, selected: Selection, block: Block) -> None:
+        """Adds the `selected` rows (at least one) of `block`."""
 
 
 def response_ids(kinds: RowKinds) -> np.ndarray:
@@ -142,21 +157,15 @@ def segment_max(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tens
     return out.scatter_reduce_(0, index.long()[:, None].expand_as(values), values, "amax")
 
 
-class Means:
-    """[n, d] float32: per item, the mean of `value` over its rows (an item's rows all lie in one
-    block: responses, headers and user messages do)."""
+class Means(Statistic):
+    """[n, d] float32: per item, the mean of what it reads over the item's rows (they all lie in
+    one block: a response's, its header's and a user message's do)."""
 
-    def __init__(self, n: int, d: int, rows: RowIds, value: Value = Block.codes) -> None:
-        self.rows, self.value = rows, value
+    def __init__(self, n: int, d: int, rows: RowIds, read: Value = Block.codes) -> None:
+        super().__init__(rows, read)
         self.mean = np.zeros((n, d), dtype=np.float32)
 
-    def needs(self, kinds: RowKinds) -> np.ndarray:
-        return self.rows(kinds) >= 0
-
-    def update(self, block: Block) -> None:
-        selected = block.select(self.rows, self.value)
-        if not len(selected.ids):
-            return
+    def add(self, selected: Selection, block: Block) -> None:
         first, n = _span(selected.ids)
         index = torch.from_numpy(selected.ids - first).to(selected.values.device)
         sums = torch.zeros((n, selected.values.shape[1]), device=selected.values.device)
@@ -168,22 +177,17 @@ class Means:
         return self.mean
 
 
-class Maxima:
-    """[n, d] `dtype`: per item, the maximum of `value` over its rows (0 without any)."""
+class Maxima(Statistic):
+    """[n, d] `dtype`: per item, the maximum of what it reads over the item's rows (0 without
+    any)."""
 
     def __init__(
-        self, n: int, d: int, rows: RowIds, value: Value = Block.codes, dtype: Any = np.float32
+        self, n: int, d: int, rows: RowIds, read: Value = Block.codes, dtype: Any = np.float32
     ) -> None:
-        self.rows, self.value = rows, value
+        super().__init__(rows, read)
         self.max = np.zeros((n, d), dtype=dtype)
 
-    def needs(self, kinds: RowKinds) -> np.ndarray:
-        return self.rows(kinds) >= 0
-
-    def update(self, block: Block) -> None:
-        selected = block.select(self.rows, self.value)
-        if not len(selected.ids):
-            return
+    def add(self, selected: Selection, block: Block) -> None:
         first, n = _span(selected.ids)
         index = torch.from_numpy(selected.ids - first).to(selected.values.device)
         span = slice(first, first + n)
@@ -194,21 +198,16 @@ class Maxima:
         return self.max
 
 
-class PersonaMaxSums:
+class PersonaMaxSums(Statistic):
     """[P, d_sae] float64: per persona, the sum over its responses of each response's maximum."""
 
     def __init__(self, responses: Responses, n_features: int, device: torch.device) -> None:
+        super().__init__(response_ids)
         self.persona = responses.persona
-        self.sums = torch.zeros((len(responses.names), n_features), dtype=torch.float64)
-        self.sums = self.sums.to(device)
+        shape = (len(responses.names), n_features)
+        self.sums = torch.zeros(shape, dtype=torch.float64, device=device)
 
-    def needs(self, kinds: RowKinds) -> np.ndarray:
-        return response_ids(kinds) >= 0
-
-    def update(self, block: Block) -> None:
-        selected = block.select(response_ids, Block.codes)
-        if not len(selected.ids):
-            return
+    def add(self, selected: Selection, block: Block) -> None:
         first, n = _span(selected.ids)
         device = selected.values.device
         maxima = segment_max(torch.from_numpy(selected.ids - first).to(device), selected.values, n)
@@ -220,48 +219,37 @@ class PersonaMaxSums:
         return self.sums.cpu().numpy()
 
 
-class Totals:
-    """Per item (persona and split, persona, control...): tokens [n] int64 (every row `rows`
-    names, encoded or not), and float64 activation sums and firing counts [n, d_sae]."""
+class Totals(Statistic):
+    """Per item (persona and split, persona, control...): its rows [n] int64, and float64
+    activation sums and firing counts [n, d_sae]."""
 
     def __init__(self, n: int, n_features: int, device: torch.device, rows: RowIds) -> None:
-        self.rows = rows
+        super().__init__(rows)
         self.tokens = np.zeros(n, dtype=np.int64)
         self.sums = torch.zeros((n, n_features), dtype=torch.float64, device=device)
         self.fires = torch.zeros((n, n_features), dtype=torch.float64, device=device)
 
-    def needs(self, kinds: RowKinds) -> np.ndarray:
-        return self.rows(kinds) >= 0
-
-    def update(self, block: Block) -> None:
-        ids = self.rows(block.kinds)
-        add_counts(self.tokens, ids[ids >= 0])
-        selected = block.select(self.rows, Block.codes)
-        if len(selected.ids):
-            index = torch.from_numpy(selected.ids).to(selected.values.device)
-            self.sums.index_add_(0, index, selected.values.double())
-            self.fires.index_add_(0, index, (selected.values > 0).double())
+    def add(self, selected: Selection, block: Block) -> None:
+        add_counts(self.tokens, selected.ids)
+        index = torch.from_numpy(selected.ids).to(selected.values.device)
+        self.sums.index_add_(0, index, selected.values.double())
+        self.fires.index_add_(0, index, (selected.values > 0).double())
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """tokens [n], sums [n, d_sae], fires [n, d_sae]."""
         return self.tokens, self.sums.cpu().numpy(), self.fires.cpu().numpy()
 
 
-class ResidualSums:
+class ResidualSums(Statistic):
     """[n, d_model] float64: per item, the sum of the raw residual over its rows."""
 
     def __init__(self, n: int, d_model: int, device: torch.device, rows: RowIds) -> None:
-        self.rows = rows
+        super().__init__(rows, Block.residual)
         self.sums = torch.zeros((n, d_model), dtype=torch.float64, device=device)
 
-    def needs(self, kinds: RowKinds) -> np.ndarray:
-        return self.rows(kinds) >= 0
-
-    def update(self, block: Block) -> None:
-        selected = block.select(self.rows, Block.residual)
-        if len(selected.ids):
-            index = torch.from_numpy(selected.ids).to(selected.values.device)
-            self.sums.index_add_(0, index, selected.values.double())
+    def add(self, selected: Selection, block: Block) -> None:
+        index = torch.from_numpy(selected.ids).to(selected.values.device)
+        self.sums.index_add_(0, index, selected.values.double())
 
     def result(self) -> np.ndarray:
         return self.sums.cpu().numpy()
@@ -272,41 +260,33 @@ def template_ids(kinds: RowKinds) -> np.ndarray:
     return np.where(kinds.template, 0, -1)
 
 
-class TemplateFires:
+class TemplateFires(Statistic):
     """Template rows of sampled transcripts: their count, and per feature how many it fires on
     ([d_sae] float64)."""
 
     def __init__(self, n_features: int, device: torch.device) -> None:
+        super().__init__(template_ids)
         self.tokens = 0
         self.fires = torch.zeros(n_features, dtype=torch.float64, device=device)
 
-    def needs(self, kinds: RowKinds) -> np.ndarray:
-        return kinds.template
-
-    def update(self, block: Block) -> None:
-        self.tokens += int(block.kinds.template.sum())
-        selected = block.select(template_ids, Block.codes)
+    def add(self, selected: Selection, block: Block) -> None:
+        self.tokens += len(selected.ids)
         self.fires += (selected.values > 0).double().sum(0)
 
     def result(self) -> tuple[int, np.ndarray]:
         return self.tokens, self.fires.cpu().numpy()
 
 
-class TopExamples:
+class TopExamples(Statistic):
     """Per feature the k largest activations on response rows and their store rows, [k, d_sae]
     each (row -1: none)."""
 
     def __init__(self, k: int, n_features: int, device: torch.device) -> None:
+        super().__init__(response_ids)
         self.value = torch.full((k, n_features), -1.0, device=device)
         self.row = torch.full((k, n_features), -1, dtype=torch.int64, device=device)
 
-    def needs(self, kinds: RowKinds) -> np.ndarray:
-        return response_ids(kinds) >= 0
-
-    def update(self, block: Block) -> None:
-        selected = block.select(response_ids, Block.codes)
-        if not len(selected.ids):
-            return
+    def add(self, selected: Selection, block: Block) -> None:
         acts = selected.values
         rows = _feature_rows(block, selected)
         best = acts.topk(min(self.value.shape[0], len(acts)), dim=0)
@@ -327,7 +307,7 @@ def _feature_rows(block: Block, selected: Selection) -> torch.Tensor:
     return rows.expand(selected.values.shape[1], -1).T
 
 
-class FiringSample:
+class FiringSample(Statistic):
     """Per feature a uniform sample of `size` response rows where it fires (reservoir sampling
     with keys drawn from `generator`): activations and store rows, [size, d_sae] each (row -1:
     none)."""
@@ -335,18 +315,13 @@ class FiringSample:
     def __init__(
         self, size: int, n_features: int, device: torch.device, generator: torch.Generator
     ) -> None:
+        super().__init__(response_ids)
         self.generator = generator
         self.key = torch.full((size, n_features), 2.0, device=device)
         self.value = torch.zeros((size, n_features), device=device)
         self.row = torch.full((size, n_features), -1, dtype=torch.int64, device=device)
 
-    def needs(self, kinds: RowKinds) -> np.ndarray:
-        return response_ids(kinds) >= 0
-
-    def update(self, block: Block) -> None:
-        selected = block.select(response_ids, Block.codes)
-        if not len(selected.ids):
-            return
+    def add(self, selected: Selection, block: Block) -> None:
         acts = selected.values
         keys = torch.rand(acts.shape, generator=self.generator, device=acts.device)
         keys[acts <= 0] = 2.0
