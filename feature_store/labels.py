@@ -175,3 +175,14 @@ def load_labels(path: str | Path) -> Labels:
             config=json.loads(file.attrs["config"]),
             runtime=json.loads(file.attrs.get(RUNTIME_ATTR, "{}")),
         )
+
+
+def labels_config(path: str | Path) -> dict[str, Any] | None:
+    """The config recorded in a complete labels file at `path` (None: no file, another kind of
+    file, or an incomplete one)."""
+    if not Path(path).is_file():
+        return None
+    with h5py.File(path, "r") as file:
+        if file.attrs.get("schema") != LABELS_KIND or not bool(file.attrs.get("complete", False)):
+            return None
+        return dict(json.loads(file.attrs["config"]))

@@ -30,11 +30,10 @@ def set_heap_mode(mode: str) -> None:
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
     if mode != "release":
         import sae_atlas.stages.harvest
-        import sae_atlas.stages.label
+        import sae_atlas.stages.label.accumulate
 
-        sae_atlas.stages.harvest.release_free_heap = sae_atlas.stages.label.release_free_heap = (
-            lambda: None
-        )
+        for module in (sae_atlas.stages.harvest, sae_atlas.stages.label.accumulate):
+            module.release_free_heap = lambda: None
 
 
 def main() -> None:

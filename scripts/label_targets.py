@@ -3,12 +3,13 @@ buys: the share of personas whose best feature reaches held-out AUROC >= 0.9 aga
 and persona decoding from SAE profiles on held-out responses.
 
 Reads a finished run (activations.h5, sae/, transcripts.h5 for the catalogue; nothing is written
-there) and makes one SAE pass over its sampled responses that keeps, per response and feature,
-several response-level statistics: the mean over its tokens (what `sae-atlas label` uses), the
-maximum, the firing rate, the mean over its first N tokens; apart from these, the mean over the
-response's assistant header (`header`: the template tokens where the model selects its persona,
-DESIGN.md), whose share is reported but never chosen; and the raw residual mean (no SAE) over
-the response and over its header.
+there) and makes one SAE pass over its sampled responses (sae_atlas.stages.label's
+response_statistics) that keeps, per response and feature, several response-level statistics:
+the mean over its tokens (what `sae-atlas label` uses), the maximum, the firing rate, the mean
+over its first N tokens; apart from these, the mean over the response's assistant header
+(`header`: the template tokens where the model selects its persona, DESIGN.md), whose share is
+reported but never chosen; and the raw residual mean (no SAE) over the response and over its
+header.
 Then, for each statistic:
 - AUROC: the labeling pass's own contrast and best-feature rule (sae_atlas.stages.label.contrast,
   best_features), giving the share of personas at held-out AUROC >= 0.9; the same rule
@@ -50,8 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from sae_lens import SAE
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -63,7 +62,6 @@ from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import HarvestConfig, LabelConfig
 from sae_atlas.model import load_model, resid_hook
-from sae_atlas.personas import Catalogue
 from sae_atlas.sae import load_sae
 from sae_atlas.stages.corpus import SAMPLED_CONDITIONS
 from sae_atlas.stages.harvest import harvest
@@ -75,18 +73,15 @@ from sae_atlas.stages.label import (
     best_features,
     catalogue_from_corpus,
     contrast,
-    doc_blocks,
-    find_responses,
     fit_decoder,
-    header_rows,
     open_store,
     paired_rows,
     persona_decoder,
     question_folds,
+    response_statistics,
 )
 from sae_atlas.stats import auroc
 
-FIRST = (8, 16, 32)
 HEADER = "header"
 """A statistic of the assistant header, not of response tokens: reported, never chosen."""
 HEADER_RESIDUAL = "header_residual"
@@ -98,77 +93,6 @@ DECODER_FOLDS = 4
 """Folds of the grouped cross-validations over train questions (folds never share a question)."""
 LDA_MAX_DIM = 1024
 """Shrinkage LDA only up to this many dimensions (a fit on 2,304 SAE features costs ~45 s)."""
-
-
-@torch.inference_mode()
-def response_statistics(
-    store: ActivationStore,
-    hook: str,
-    sae: SAE[Any] | None,
-    catalogue: Catalogue,
-    block_tokens: int = 8192,
-) -> tuple[Responses, dict]:
-    """Per sampled response of the store: {statistic: [n_responses, d]} (d_sae, or d_model for
-    the raw residual mean, the only statistic without an SAE)."""
-    provenance = store.provenance()
-    table = store.token_table()
-    assistant = table["role"] == ROLE_CODE["assistant"]
-    counts = np.bincount(table["doc"][assistant], minlength=len(provenance))
-    responses = find_responses(provenance, counts, catalogue)
-    response_of_doc = np.full(len(provenance), -1, dtype=np.int64)
-    response_of_doc[responses.doc] = np.arange(len(responses))
-    response = np.where(assistant, response_of_doc[table["doc"]], -1)
-    header = np.where(header_rows(table["role"], table["doc"]), response_of_doc[table["doc"]], -1)
-    n, n_features = len(responses), 0 if sae is None else int(sae.cfg.d_sae)
-    sums = np.zeros((n, n_features), np.float64)
-    maxima = np.zeros((n, n_features), np.float32)
-    fires = np.zeros((n, n_features), np.float64)
-    first = {k: np.zeros((n, n_features), np.float64) for k in FIRST}
-    header_sums = np.zeros((n, n_features), np.float64)
-    residual = np.zeros((n, store.d_model), np.float64)
-    header_residual = np.zeros((n, store.d_model), np.float64)
-    for start, stop in doc_blocks(
-        provenance["token_start"].to_numpy(), provenance["token_count"].to_numpy(), block_tokens
-    ):
-        local = np.flatnonzero(response[start:stop] >= 0)
-        if not len(local):
-            continue
-        block = store.acts(hook, start, stop)
-        at_header = np.flatnonzero(header[start:stop] >= 0)
-        np.add.at(header_residual, header[start + at_header], block[at_header].astype(np.float32))
-        if sae is not None and len(at_header):
-            acts = sae.encode(torch.from_numpy(block[at_header].astype(np.float32))).float()
-            np.add.at(header_sums, header[start + at_header], acts.numpy())
-        raw = block[local].astype(np.float32)
-        ids = response[start + local]  # non-decreasing: whole transcripts in row order
-        starts = np.r_[0, np.flatnonzero(np.diff(ids)) + 1]
-        position = np.arange(len(ids)) - np.repeat(starts, np.diff(np.r_[starts, len(ids)]))
-        present = ids[starts]
-        residual[present] = np.add.reduceat(raw, starts)
-        if sae is None:
-            continue
-        acts = sae.encode(torch.from_numpy(raw)).float().numpy()
-        sums[present] = np.add.reduceat(acts, starts)
-        maxima[present] = np.maximum.reduceat(acts, starts)
-        fires[present] = np.add.reduceat((acts > 0).astype(np.float32), starts)
-        for k in FIRST:
-            first[k][present] = np.add.reduceat(acts * (position < k)[:, None], starts)
-    tokens = np.maximum(np.bincount(response[response >= 0], minlength=n), 1)[:, None]
-    header_tokens = np.maximum(np.bincount(header[header >= 0], minlength=n), 1)[:, None]
-    stats: dict[str, np.ndarray] = (
-        {}
-        if sae is None
-        else {
-            "mean": sums / tokens,
-            "max": maxima,
-            "rate": fires / tokens,
-            **{f"first{k}": first[k] / np.minimum(tokens, k) for k in FIRST},
-            HEADER: header_sums / header_tokens,
-        }
-    )
-    stats["residual"] = residual / tokens
-    stats[HEADER_RESIDUAL] = header_residual / header_tokens
-    return responses, {name: value.astype(np.float32) for name, value in stats.items()}
 
 
 def within_train(responses: Responses, held: np.ndarray) -> Responses:
@@ -369,7 +293,7 @@ def layer_decoding(args: argparse.Namespace) -> dict[str, Any]:
     store = open_store(args.scratch)
     rows = []
     for layer, hook in zip(args.layers, hooks, strict=True):
-        responses, stats = response_statistics(store, hook, None, catalogue)
+        responses, stats = response_statistics(store, None, hook, catalogue)
         scores = decoder_scores(stats["residual"], responses)
         chosen = max(scores, key=lambda name: scores[name]["cv"])
         rows.append(
@@ -411,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sae = load_sae(next((args.run / "sae").iterdir()))
     hook = str(sae.cfg.metadata.hook_name)
     catalogue = catalogue_from_corpus(args.run / "transcripts.h5")
-    responses, stats = response_statistics(store, hook, sae, catalogue)
+    responses, stats = response_statistics(store, sae, hook, catalogue)
     seconds = {"pass": time.monotonic() - started}
     say(f"statistics of {len(responses)} responses: {seconds['pass']:.0f} s")
     config = LabelConfig()

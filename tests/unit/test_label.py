@@ -38,15 +38,15 @@ from sae_atlas.stages.corpus import (
 from sae_atlas.stages.label import (
     DECODERS,
     Contrast,
-    card_label,
     catalogue_from_corpus,
     contrast_tags,
     find_responses,
     find_triggers,
-    header_rows,
     label,
     label_stage,
 )
+from sae_atlas.stages.label.cards import card_label
+from sae_atlas.stages.label.rows import header_rows
 
 HOOK = "blocks.1.hook_resid_post"
 PERSONAS = ("assistant", "pirate", "villain", "chef", "knight", "poet", "pirate_tag")
@@ -452,3 +452,61 @@ def test_no_trigger_tests_without_unwrapped_transcripts(planted, catalogue):
     assert triggers is not None and triggers.wrappers == ("<pirate>",)
     assert find_triggers(provenance, None) is None
     assert find_triggers(provenance[provenance["condition"] != UNWRAPPED], catalogue) is None
+
+
+def test_response_statistics_follow_their_definitions(planted, sae, catalogue):
+    from sae_atlas.stages.label import collect, response_statistics
+
+    store = ActivationStore(planted)
+    responses, stats = response_statistics(store, sae, HOOK, catalogue, CONFIG.block_tokens)
+    collected = collect(store, sae, HOOK, responses, CONFIG)
+    np.testing.assert_array_equal(stats["mean"], collected.response_mean)
+    np.testing.assert_array_equal(stats["header"], collected.header_mean)
+    provenance = store.provenance()
+    for row in (0, len(responses) // 2, len(responses) - 1):
+        start = int(provenance["token_start"][responses.doc[row]])
+        stop = start + int(provenance["token_count"][responses.doc[row]])
+        table = store.token_rows(start, stop)
+        raw = store.acts(HOOK, start, stop).astype(np.float32)
+        with torch.no_grad():
+            codes = sae.encode(torch.from_numpy(raw)).numpy()
+        mine = table["role"] == ROLE_CODE["assistant"]
+        header = header_rows(table["role"], table["doc"])
+        assert 8 < mine.sum() < 32 and header.any()
+        expected = {
+            "mean": codes[mine].mean(0),
+            "max": codes[mine].max(0),
+            "rate": (codes[mine] > 0).mean(0),
+            "first8": codes[mine][:8].mean(0),
+            "first32": codes[mine].mean(0),
+            "header": codes[header].mean(0),
+            "residual": raw[mine].mean(0),
+            "header_residual": raw[header].mean(0),
+        }
+        for name, value in expected.items():
+            np.testing.assert_allclose(stats[name][row], value, rtol=1e-5, atol=1e-6, err_msg=name)
+    _, residual_only = response_statistics(store, None, HOOK, catalogue)
+    assert set(residual_only) == {"residual", "header_residual"}
+    np.testing.assert_array_equal(residual_only["residual"], stats["residual"])
+
+
+def test_the_identity_does_not_depend_on_where_the_run_lies(tmp_path, planted, sae, catalogue):
+    import shutil
+
+    from feature_store.transcripts import TranscriptWriter
+    from sae_atlas.stages.corpus import corpus_stage_config
+    from sae_atlas.stages.label import label_identity
+
+    recorded = corpus_stage_config(catalogue, CorpusConfig(personas=PERSONAS), 1)
+    writer = TranscriptWriter.open(tmp_path / "transcripts.h5", model="tiny-llama", config=recorded)
+    writer.finish()
+    (tmp_path / "moved").mkdir()
+    shutil.copy(tmp_path / "transcripts.h5", tmp_path / "moved" / "transcripts.h5")
+    here = catalogue_from_corpus(tmp_path / "transcripts.h5")
+    moved = catalogue_from_corpus(tmp_path / "moved" / "transcripts.h5")
+    assert here.source != moved.source
+    store = ActivationStore(planted)
+    identity = label_identity(store, sae, HOOK, CONFIG, here)
+    assert label_identity(store, sae, HOOK, CONFIG, moved) == identity
+    other = catalogue.subset(names=PERSONAS[:3])
+    assert label_identity(store, sae, HOOK, CONFIG, other) != identity
