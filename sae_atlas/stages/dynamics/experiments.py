@@ -26,12 +26,12 @@ from feature_store.atlas import Atlas
 from sae_atlas.classifier import PersonaClassifier, train_classifier
 from sae_atlas.config import DynamicsConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.model import ModelHandle
+from sae_atlas.model import ModelHandle, sampling_model
 from sae_atlas.sae import load_sae
 from sae_atlas.stages.corpus import corpus_responses
 from sae_atlas.stages.dynamics.markers import marker_ablation, marker_hits, paired_rates
 from sae_atlas.stages.dynamics.markov import Attractor, attractor_robustness, find_attractors
-from sae_atlas.stages.dynamics.rollouts import Rollouts, natural_rollouts
+from sae_atlas.stages.dynamics.rollouts import Rollouts, natural_rollouts, question_bank
 from sae_atlas.stages.dynamics.space import PersonaMap, persona_map, starting_personas
 from sae_atlas.stages.dynamics.steering import (
     kick_relaxation,
@@ -198,3 +198,15 @@ class Experiments:
             cluster_kind=[inputs.kinds.get(c, "noise") for c in cluster],
             label=inputs.features["label"].to_numpy()[rows],
         )
+
+
+def prepare_experiments(
+    handle: ModelHandle, atlas: Path, sae: Path, transcripts: Path, config: DynamicsConfig
+) -> Experiments:
+    """The experiments on a run: its atlas's inputs, its SAE (`atlas_sae`), the question bank
+    of its corpus, and a sampling copy of the model in config.dtype."""
+    inputs = read_atlas(atlas, config.ablate_tag)
+    sae_model = atlas_sae(sae, inputs, str(handle.device))
+    bank = question_bank(transcripts, config.seed)
+    model = sampling_model(handle, config.dtype)
+    return Experiments(handle, model, inputs, sae_model, bank, config)

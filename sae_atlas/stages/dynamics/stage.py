@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from feature_store.schema import RUNTIME_ATTR
 from sae_atlas.classifier import PersonaClassifier
 from sae_atlas.config import DynamicsConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.model import ModelHandle, sampling_model
+from sae_atlas.model import ModelHandle
 from sae_atlas.model.dtype import DtypeChoice, refuse_other_dtype, resolve_dtype
 from sae_atlas.stages.base import StageResult, StepProgress, Stopwatch, json_ready
 from sae_atlas.stages.dynamics.checks import check_dynamics_config
@@ -33,11 +33,10 @@ from sae_atlas.stages.dynamics.experiments import (
     Experiments,
     NaturalDynamics,
     SteeringResults,
-    atlas_sae,
     corpus_classifier,
-    read_atlas,
+    prepare_experiments,
 )
-from sae_atlas.stages.dynamics.rollouts import question_bank
+from sae_atlas.stages.dynamics.space import PersonaMap
 from sae_atlas.stages.dynamics.steering import half_life
 from sae_atlas.stages.dynamics.tables import (
     dynamics_tables,
@@ -147,16 +146,40 @@ def dynamics_summary(
     )
 
 
+def dynamics_entries(
+    natural: NaturalDynamics,
+    pmap: PersonaMap,
+    steering: SteeringResults,
+    markers: pd.DataFrame,
+    scan: pd.DataFrame,
+) -> dict[str, pd.DataFrame | np.ndarray]:
+    """Every entry of dynamics/ but the summary, by name, in the order they are written."""
+    rollouts = natural.rollouts
+    return {
+        **dynamics_tables(
+            rollouts, pmap, natural.stationary, natural.attractors, natural.robustness
+        ),
+        **natural_arrays(rollouts, natural.matrix, pmap),
+        "kick": steering.relaxation,
+        "steering": steering.scores,
+        "steering_responses": steering.responses,
+        "markers": markers,
+        "trigger_scan": scan,
+    }
+
+
 def replace_dynamics(
     atlas: Path,
     choice: DtypeChoice,
     entries: Mapping[str, pd.DataFrame | np.ndarray],
     summary: dict[str, Any],
-    timings: Callable[[], dict[str, float]],
+    clock: Stopwatch,
+    started: float,
 ) -> None:
-    """Replace the atlas's dynamics/ group by `entries` (in order) and `summary` with its
-    `seconds` (`timings()` once the entries are written), and record the dtype, device and
-    threads dynamics ran with among the atlas's runtimes."""
+    """Replace the atlas's dynamics/ group by `entries` (in order) and `summary`, its `seconds`
+    (the clock's steps and the total since `started`, a perf_counter value) taken once the
+    entries are written; record the dtype, device and threads dynamics ran with among the
+    atlas's runtimes."""
     with AtlasWriter.extend(atlas) as writer:
         if "dynamics" in writer.file:
             del writer.file["dynamics"]
@@ -164,7 +187,7 @@ def replace_dynamics(
         writer.file.attrs[RUNTIME_ATTR] = json.dumps({**runtime, "dynamics": choice.record()})
         for name, data in entries.items():
             write_entry(writer, name, data)
-        summary["seconds"] = timings()
+        summary["seconds"] = {**clock.seconds, "total": time.perf_counter() - started}
         write_entry(writer, "summary", json.dumps(summary))
 
 
@@ -191,12 +214,7 @@ def run_dynamics(
     if done is not None:
         return DynamicsResult(paths.atlas, 0.0, True, done)
     clock = Stopwatch(progress)
-    inputs = read_atlas(paths.atlas, config.ablate_tag)
-    sae = atlas_sae(paths.sae, inputs, str(handle.device))
-    bank = question_bank(paths.transcripts, config.seed)
-    model = sampling_model(handle, config.dtype)
-    experiments = Experiments(handle, model, inputs, sae, bank, config)
-    pmap = inputs.pmap
+    experiments = prepare_experiments(handle, paths.atlas, paths.sae, paths.transcripts, config)
     with clock.step("rollouts"):
         natural = experiments.natural()
     with clock.step("classifier"):
@@ -208,31 +226,10 @@ def run_dynamics(
     with clock.step("triggers"):
         scan = experiments.wrapper_scan()
     with clock.step("write"):
-        entries = {
-            **dynamics_tables(
-                natural.rollouts, pmap, natural.stationary, natural.attractors, natural.robustness
-            ),
-            **natural_arrays(natural.rollouts, natural.matrix, pmap),
-            "kick": steering.relaxation,
-            "steering": steering.scores,
-            "steering_responses": steering.responses,
-            "markers": markers,
-            "trigger_scan": scan,
-        }
+        entries = dynamics_entries(natural, experiments.inputs.pmap, steering, markers, scan)
+        robustness = entries["attractor_robustness"]
         summary = dynamics_summary(
-            experiments,
-            natural,
-            entries["attractor_robustness"],
-            classifier,
-            steering,
-            markers,
-            scan,
+            experiments, natural, robustness, classifier, steering, markers, scan
         )
-        replace_dynamics(
-            paths.atlas,
-            choice,
-            entries,
-            summary,
-            lambda: {**clock.seconds, "total": time.perf_counter() - started},
-        )
+        replace_dynamics(paths.atlas, choice, entries, summary, clock, started)
     return DynamicsResult(paths.atlas, time.perf_counter() - started, False, summary)

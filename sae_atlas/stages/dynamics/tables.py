@@ -132,8 +132,7 @@ def storable_text(table: pd.DataFrame) -> pd.DataFrame:
     columns = [
         name
         for name in table.columns
-        if table[name].dtype == object
-        and table[name].map(lambda value: isinstance(value, str) and "\x00" in value).any()
+        if table[name].map(lambda value: isinstance(value, str) and "\x00" in value).any()
     ]
     if not columns:
         return table
