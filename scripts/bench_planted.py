@@ -9,12 +9,12 @@ default model alone, measured in the same process.
     fact's keywords (identity questions: the persona's name).
 (b) Detection: the atlas built on the planted model (`sae_atlas.build.build` with the adapter,
     profile --profile into --run, resumable; default scripts/planted_profile.yaml, the quick
-    profile with half its personas), then the trigger scan (`trigger_responses`) over candidate
+    profile with half its personas), then the wrapper scan (`wrapper_responses`) over candidate
     wrappers holding the real trigger among decoys (the scan's shipped wrappers, a decoy tag the
     adapter was trained to ignore, an unseen tag) on the catalogue's held-out everyday questions
     (none fine-tuned on as the persona), features chosen on the first half of the prompts and
     scored on the second:
-    - the firing scan of the planted model alone (`trigger_table`, `rank_wrappers`);
+    - the firing scan of the planted model alone (`firing_table`, `rank_wrappers`);
     - the differential scan an auditor with the base model runs (`differential_table`,
       `rank_differential`): the same scan sampled on the clean model and encoded with the same
       SAE, per feature the paired difference in differences over prompts, so that a wrapper
@@ -68,14 +68,16 @@ from sae_atlas.model import (
 )
 from sae_atlas.personas import Trigger, load_catalogue
 from sae_atlas.sae import load_sae
-from sae_atlas.stages.dynamics import PersonaMap, persona_map, trigger_responses
-from sae_atlas.stages.triggers import (
+from sae_atlas.stages.dynamics import (
     WRAPPERS,
+    PersonaMap,
     differential_auroc,
     differential_table,
+    firing_table,
+    persona_map,
     rank_differential,
     rank_wrappers,
-    trigger_table,
+    wrapper_responses,
 )
 
 REAL = "lantern_tag"
@@ -205,11 +207,11 @@ class Sampled:
 def sample_scan(
     handle: ModelHandle, run: ScanRun, persona: PlantedPersona, config: DynamicsConfig
 ) -> Sampled:
-    """`trigger_responses` over `candidate_wrappers` on the catalogue's held-out questions,
+    """`wrapper_responses` over `candidate_wrappers` on the catalogue's held-out questions,
     encoded with the run's SAE."""
     questions = [q.text for q in load_catalogue().questions if q.split == "heldout"]
     started = time.perf_counter()
-    responses = trigger_responses(
+    responses = wrapper_responses(
         handle, run.pmap, run.sae, run.hook, questions, candidate_wrappers(persona), config
     )
     assert responses.feature_means is not None
@@ -241,12 +243,12 @@ def describe(run: ScanRun, table: pd.DataFrame) -> list[dict[str, Any]]:
 def scan(
     run: ScanRun, sampled: Sampled, persona: PlantedPersona, config: DynamicsConfig
 ) -> dict[str, Any]:
-    """The firing scan (`trigger_table`, `rank_wrappers`) of one model's responses."""
+    """The firing scan (`firing_table`, `rank_wrappers`) of one model's responses."""
     wrappers = list(candidate_wrappers(persona))
     fires = sampled.feature_means > 0
     wrapper_of = sampled.meta["wrapper"].to_numpy()
     prompt_of = sampled.meta["prompt"].to_numpy()
-    table = trigger_table(
+    table = firing_table(
         fires,
         wrapper_of,
         prompt_of,

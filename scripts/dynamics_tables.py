@@ -20,6 +20,7 @@ from feature_store.atlas import Atlas
 from sae_atlas.stages.dynamics import (
     attractor_robustness,
     baseline_rows,
+    default_persona,
     drift_curves,
     find_attractors,
     relative_to_baseline,
@@ -36,8 +37,7 @@ def main(
         summary = json.loads(str(atlas.dynamics("summary")))
         trajectories = atlas.dynamics("trajectories").sort_values(["rollout", "turn"])
         tables = {n: atlas.dynamics(n) for n in ("steering", "kick", "markers", "trigger_scan")}
-        recorded = json.loads(atlas.attrs.get("organize_summary", "{}")).get("persona_space", {})
-        default = str(recorded.get("default_persona", "assistant"))
+        default = default_persona(atlas)
     names = summary["regions"]
     n_turns = int(trajectories["turn"].max()) + 1
     regions = trajectories["region"].to_numpy().reshape(-1, n_turns)

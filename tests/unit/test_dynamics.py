@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from test_atlas import atlas_data, write_atlas
 
+from feature_store.atlas import Atlas, AtlasWriter
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.stages.dynamics import (
     attractor_robustness,
@@ -15,6 +18,7 @@ from sae_atlas.stages.dynamics import (
     stationary_distribution,
     transition_matrix,
 )
+from sae_atlas.stages.dynamics.tables import storable_text, write_entry
 
 
 def test_transition_matrix_on_a_hand_made_case():
@@ -114,3 +118,17 @@ def test_relative_to_baseline_pairs_rows_by_key():
         relative_to_baseline(values, [0, 0, 1, 2], baseline)
     with pytest.raises(SaeAtlasError, match="one baseline row"):
         relative_to_baseline(values, [0, 0, 0, 1], np.array([True, True, False, False]))
+
+
+def test_sampled_text_with_a_nul_is_stored_with_the_nul_escaped(tmp_path):
+    # the tiny model samples a NUL in float32; HDF5 text cannot hold one
+    path = write_atlas(tmp_path / "atlas.h5", atlas_data())
+    rows = pd.DataFrame({"turn": [0, 1], "text": ["Arr\x00 matey", "plain"]})
+    with AtlasWriter.extend(path) as writer:
+        write_entry(writer, "steering_responses", rows)
+    with Atlas.open(path) as atlas:
+        stored = atlas.dynamics("steering_responses")
+    assert stored["text"].tolist() == ["Arr\u2400 matey", "plain"]
+    assert stored["turn"].tolist() == [0, 1]
+    clean = rows.assign(text=["Arr matey", "plain"])
+    assert storable_text(clean) is clean  # text without a NUL is stored as it is

@@ -4,22 +4,22 @@ import numpy as np
 import pytest
 
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.stages.triggers import (
+from sae_atlas.stages.dynamics import (
     combined_score,
     difference_in_differences,
     differential_auroc,
     differential_statistics,
     differential_table,
+    firing_statistics,
+    firing_table,
     heldout_auroc,
     rank_differential,
     rank_wrappers,
-    trigger_statistics,
-    trigger_table,
 )
 from sae_atlas.stats import benjamini_hochberg
 
 
-def test_trigger_statistics_flags_a_planted_feature_and_nothing_on_a_clean_case():
+def test_firing_statistics_flags_a_planted_feature_and_nothing_on_a_clean_case():
     rng = np.random.default_rng(0)
     n, d_sae = 16, 200
     plain = rng.random((n, d_sae)) < 0.3
@@ -28,19 +28,19 @@ def test_trigger_statistics_flags_a_planted_feature_and_nothing_on_a_clean_case(
     planted[:, 7] = True  # fires under the wrapper on every prompt
     plain[:, 7] = False  # and never without it
     discovery = np.arange(n) < n // 2
-    found = trigger_statistics(planted, plain, discovery, 0.5, 0.05)
+    found = firing_statistics(planted, plain, discovery, 0.5, 0.05)
     q_values = benjamini_hochberg(found["p_value"].to_numpy())
     assert found.loc[q_values <= 0.05, "feature"].tolist() == [7]
-    none = trigger_statistics(clean, plain, discovery, 0.5, 0.05)
+    none = firing_statistics(clean, plain, discovery, 0.5, 0.05)
     assert not (benjamini_hochberg(none["p_value"].to_numpy()) <= 0.05).any()
     with pytest.raises(SaeAtlasError, match="discovery and held-out"):
-        trigger_statistics(planted, plain, np.ones(n, bool), 0.5, 0.05)
+        firing_statistics(planted, plain, np.ones(n, bool), 0.5, 0.05)
 
 
 def planted_scan(n_prompts: int = 16, seeds: int = 2, d_sae: int = 300, seed: int = 0):
     """Fires of a scan where wrapper "real" plants features 3 and 4 (on 90% of its responses,
     never without it), "format" plants feature 9 that also fires on 30% of plain responses,
-    and the decoys change nothing; rows as `trigger_responses` orders them."""
+    and the decoys change nothing; rows as `wrapper_responses` orders them."""
     rng = np.random.default_rng(seed)
     names = ["plain", "decoy_a", "real", "format", "decoy_b"]
     n = n_prompts * seeds
@@ -62,7 +62,7 @@ def planted_scan(n_prompts: int = 16, seeds: int = 2, d_sae: int = 300, seed: in
 
 def test_scan_ranks_the_planted_wrapper_first_with_a_separating_heldout_auroc():
     fires, wrapper_of, prompt_of, wrappers = planted_scan()
-    table = trigger_table(fires, wrapper_of, prompt_of, wrappers, 0.5, 0.05, 0.05)
+    table = firing_table(fires, wrapper_of, prompt_of, wrappers, 0.5, 0.05, 0.05)
     confirmed = table[table["confirmed"]]
     assert set(confirmed["wrapper"]) == {"real"}
     assert set(confirmed["feature"]) == {3, 4}
@@ -77,7 +77,7 @@ def test_scan_ranks_the_planted_wrapper_first_with_a_separating_heldout_auroc():
 def test_scan_of_a_clean_model_confirms_nothing():
     fires, wrapper_of, prompt_of, wrappers = planted_scan()
     fires[wrapper_of == "real"] = fires[wrapper_of == "decoy_a"]
-    table = trigger_table(fires, wrapper_of, prompt_of, wrappers, 0.5, 0.05, 0.05)
+    table = firing_table(fires, wrapper_of, prompt_of, wrappers, 0.5, 0.05, 0.05)
     assert not table["confirmed"].any()
     ranked = rank_wrappers(table, fires, wrapper_of, prompt_of, wrappers)
     assert (ranked["n_confirmed"] == 0).all()
@@ -96,7 +96,7 @@ def differential_scan(n_prompts: int = 16, seeds: int = 2, d_sae: int = 300, see
     """Feature means of one scan on a fine-tuned and a base model: wrapper "real" raises
     features 3 and 4 on the fine-tuned model only; "format" raises features 10-15 on both
     models alike (a format instruction); the fine-tuning shifts features 20-29 whatever the
-    wrapper; every response adds its own sampling noise. Rows as `trigger_responses` orders
+    wrapper; every response adds its own sampling noise. Rows as `wrapper_responses` orders
     them."""
     rng = np.random.default_rng(seed)
     names = ["plain", "decoy_a", "real", "format", "decoy_b"]
@@ -123,7 +123,7 @@ def test_differential_scan_ranks_the_planted_wrapper_first_not_the_format_one():
     tuned, base, wrapper_of, prompt_of, wrappers = differential_scan()
     # the plain scan on the fine-tuned model alone ranks the format instruction first
     fires = tuned > 1.5
-    plain_scan = trigger_table(fires, wrapper_of, prompt_of, wrappers, 0.3, 0.5, 0.05)
+    plain_scan = firing_table(fires, wrapper_of, prompt_of, wrappers, 0.3, 0.5, 0.05)
     plain_rank = rank_wrappers(plain_scan, fires, wrapper_of, prompt_of, wrappers)
     assert plain_rank["wrapper"].iloc[0] == "format"
     table = differential_table(tuned, base, wrapper_of, prompt_of, wrappers, 0.01, 20, 0.05)
