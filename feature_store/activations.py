@@ -26,7 +26,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from feature_store.appendable import COPY_ROWS, AppendFile, open_readable, write_root_attrs
+from feature_store.appendable import (
+    COPY_ROWS,
+    AppendFile,
+    open_readable,
+    store_state,
+    write_root_attrs,
+)
 from feature_store.errors import StoreError
 from feature_store.schema import (
     ACTIVATIONS_KIND,
@@ -40,7 +46,7 @@ from feature_store.schema import (
     TRANSCRIPT_COLUMNS,
     acts_column,
 )
-from feature_store.transcripts import Transcript, TranscriptStore, store_state, token_rows
+from feature_store.transcripts import Transcript, TranscriptStore, token_rows
 from feature_store.transcripts import transcript_rows as _transcript_rows
 
 
