@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from sae_atlas.config import BuildConfig, ModelConfig, load_config, on_device
 from sae_atlas.model import ModelHandle, load_model
+
+Section = TypeVar("Section")
 
 ProfileOption = Annotated[str, typer.Option(help="quick, full, or a config .yaml file")]
 ModelOption = Annotated[
@@ -39,6 +41,12 @@ CatalogueOption = Annotated[
         "--catalogue",
         help="a persona catalogue (YAML/JSON file or an Assistant Axis folder) instead of the "
         "shipped one",
+    ),
+]
+HookOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="hook point, repeatable, e.g. blocks.15.hook_resid_post (default: the profile's)"
     ),
 ]
 DeviceOption = Annotated[
@@ -81,3 +89,9 @@ def model_handle(model: ModelConfig, device: str | None = None) -> ModelHandle:
     return load_model(
         model.source, device or model.device, model.dtype, adapter=model.adapter or None
     )
+
+
+def overridden(section: Section, **options: Any) -> Section:
+    """`section` (a stage's config) with the options given (not None) replacing its fields."""
+    given = {name: value for name, value in options.items() if value is not None}
+    return dataclasses.replace(section, **given)  # type: ignore[type-var]

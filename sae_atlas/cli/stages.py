@@ -8,7 +8,6 @@ renders an atlas), so a device or dtype would change nothing, and report has no 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -21,9 +20,11 @@ from sae_atlas.cli.options import (
     CatalogueOption,
     DeviceOption,
     DtypeOption,
+    HookOption,
     ModelOption,
     ProfileOption,
     model_handle,
+    overridden,
     run_config,
 )
 
@@ -67,12 +68,7 @@ def harvest(
     transcripts: Annotated[Path, typer.Option(help="transcripts.h5 written by `sae-atlas corpus`")],
     out: Annotated[Path, typer.Option(help="activations.h5 to write (resumed if incomplete)")],
     profile: ProfileOption = "quick",
-    hook: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="hook point, repeatable, e.g. blocks.15.hook_resid_post (default: the profile's)"
-        ),
-    ] = None,
+    hook: HookOption = None,
     batch_tokens: Annotated[
         int | None, typer.Option(help="padded tokens per forward batch (default: the profile's)")
     ] = None,
@@ -98,13 +94,10 @@ def harvest(
     from sae_atlas.stages.harvest import harvest as run_harvest
 
     config = run_config(profile, model, device, dtype, adapter)
-    options = {
-        "hooks": tuple(hook) if hook else None,
-        "batch_tokens": batch_tokens,
-        "max_len": max_len,
-    }
-    given = {name: value for name, value in options.items() if value is not None}
-    harvest_config = dataclasses.replace(config.harvest, **given)
+    hooks = tuple(hook) if hook else None
+    harvest_config = overridden(
+        config.harvest, hooks=hooks, batch_tokens=batch_tokens, max_len=max_len
+    )
     store = TranscriptStore(transcripts)
     with distributed(config.model.device) as (shard, rank_device):
         handle = model_handle(config.model, rank_device)
@@ -131,9 +124,7 @@ def train(
     store: Annotated[Path, typer.Option(help="activations.h5 written by `sae-atlas harvest`")],
     out: Annotated[Path, typer.Option(help="folder for one SAE per hook (sae-lens format)")],
     profile: ProfileOption = "quick",
-    hook: Annotated[
-        list[str] | None, typer.Option(help="hook point, repeatable (default: the profile's)")
-    ] = None,
+    hook: HookOption = None,
     model: ModelOption = None,
     adapter: AdapterOption = None,
     device: DeviceOption = None,
@@ -147,9 +138,7 @@ def train(
     from sae_atlas.stages.train import train_saes
 
     config = run_config(profile, model, device, dtype, adapter)
-    train_config = config.train
-    if hook:
-        train_config = dataclasses.replace(train_config, hooks=tuple(hook))
+    train_config = overridden(config.train, hooks=tuple(hook) if hook else None)
     handle = model_handle(config.model) if evaluate else None
     with progress_bar("train", "step") as bar:
         results = train_saes(store, out, train_config, handle=handle, progress=bar.update)
