@@ -42,6 +42,19 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def command(function: F) -> F:
+    """Register `function` as a `sae-atlas` command whose errors print on one line."""
+    return app.command()(user_errors(function))  # type: ignore[no-any-return]
+
+
+def print_outcome(path: object, skipped: bool, summary: str) -> None:
+    """Print what a stage made at `path` (`summary`), or that it was already there."""
+    if skipped:
+        console.print(f"{path}: already complete for these inputs and config; skipped")
+    else:
+        console.print(f"{path}: {summary}", highlight=False)
+
+
 def progress_bar(description: str, unit: str, total: int | None = None) -> tqdm:
     """A progress bar on stderr; its `update(n)` is a stage's progress callback."""
     return tqdm(total=total, desc=description, unit=unit, unit_scale=True, dynamic_ncols=True)

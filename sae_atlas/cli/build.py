@@ -8,29 +8,17 @@ from typing import Annotated
 import typer
 from tqdm import tqdm
 
-from sae_atlas.cli.app import app, console, progress_bar, user_errors
-from sae_atlas.cli.options import (
-    AdapterOption,
-    CatalogueOption,
-    DeviceOption,
-    DtypeOption,
-    ModelOption,
-    ProfileOption,
-    run_config,
-)
+from sae_atlas.cli.app import console, progress_bar
+from sae_atlas.cli.options import CatalogueOption, model_command, with_catalogue
+from sae_atlas.config import BuildConfig
 from sae_atlas.stages.base import CountProgress
 
 
-@app.command()
-@user_errors
+@model_command
 def build(
+    config: BuildConfig,
     out: Annotated[Path, typer.Option(help="run folder, e.g. runs/quick")],
-    profile: ProfileOption = "quick",
     catalogue: CatalogueOption = None,
-    model: ModelOption = None,
-    adapter: AdapterOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
 ) -> None:
     """Run every stage into one run folder; rerun to resume, finished stages are skipped.
 
@@ -40,7 +28,7 @@ def build(
 
     from sae_atlas.build import build as run_build
 
-    config = run_config(profile, model, device, dtype, adapter, catalogue)
+    config = with_catalogue(config, catalogue)
     bars: list[tqdm] = []
 
     def stage_bar(stage: str, total: int, unit: str) -> CountProgress:

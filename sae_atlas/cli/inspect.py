@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sae_atlas.cli.app import app, console, user_errors
+from sae_atlas.cli.app import command, console
 from sae_atlas.errors import SaeAtlasError
 
 if TYPE_CHECKING:
@@ -28,8 +28,7 @@ NEEDS_ARG = {
 """The queries that need an argument, and what it is."""
 
 
-@app.command()
-@user_errors
+@command
 def info(
     path: Annotated[Path, typer.Argument(help="a transcripts.h5, activations.h5, labels or atlas")],
 ) -> None:
@@ -64,8 +63,7 @@ def info(
     console.print(table)
 
 
-@app.command()
-@user_errors
+@command
 def query(
     atlas: Annotated[Path, typer.Argument(help="an atlas.h5")],
     what: Annotated[str, typer.Argument(help=" | ".join(QUERIES))],
@@ -170,8 +168,7 @@ def checkup_rows(report: Checkup) -> list[tuple[str, str]]:
     ]
 
 
-@app.command()
-@user_errors
+@command
 def doctor(
     out: Annotated[
         Path, typer.Option(help="where runs will be written (for its free disk)")

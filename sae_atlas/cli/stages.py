@@ -1,7 +1,8 @@
 """One `sae-atlas` command per stage: parse, call the stage, print what it did.
 
 The commands that run the model (corpus, harvest, train, label, dynamics) take --profile,
---model, --adapter, --device and --dtype (`sae_atlas.cli.options`). organize takes --profile
+--model, --adapter, --device and --dtype (`sae_atlas.cli.options.model_command`: they
+receive the profile's config with those applied). organize takes --profile
 only and report none of them: neither runs the model (organize clusters stored features, report
 renders an atlas), so a device or dtype would change nothing, and report has no profile section.
 """
@@ -14,31 +15,25 @@ from typing import Annotated
 
 import typer
 
-from sae_atlas.cli.app import app, console, progress_bar, user_errors
+from sae_atlas.cli.app import command, console, print_outcome, progress_bar
 from sae_atlas.cli.options import (
-    AdapterOption,
     CatalogueOption,
-    DeviceOption,
-    DtypeOption,
     HookOption,
-    ModelOption,
     ProfileOption,
+    model_command,
     model_handle,
     overridden,
     run_config,
+    with_catalogue,
 )
+from sae_atlas.config import BuildConfig
 
 
-@app.command()
-@user_errors
+@model_command
 def corpus(
+    config: BuildConfig,
     out: Annotated[Path, typer.Option(help="transcripts.h5 to write (resumed if incomplete)")],
-    profile: ProfileOption = "quick",
     catalogue: CatalogueOption = None,
-    model: ModelOption = None,
-    adapter: AdapterOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
 ) -> None:
     """Sample the contrastive persona corpus (the profile's `corpus` section) into a store.
 
@@ -47,27 +42,21 @@ def corpus(
     from sae_atlas.personas import load_catalogue
     from sae_atlas.stages.corpus import build_corpus, corpus_jobs
 
-    config = run_config(profile, model, device, dtype, adapter, catalogue)
+    config = with_catalogue(config, catalogue)
     personas = load_catalogue(config.corpus.catalogue or None)
     handle = model_handle(config.model)
     total = len(corpus_jobs(personas, config.corpus))
     with progress_bar("corpus", "job", total) as bar:
         result = build_corpus(personas, out, config.corpus, handle=handle, progress=bar.update)
-    if result.skipped:
-        console.print(f"{out}: already complete for this config; skipped")
-    else:
-        console.print(
-            f"{out}: {result.n_transcripts:,} transcripts from {result.n_jobs:,} prompts, "
-            f"{result.sampled_tokens_per_second:,.0f} new tokens/s"
-        )
+    made = f"{result.n_transcripts:,} transcripts from {result.n_jobs:,} prompts"
+    print_outcome(out, result.skipped, f"{made}, {result.sampled_tokens_per_second:,.0f} new tok/s")
 
 
-@app.command()
-@user_errors
+@model_command
 def harvest(
+    config: BuildConfig,
     transcripts: Annotated[Path, typer.Option(help="transcripts.h5 written by `sae-atlas corpus`")],
     out: Annotated[Path, typer.Option(help="activations.h5 to write (resumed if incomplete)")],
-    profile: ProfileOption = "quick",
     hook: HookOption = None,
     batch_tokens: Annotated[
         int | None, typer.Option(help="padded tokens per forward batch (default: the profile's)")
@@ -76,10 +65,6 @@ def harvest(
         int | None,
         typer.Option(help="truncate transcripts to this many tokens (default: the profile's)"),
     ] = None,
-    model: ModelOption = None,
-    adapter: AdapterOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
 ) -> None:
     """Record residual activations of a transcript store (the profile's `harvest` section).
 
@@ -93,7 +78,6 @@ def harvest(
     from sae_atlas.stages.harvest import distributed, length_sorted, shard_share
     from sae_atlas.stages.harvest import harvest as run_harvest
 
-    config = run_config(profile, model, device, dtype, adapter)
     hooks = tuple(hook) if hook else None
     harvest_config = overridden(
         config.harvest, hooks=hooks, batch_tokens=batch_tokens, max_len=max_len
@@ -109,26 +93,16 @@ def harvest(
             )
     if shard is not None and shard.rank != 0:
         return
-    if result.skipped:
-        console.print(f"{out}: already complete for this input and config; skipped")
-    else:
-        console.print(
-            f"{out}: {result.n_tokens:,} tokens of {result.n_transcripts:,} "
-            f"transcripts, {result.tokens_per_second:,.0f} tokens/s"
-        )
+    made = f"{result.n_tokens:,} tokens of {result.n_transcripts:,} transcripts"
+    print_outcome(out, result.skipped, f"{made}, {result.tokens_per_second:,.0f} tokens/s")
 
 
-@app.command()
-@user_errors
+@model_command
 def train(
+    config: BuildConfig,
     store: Annotated[Path, typer.Option(help="activations.h5 written by `sae-atlas harvest`")],
     out: Annotated[Path, typer.Option(help="folder for one SAE per hook (sae-lens format)")],
-    profile: ProfileOption = "quick",
     hook: HookOption = None,
-    model: ModelOption = None,
-    adapter: AdapterOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
     evaluate: Annotated[bool, typer.Option(help="evaluate CE/KL with the model")] = True,
 ) -> None:
     """Train SAEs on the activation store (the profile's `train` section) and evaluate them.
@@ -137,7 +111,6 @@ def train(
     """
     from sae_atlas.stages.train import train_saes
 
-    config = run_config(profile, model, device, dtype, adapter)
     train_config = overridden(config.train, hooks=tuple(hook) if hook else None)
     handle = model_handle(config.model) if evaluate else None
     with progress_bar("train", "step") as bar:
@@ -147,18 +120,13 @@ def train(
         console.print(f"{result.path}: {state}, {result.n_tokens:,} tokens, {result.seconds:.0f} s")
 
 
-@app.command()
-@user_errors
+@model_command
 def label(
+    config: BuildConfig,
     store: Annotated[Path, typer.Option(help="activations.h5 written by `sae-atlas harvest`")],
     sae: Annotated[Path, typer.Option(help="an SAE folder in sae-lens format")],
     corpus: Annotated[Path, typer.Option(help="transcripts.h5 (for the persona catalogue)")],
     out: Annotated[Path, typer.Option(help="labels.h5 to write")],
-    profile: ProfileOption = "quick",
-    model: ModelOption = None,
-    adapter: AdapterOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
 ) -> None:
     """Tag SAE features by persona contrasts (train questions, confirmed held-out) and card them.
 
@@ -168,7 +136,6 @@ def label(
     """
     from sae_atlas.stages.label import catalogue_from_corpus, label_stage
 
-    config = run_config(profile, model, device, dtype, adapter)
     handle = model_handle(config.model)
     catalogue = catalogue_from_corpus(corpus)
     with progress_bar("label", "tok", 0) as bar:
@@ -185,8 +152,7 @@ def label(
     console.print(f"{result.path}: {result.n_features:,} features labeled, {state}")
 
 
-@app.command()
-@user_errors
+@command
 def organize(
     labels: Annotated[Path, typer.Option(help="labels.h5 written by `sae-atlas label`")],
     sae: Annotated[Path, typer.Option(help="the SAE folder the labels were made with")],
@@ -211,31 +177,23 @@ def organize(
             config.organize,
             progress=lambda step: status.update(f"organize: {step}"),
         )
-    if result.skipped:
-        console.print(f"{out}: already complete for this config; skipped")
-        return
     space = result.summary.get("persona_space", {})
-    console.print(
-        f"{out}: {result.seconds:.0f} s; clusters by kind "
-        f"{result.summary.get('clusters_per_kind')}; PC1 explains "
-        f"{space.get('explained_variance_pc1')}, cos(axis, PC1) "
+    print_outcome(
+        out,
+        result.skipped,
+        f"{result.seconds:.0f} s; clusters by kind {result.summary.get('clusters_per_kind')}; "
+        f"PC1 explains {space.get('explained_variance_pc1')}, cos(axis, PC1) "
         f"{space.get('axis_pc1_cosine')}",
-        highlight=False,
     )
 
 
-@app.command()
-@user_errors
+@model_command
 def dynamics(
+    config: BuildConfig,
     run: Annotated[Path, typer.Option(help="run folder with atlas.h5, transcripts.h5 and sae/")],
-    profile: ProfileOption = "quick",
     overwrite: Annotated[
         bool, typer.Option(help="replace dynamics made with another config")
     ] = False,
-    model: ModelOption = None,
-    adapter: AdapterOption = None,
-    device: DeviceOption = None,
-    dtype: DtypeOption = None,
 ) -> None:
     """Rollouts, attractors, drift, steering against random controls, puppeteer ablation and a
     trigger scan; results go into the atlas's dynamics/ group.
@@ -244,7 +202,6 @@ def dynamics(
     """
     from sae_atlas.stages.dynamics import DYNAMICS_STEPS, run_dynamics
 
-    config = run_config(profile, model, device, dtype, adapter)
     handle = model_handle(config.model)
     with progress_bar("dynamics", "step", len(DYNAMICS_STEPS)) as bar:
 
@@ -258,8 +215,7 @@ def dynamics(
     console.print(json.dumps(result.summary, indent=1), highlight=False)
 
 
-@app.command()
-@user_errors
+@command
 def report(
     atlas: Annotated[Path, typer.Argument(help="an atlas.h5")],
     out: Annotated[

@@ -27,12 +27,11 @@ from sae_atlas.personas.entries import (
 )
 from sae_atlas.personas.validation import (
     DOCUMENT_FIELDS,
-    QUESTION_DOCUMENT_FIELDS,
     check_document,
     parse_identity,
     parse_personas,
     parse_questions,
-    read_document,
+    read_questions,
 )
 
 
@@ -192,11 +191,6 @@ def shipped_data_dir() -> Path:
 
 
 def shipped_questions() -> tuple[tuple[Question, ...], tuple[Question, ...]]:
-    path = shipped_data_dir() / "questions.yaml"
-    document = check_document(
-        read_document(path), str(path), QUESTION_DOCUMENT_FIELDS, required=("questions",)
-    )
-    return (
-        parse_questions(document["questions"], str(path)),
-        parse_identity(document.get("identity", []), str(path)),
-    )
+    """The shipped questions and identity questions (questions.yaml)."""
+    questions, identity = read_questions(shipped_data_dir() / "questions.yaml")
+    return questions, identity or ()

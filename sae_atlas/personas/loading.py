@@ -8,18 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sae_atlas.personas import validation
 from sae_atlas.personas.catalogue import Catalogue, shipped_data_dir, shipped_questions
 from sae_atlas.personas.entries import MIN_PROMPTS, CatalogueError, Question
 from sae_atlas.personas.importers import import_assistant_axis
-from sae_atlas.personas.validation import (
-    DOCUMENT_FIELDS,
-    QUESTION_DOCUMENT_FIELDS,
-    check_document,
-    parse_identity,
-    parse_personas,
-    parse_questions,
-    read_document,
-)
 
 
 def load_catalogue(
@@ -46,25 +38,28 @@ def load_catalogue(
             )
         return import_assistant_axis(personas_path)
     where = str(personas_path)
-    document = check_document(
-        read_document(personas_path), where, DOCUMENT_FIELDS, required=("personas",)
+    document = validation.check_document(
+        validation.read_document(personas_path),
+        where,
+        validation.DOCUMENT_FIELDS,
+        required=("personas",),
     )
-    parsed_personas = parse_personas(document["personas"], where, min_prompts)
+    parsed_personas = validation.parse_personas(document["personas"], where, min_prompts)
     source = where
     question_items: tuple[Question, ...] | None = None
     identity_items: tuple[Question, ...] | None = None
     if questions is not None and Path(questions) != personas_path:
-        question_items, identity_items = questions_file(Path(questions))
+        question_items, identity_items = validation.read_questions(Path(questions))
         source = f"{where} + {Path(questions)}"
     elif "questions" in document:
-        question_items = parse_questions(document["questions"], where)
+        question_items = validation.parse_questions(document["questions"], where)
     elif questions is not None:
         raise CatalogueError(
             f"{where}: top level: field 'questions' is missing; add 'questions:' to this file or "
             "leave the questions argument out to use the shipped questions"
         )
     if identity_items is None and "identity" in document:
-        identity_items = parse_identity(document["identity"], where)
+        identity_items = validation.parse_identity(document["identity"], where)
     if question_items is None or identity_items is None:
         shipped, shipped_identity = shipped_questions()
         question_items = shipped if question_items is None else question_items
@@ -75,15 +70,3 @@ def load_catalogue(
         identity=identity_items,
         source=source,
     )
-
-
-def questions_file(path: Path) -> tuple[tuple[Question, ...], tuple[Question, ...] | None]:
-    """The questions of a file with `questions:`, and its identity questions (None when it has
-    no `identity:`)."""
-    document = check_document(
-        read_document(path), str(path), QUESTION_DOCUMENT_FIELDS, required=("questions",)
-    )
-    parsed = parse_questions(document["questions"], str(path))
-    if "identity" not in document:
-        return parsed, None
-    return parsed, parse_identity(document["identity"], str(path))

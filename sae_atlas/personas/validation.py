@@ -303,3 +303,15 @@ def _question_entries(value: Any, where: str, key: str) -> tuple[Question, ...]:
         )
     _unique_ids(questions, where, key)
     return tuple(questions)
+
+
+def read_questions(path: Path) -> tuple[tuple[Question, ...], tuple[Question, ...] | None]:
+    """The questions of a file with `questions:`, and its identity questions (None when it has
+    no `identity:`)."""
+    document = check_document(
+        read_document(path), str(path), QUESTION_DOCUMENT_FIELDS, required=("questions",)
+    )
+    questions = parse_questions(document["questions"], str(path))
+    if "identity" not in document:
+        return questions, None
+    return questions, parse_identity(document["identity"], str(path))

@@ -214,7 +214,12 @@ def harvest(
             "or delete it"
         )
     else:
-        written = harvest_shard(handle, ordered, out, stage_config, config, progress, shard)
+        share = shard_share(ordered, shard)
+        path = shard_path(out, shard.rank, shard.world_size)
+        identity = shard_identity(stage_config, share, shard)
+        if store_state(path, ACTIVATIONS_KIND, handle.model_id, identity) != "complete":
+            write_store(handle, share, path, identity, config, progress)
+        written = join_when_all_done(out, shard, stage_config, ordered.n_tokens, started)
     seconds = time.monotonic() - started
     return HarvestResult(out, seconds, False, n_transcripts=len(ordered), n_tokens=written)
 
@@ -230,21 +235,11 @@ def check_inputs(transcripts: Transcripts, handle: ModelHandle, config: HarvestC
         )
 
 
-def harvest_shard(
-    handle: ModelHandle,
-    ordered: LengthSorted,
-    out: Path,
-    stage_config: dict[str, Any],
-    config: HarvestConfig,
-    progress: CountProgress | None,
-    shard: Shard,
-) -> int:
-    """Harvest this rank's share of `ordered` into its shard store (resumed, or kept when
-    complete), wait for every rank, and on rank 0 join the shards into `out`; returns the
-    tokens of the whole harvest."""
-    started = time.monotonic()
-    share = shard_share(ordered, shard)
-    shard_config = {
+def shard_identity(
+    stage_config: dict[str, Any], share: LengthSorted, shard: Shard
+) -> dict[str, Any]:
+    """The config a shard store records: the harvest's, plus the rank and its share's digest."""
+    return {
         **stage_config,
         "shard": {
             "rank": shard.rank,
@@ -253,9 +248,13 @@ def harvest_shard(
             "n_transcripts": len(share),
         },
     }
-    path = shard_path(out, shard.rank, shard.world_size)
-    if store_state(path, ACTIVATIONS_KIND, handle.model_id, shard_config) != "complete":
-        write_store(handle, share, path, shard_config, config, progress)
+
+
+def join_when_all_done(
+    out: Path, shard: Shard, stage_config: dict[str, Any], n_tokens: int, started: float
+) -> int:
+    """Wait for every rank's shard, join them into `out` on rank 0 (its seconds counted from
+    `started`), wait for that; returns the `n_tokens` of the whole harvest."""
     dist.barrier()
     seconds = time.monotonic() - started
     if shard.rank == 0:
@@ -263,10 +262,10 @@ def harvest_shard(
             out,
             [shard_path(out, rank, shard.world_size) for rank in range(shard.world_size)],
             config=stage_config,
-            attrs={"seconds": seconds, "tokens_per_second": ordered.n_tokens / max(seconds, 1e-9)},
+            attrs={"seconds": seconds, "tokens_per_second": n_tokens / max(seconds, 1e-9)},
         )
     dist.barrier()
-    return ordered.n_tokens
+    return n_tokens
 
 
 def write_store(
