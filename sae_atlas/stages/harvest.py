@@ -49,8 +49,7 @@ BARRIER_TIMEOUT = timedelta(hours=24)
 
 @dataclass(frozen=True)
 class HarvestResult(StageResult):
-    """The stage's result, with the transcripts and tokens of the harvest (the tokens this run
-    harvested: those of the whole input for a sharded or skipped run)."""
+    """The stage's result, with the transcripts and tokens the harvested store holds."""
 
     n_transcripts: int
     n_tokens: int
