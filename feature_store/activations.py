@@ -26,7 +26,13 @@ from typing import Any
 import h5py
 import numpy as np
 
-from feature_store.appendable import COPY_ROWS, AppendFile, open_readable, write_root_attrs
+from feature_store.appendable import (
+    COPY_ROWS,
+    AppendFile,
+    open_readable,
+    store_state,
+    write_root_attrs,
+)
 from feature_store.errors import StoreError
 from feature_store.schema import (
     ACTIVATIONS_KIND,
@@ -38,9 +44,10 @@ from feature_store.schema import (
     SHARDS_ATTR,
     TOKEN_COLUMNS,
     TRANSCRIPT_COLUMNS,
+    Column,
     acts_column,
 )
-from feature_store.transcripts import Transcript, TranscriptStore, store_state, token_rows
+from feature_store.transcripts import Transcript, TranscriptStore, token_rows
 from feature_store.transcripts import transcript_rows as _transcript_rows
 
 
@@ -232,20 +239,8 @@ def join_shards(
     path = Path(path)
     if path.exists():
         raise StoreError(f"{path}: already exists; it is never overwritten")
-    stores = [ActivationStore(shard) for shard in shards]
-    if not stores:
-        raise StoreError(f"{path}: no shard stores to join")
+    stores = joinable_shards(path, shards)
     first = stores[0]
-    for store in stores:
-        if not store.complete:
-            raise StoreError(f"{store.path}: is unfinished; finish its harvest before joining")
-        if store.path.parent.resolve() != path.parent.resolve():
-            raise StoreError(f"{store.path}: a shard must be in the folder of {path}")
-        if (store.model, store.hooks, store.d_model) != (first.model, first.hooks, first.d_model):
-            raise StoreError(
-                f"{store.path}: holds another model, hooks or d_model than {first.path}; "
-                "join shards of one harvest"
-            )
     columns = _columns(first.hooks, first.d_model)
     tables = sorted({c.table for c in columns})
     totals = {table: sum(store.rows[table] for store in stores) for table in tables}
@@ -271,35 +266,8 @@ def join_shards(
             file.require_group(group).attrs["description"] = text
         for column in columns:
             parts = [source[column.path] for source in sources]
-            shape = (totals[column.table], *parts[0].shape[1:])
-            if column.path in RENUMBERED or shape[0] == 0:
-                chunks = tuple(min(c, n) for c, n in zip(column.chunk, shape, strict=True))
-                dataset = file.create_dataset(
-                    column.path,
-                    shape=shape,
-                    chunks=chunks if shape[0] else None,
-                    dtype=parts[0].dtype,
-                )
-                start = offset = 0
-                for store, part in zip(stores, parts, strict=True):
-                    n = store.rows[column.table]
-                    for row in range(0, n, COPY_ROWS):
-                        stop = min(n, row + COPY_ROWS)
-                        dataset[start + row : start + stop] = part[row:stop] + offset
-                    start += n
-                    offset += store.rows[RENUMBERED[column.path]]
-            else:
-                layout = h5py.VirtualLayout(shape=shape, dtype=parts[0].dtype)
-                start = 0
-                for store, part in zip(stores, parts, strict=True):
-                    n = store.rows[column.table]
-                    if n:
-                        source = h5py.VirtualSource(
-                            store.path.name, column.path, shape=part.shape, dtype=part.dtype
-                        )
-                        layout[start : start + n] = source[:n]
-                    start += n
-                dataset = file.create_virtual_dataset(column.path, layout)
+            rows = [store.rows[column.table] for store in stores]
+            dataset = _joined_column(file, column, parts, rows, stores, totals[column.table])
             for key, value in parts[0].attrs.items():
                 dataset.attrs[key] = value
         progress = file.create_dataset(
@@ -309,6 +277,63 @@ def join_shards(
         progress.attrs["description"] = PROGRESS_DESCRIPTION
     os.replace(tmp, path)
     return ActivationStore(path)
+
+
+def joinable_shards(path: Path, shards: Sequence[str | Path]) -> list[ActivationStore]:
+    """The shard stores, opened; StoreError unless there is one, each is complete and beside
+    `path`, and all hold the same model, hooks and d_model."""
+    stores = [ActivationStore(shard) for shard in shards]
+    if not stores:
+        raise StoreError(f"{path}: no shard stores to join")
+    first = stores[0]
+    for store in stores:
+        if not store.complete:
+            raise StoreError(f"{store.path}: is unfinished; finish its harvest before joining")
+        if store.path.parent.resolve() != path.parent.resolve():
+            raise StoreError(f"{store.path}: a shard must be in the folder of {path}")
+        if (store.model, store.hooks, store.d_model) != (first.model, first.hooks, first.d_model):
+            raise StoreError(
+                f"{store.path}: holds another model, hooks or d_model than {first.path}; "
+                "join shards of one harvest"
+            )
+    return stores
+
+
+def _joined_column(
+    file: h5py.File,
+    column: Column,
+    parts: Sequence[h5py.Dataset],
+    rows: Sequence[int],
+    stores: Sequence[ActivationStore],
+    total: int,
+) -> h5py.Dataset:
+    """`column` of the joined file: the shards' `parts` (their first `rows` rows) one after
+    another; a virtual dataset, or a copy offset by the rows of the shards before for a
+    RENUMBERED column (and for an empty one)."""
+    shape = (total, *parts[0].shape[1:])
+    if column.path not in RENUMBERED and total:
+        layout = h5py.VirtualLayout(shape=shape, dtype=parts[0].dtype)
+        start = 0
+        for store, part, n in zip(stores, parts, rows, strict=True):
+            if n:
+                source = h5py.VirtualSource(
+                    store.path.name, column.path, shape=part.shape, dtype=part.dtype
+                )
+                layout[start : start + n] = source[:n]
+            start += n
+        return file.create_virtual_dataset(column.path, layout)
+    chunks = tuple(min(c, n) for c, n in zip(column.chunk, shape, strict=True))
+    dataset = file.create_dataset(
+        column.path, shape=shape, chunks=chunks if total else None, dtype=parts[0].dtype
+    )
+    start = offset = 0
+    for store, part, n in zip(stores, parts, rows, strict=True):
+        for row in range(0, n, COPY_ROWS):
+            stop = min(n, row + COPY_ROWS)
+            dataset[start + row : start + stop] = part[row:stop] + offset
+        start += n
+        offset += store.rows[RENUMBERED[column.path]] if column.path in RENUMBERED else 0
+    return dataset
 
 
 _DONE = object()

@@ -9,6 +9,10 @@ see a partial commit. Root attribute `complete` is false until `finish()`.
 A crash leaves the file flagged as open for writing, which HDF5 refuses to reopen for writing.
 `resume()` therefore copies the committed prefix into a fresh file (read through SWMR) and
 atomically renames it over the old one; it costs one read and write of the file, once per resume.
+
+`store_state` is the skip-or-resume rule of the stages that write such files: a file at the path
+is missing, incomplete (resume it) or complete (skip the stage) for a model and config, and one
+written by another model or config is refused, never overwritten.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -99,6 +103,33 @@ def stored_config(path: str | Path, kind: str) -> dict[str, Any] | None:
     with open_readable(path) as file:
         check_kind(file, kind)
         return dict(json.loads(file.attrs.get("config", "{}")))
+
+
+StoreState = Literal["missing", "incomplete", "complete"]
+
+
+def store_state(path: str | Path, kind: str, model: str, config: Mapping[str, Any]) -> StoreState:
+    """Whether a store at `path` exists and is complete, for `model` and `config`.
+
+    Raises StoreError when a file is there but was written by another model, config, kind or
+    schema version: such a file is never overwritten.
+    """
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    with open_readable(path) as file:
+        check_kind(file, kind)
+        if file.attrs["model"] != model:
+            raise StoreError(
+                f"{path}: was written from model {file.attrs['model']!r}, not {model!r}; "
+                "write to another --out or delete the file"
+            )
+        if json.loads(file.attrs["config"]) != json.loads(json.dumps(dict(config))):
+            raise StoreError(
+                f"{path}: was written with another configuration; write to another --out or "
+                "delete the file"
+            )
+        return "complete" if bool(file.attrs["complete"]) else "incomplete"
 
 
 def committed_rows(file: h5py.File) -> dict[str, int]:

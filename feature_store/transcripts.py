@@ -12,12 +12,18 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from feature_store.appendable import AppendFile, check_kind, committed_rows, open_readable
+from feature_store.appendable import (
+    AppendFile,
+    check_kind,
+    committed_rows,
+    open_readable,
+    store_state,
+)
 from feature_store.errors import StoreError
 from feature_store.schema import (
     NAME_BYTES,
@@ -97,33 +103,6 @@ def transcript_rows(transcripts: Sequence[Transcript], first_token: int) -> dict
                 values, dtype=object if column.dtype == "text" else column.numpy_dtype()
             )
     return rows
-
-
-StoreState = Literal["missing", "incomplete", "complete"]
-
-
-def store_state(path: str | Path, kind: str, model: str, config: Mapping[str, Any]) -> StoreState:
-    """Whether a store at `path` exists and is complete, for `model` and `config`.
-
-    Raises StoreError when a file is there but was written by another model, config, kind or
-    schema version: such a file is never overwritten.
-    """
-    path = Path(path)
-    if not path.exists():
-        return "missing"
-    with open_readable(path) as file:
-        check_kind(file, kind)
-        if file.attrs["model"] != model:
-            raise StoreError(
-                f"{path}: was written from model {file.attrs['model']!r}, not {model!r}; "
-                "write to another --out or delete the file"
-            )
-        if json.loads(file.attrs["config"]) != json.loads(json.dumps(dict(config))):
-            raise StoreError(
-                f"{path}: was written with another configuration; write to another --out or "
-                "delete the file"
-            )
-        return "complete" if bool(file.attrs["complete"]) else "incomplete"
 
 
 class TranscriptWriter:

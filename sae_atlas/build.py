@@ -4,7 +4,8 @@ Each stage writes one output in the run folder (dynamics: the atlas's dynamics/ 
 skipped when that output is complete for the same config, so an interrupted build resumes where
 it stopped. `build.json` in the run folder records the config, how each stage that runs torch
 runs (`runtime`: the dtype "auto" resolved to, device, threads, why), and per stage its seconds,
-output size and whether it was skipped.
+output size and whether it was skipped; it is rewritten after every stage. Cost: the sum of the
+stages' (one model load, shared by every stage that runs the model).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +23,20 @@ from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import BuildConfig, dump_config, to_dict
 from sae_atlas.model import ModelHandle, load_model
 from sae_atlas.model.dtype import resolve_dtype
-from sae_atlas.personas import load_catalogue
+from sae_atlas.personas import Catalogue, load_catalogue
 from sae_atlas.sae import load_sae
+from sae_atlas.stages.base import CountProgress
 from sae_atlas.stages.corpus import build_corpus, corpus_jobs
 from sae_atlas.stages.dynamics import DYNAMICS_STEPS, run_dynamics
 from sae_atlas.stages.harvest import harvest, length_sorted
 from sae_atlas.stages.label import catalogue_from_corpus, label_stage
 from sae_atlas.stages.organize import ORGANIZE_STEPS, organize
 from sae_atlas.stages.report import write_report
-from sae_atlas.stages.train import train_saes
+from sae_atlas.stages.train import TrainResult, train_saes
 
-STAGES = ("corpus", "harvest", "train", "label", "organize", "dynamics", "report")
-
-Progress = Callable[[str, int, str], Callable[[int], None]]
-"""progress(stage, total, unit) -> update(n): the CLI's progress bars."""
+StageBars = Callable[[str, int, str], CountProgress]
+"""bars(stage, total, unit) -> the stage's progress callback, e.g. the update of a progress bar
+of `total` `unit`s that the CLI opens when the stage starts."""
 
 
 @dataclass(frozen=True)
@@ -77,17 +78,52 @@ def build_runtime(config: BuildConfig, handle: ModelHandle) -> dict[str, dict[st
     }
 
 
+@dataclass
+class BuildRun:
+    """A build in progress: its config, folder, model, what earlier stages handed on, and the
+    records of the stages done so far (written to build.json after each)."""
+
+    config: BuildConfig
+    out: Path
+    handle: ModelHandle
+    catalogue: Catalogue
+    runtime: dict[str, dict[str, Any]]
+    bars: StageBars | None
+    records: list[StageRecord] = field(default_factory=list)
+    trained: list[TrainResult] = field(default_factory=list)
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        return run_paths(self.out)
+
+    def progress(self, stage: str, total: int, unit: str) -> CountProgress:
+        return self.bars(stage, total, unit) if self.bars else lambda n: None
+
+    def record(self, stage: str, started: float, skipped: bool) -> None:
+        path = self.paths[stage]
+        seconds = time.monotonic() - started
+        self.records.append(StageRecord(stage, str(path), seconds, disk_bytes(path), skipped))
+        summary = {
+            "config": to_dict(self.config),
+            "runtime": self.runtime,
+            "stages": [asdict(r) for r in self.records],
+        }
+        (self.out / "build.json").write_text(json.dumps(summary, indent=2))
+
+
 def build(
     config: BuildConfig,
     out: str | Path,
-    progress: Progress | None = None,
+    *,
     handle: ModelHandle | None = None,
+    progress: StageBars | None = None,
 ) -> list[StageRecord]:
-    """Run every stage (STAGES) into `out`; returns one record per stage."""
+    """Run every stage (STAGES) into the run folder `out` with `handle` (None: the config's
+    model, loaded once); `progress` makes each stage's progress callback. Returns one record per
+    stage."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(config))
-    paths = run_paths(out)
     catalogue = load_catalogue(config.corpus.catalogue or None)
     handle = handle or load_model(
         config.model.source,
@@ -95,83 +131,89 @@ def build(
         config.model.dtype,
         adapter=config.model.adapter or None,
     )
-    runtime = build_runtime(config, handle)
-    records: list[StageRecord] = []
+    run = BuildRun(config, out, handle, catalogue, build_runtime(config, handle), progress)
+    for stage, step in STEP_FUNCTIONS.items():
+        started = time.monotonic()
+        run.record(stage, started, step(run))
+    return run.records
 
-    def record(stage: str, started: float, skipped: bool) -> None:
-        path = paths[stage]
-        records.append(
-            StageRecord(stage, str(path), time.monotonic() - started, disk_bytes(path), skipped)
-        )
-        summary = {
-            "config": to_dict(config),
-            "runtime": runtime,
-            "stages": [asdict(r) for r in records],
-        }
-        (out / "build.json").write_text(json.dumps(summary, indent=2))
 
-    def bar(stage: str, total: int, unit: str) -> Callable[[int], None]:
-        return progress(stage, total, unit) if progress else lambda n: None
+def corpus_step(run: BuildRun) -> bool:
+    config = run.config.corpus
+    update = run.progress("corpus", len(corpus_jobs(run.catalogue, config)), "job")
+    out = run.paths["corpus"]
+    return build_corpus(run.catalogue, out, config, handle=run.handle, progress=update).skipped
 
-    started = time.monotonic()
-    update = bar("corpus", len(corpus_jobs(catalogue, config.corpus)), "job")
-    corpus = build_corpus(handle, catalogue, config.corpus, paths["corpus"], progress=update)
-    record("corpus", started, corpus.skipped)
 
-    started = time.monotonic()
-    transcripts = TranscriptStore(paths["corpus"])
-    update = bar("harvest", length_sorted(transcripts, config.harvest.max_len).n_tokens, "tok")
-    result = harvest(handle, transcripts, paths["harvest"], config.harvest, progress=update)
-    record("harvest", started, result.skipped)
+def harvest_step(run: BuildRun) -> bool:
+    config = run.config.harvest
+    transcripts = TranscriptStore(run.paths["corpus"])
+    update = run.progress("harvest", length_sorted(transcripts, config.max_len).n_tokens, "tok")
+    out = run.paths["harvest"]
+    return harvest(transcripts, out, config, handle=run.handle, progress=update).skipped
 
-    started = time.monotonic()
-    hooks = config.train.hooks or config.harvest.hooks
-    steps = len(hooks) * -(-config.train.training_tokens // config.train.batch_size)
-    update = bar("train", steps, "step")
-    trained = train_saes(
-        paths["harvest"],
-        paths["train"],
-        config.train,
-        handle=handle,
-        progress=lambda _: update(1),
+
+def train_step(run: BuildRun) -> bool:
+    config = run.config.train
+    hooks = config.hooks or run.config.harvest.hooks
+    steps = len(hooks) * -(-config.training_tokens // config.batch_size)
+    update = run.progress("train", steps, "step")
+    run.trained = train_saes(
+        run.paths["harvest"], run.paths["train"], config, handle=run.handle, progress=update
     )
-    record("train", started, all(r.skipped for r in trained))
+    return all(r.skipped for r in run.trained)
 
-    started = time.monotonic()
-    store = ActivationStore(paths["harvest"])
-    update = bar("label", store.n_tokens, "tok")
+
+def label_step(run: BuildRun) -> bool:
+    update = run.progress("label", ActivationStore(run.paths["harvest"]).n_tokens, "tok")
     labeled = label_stage(
-        paths["harvest"],
-        trained[0].path,
-        paths["label"],
-        config.label,
-        handle=handle,
-        catalogue=catalogue_from_corpus(paths["corpus"]),
+        run.paths["harvest"],
+        run.trained[0].path,
+        run.paths["label"],
+        run.config.label,
+        handle=run.handle,
+        catalogue=catalogue_from_corpus(run.paths["corpus"]),
         progress=update,
     )
-    record("label", started, labeled.skipped)
+    return labeled.skipped
 
-    started = time.monotonic()
-    update = bar("organize", len(ORGANIZE_STEPS), "step")
+
+def organize_step(run: BuildRun) -> bool:
+    update = run.progress("organize", len(ORGANIZE_STEPS), "step")
     organized = organize(
-        load_labels(paths["label"]),
-        load_sae(str(trained[0].path)),
-        paths["organize"],
-        config.organize,
+        load_labels(run.paths["label"]),
+        load_sae(str(run.trained[0].path)),
+        run.paths["organize"],
+        run.config.organize,
         progress=lambda _: update(1),
         records={
-            "sae_training": trained[0].card,  # config, data, metrics and held-out evaluation
-            "build_stages": [asdict(r) for r in records],
+            "sae_training": run.trained[0].card,  # config, data, metrics and held-out evaluation
+            "build_stages": [asdict(r) for r in run.records],
         },
     )
-    record("organize", started, organized.skipped)
+    return organized.skipped
 
-    started = time.monotonic()
-    update = bar("dynamics", len(DYNAMICS_STEPS), "step")
-    dynamics = run_dynamics(handle, out, config.dynamics, progress=lambda _: update(1))
-    record("dynamics", started, dynamics.skipped)
 
-    started = time.monotonic()
-    write_report(paths["organize"], paths["report"])  # seconds, so always rewritten
-    record("report", started, False)
-    return records
+def dynamics_step(run: BuildRun) -> bool:
+    update = run.progress("dynamics", len(DYNAMICS_STEPS), "step")
+    config = run.config.dynamics
+    return run_dynamics(run.handle, run.out, config, progress=lambda _: update(1)).skipped
+
+
+def report_step(run: BuildRun) -> bool:
+    write_report(run.paths["organize"], run.paths["report"])  # seconds, so always rewritten
+    return False
+
+
+STEP_FUNCTIONS: dict[str, Callable[[BuildRun], bool]] = {
+    "corpus": corpus_step,
+    "harvest": harvest_step,
+    "train": train_step,
+    "label": label_step,
+    "organize": organize_step,
+    "dynamics": dynamics_step,
+    "report": report_step,
+}
+"""Each stage, in order, as a step of a build: runs it into the run folder, returns whether it
+was skipped."""
+STAGES = tuple(STEP_FUNCTIONS)

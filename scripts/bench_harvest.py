@@ -93,7 +93,7 @@ def run(dtype: str, n_tokens: int, layer: int, batch_tokens: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(2):
             results["bare_hf"].append(bare_hf_seconds(handle, batches, layer))
-            result = harvest(handle, transcripts, Path(tmp) / f"acts{repeat}.h5", config)
+            result = harvest(transcripts, Path(tmp) / f"acts{repeat}.h5", config, handle=handle)
             results["harvest"].append(result.seconds)
             store_bytes = (Path(tmp) / f"acts{repeat}.h5").stat().st_size
     flops = model_flops(handle, [len(t) for t in transcripts], layer + 1)

@@ -57,7 +57,9 @@ def run_stage(stage: str, folder: str, model: dict[str, Any], heap: str) -> dict
     before = resource.getrusage(resource.RUSAGE_SELF)
     if stage == "harvest":
         config = HarvestConfig(hooks=(hook,), batch_tokens=8192)
-        harvest(handle, TranscriptStore(run / "transcripts.h5"), run / "activations.h5", config)
+        harvest(
+            TranscriptStore(run / "transcripts.h5"), run / "activations.h5", config, handle=handle
+        )
     elif stage == "train":
         config = TrainConfig(
             architecture="topk",

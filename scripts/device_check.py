@@ -144,7 +144,7 @@ def run(args: argparse.Namespace, report: Report, work: Path) -> None:
             hooks=(hook,), batch_tokens=size["batch_tokens"], max_batch=size["max_batch"]
         )
         transcripts = TranscriptStore(work / "transcripts.h5")
-        result = harvest(handle, transcripts, work / "activations.h5", config)
+        result = harvest(transcripts, work / "activations.h5", config, handle=handle)
         row["hook"], row["tokens"] = hook, result.n_tokens
         row["tokens_per_s"] = round(result.tokens_per_second)
         row["store_gib"] = round((work / "activations.h5").stat().st_size / 2**30, 2)

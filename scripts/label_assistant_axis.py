@@ -63,11 +63,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     seconds: dict[str, float] = {}
     started = time.monotonic()
-    corpus = build_corpus(handle, catalogue, corpus_config, out / "transcripts.h5")
+    corpus = build_corpus(catalogue, out / "transcripts.h5", corpus_config, handle=handle)
     seconds["corpus"] = time.monotonic() - started
     started = time.monotonic()
     transcripts = TranscriptStore(out / "transcripts.h5")
-    harvested = harvest(handle, transcripts, out / "activations.h5", HarvestConfig(hooks=(hook,)))
+    harvested = harvest(
+        transcripts, out / "activations.h5", HarvestConfig(hooks=(hook,)), handle=handle
+    )
     seconds["harvest"] = time.monotonic() - started
     started = time.monotonic()
     label_config = LabelConfig(seed=args.seed)

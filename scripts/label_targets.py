@@ -289,7 +289,7 @@ def layer_decoding(args: argparse.Namespace) -> dict[str, Any]:
     hooks = tuple(resid_hook(layer) for layer in args.layers)
     started = time.monotonic()
     handle = load_model(corpus.model)
-    harvested = harvest(handle, transcripts, args.scratch, HarvestConfig(hooks=hooks))
+    harvested = harvest(transcripts, args.scratch, HarvestConfig(hooks=hooks), handle=handle)
     store = open_store(args.scratch)
     rows = []
     for layer, hook in zip(args.layers, hooks, strict=True):

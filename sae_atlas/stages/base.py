@@ -8,6 +8,8 @@ over an output of another identity, it refuses with a one-line error instead of 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from feature_store.activations import ActivationStore
+from feature_store.errors import StoreError
+from feature_store.transcripts import TranscriptStore
 from sae_atlas.errors import SaeAtlasError
 
 CountProgress = Callable[[int], None]
@@ -81,3 +86,30 @@ def existing_output(
             "delete it"
         )
     return False
+
+
+def open_store(store: str | Path | ActivationStore) -> ActivationStore:
+    """`store` itself, or the complete activation store at that path; SaeAtlasError when it is
+    missing, not an activation store, or unfinished."""
+    if isinstance(store, ActivationStore):
+        return store
+    path = Path(store)
+    if not path.is_file():
+        raise SaeAtlasError(f"{path}: no such activation store; run `sae-atlas harvest` first")
+    try:
+        opened = ActivationStore(path)
+    except StoreError as error:
+        raise SaeAtlasError(str(error)) from None
+    if not opened.complete:
+        raise SaeAtlasError(f"{path}: the harvest is unfinished; run it again to complete it")
+    return opened
+
+
+def store_digest(store: TranscriptStore) -> dict[str, Any]:
+    """What a stage's identity records of an input store: its model, token count and the sha1 of
+    the config it was written with (which holds the digest of its own inputs)."""
+    return {
+        "model": store.model,
+        "n_tokens": store.n_tokens,
+        "config_sha1": hashlib.sha1(json.dumps(store.config, sort_keys=True).encode()).hexdigest(),
+    }

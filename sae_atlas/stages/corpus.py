@@ -26,7 +26,7 @@ jobs of up to 64 tokens, ~62 on average; 864 of them `unwrapped`) takes about 16
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from feature_store.appendable import stored_config
+from feature_store.appendable import store_state, stored_config
 from feature_store.schema import ROLE_CODE, RUNTIME_ATTR, TRANSCRIPTS_KIND
-from feature_store.transcripts import Transcript, TranscriptStore, TranscriptWriter, store_state
+from feature_store.transcripts import Transcript, TranscriptStore, TranscriptWriter
 from sae_atlas.config import CorpusConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import (
@@ -51,6 +51,7 @@ from sae_atlas.model import (
 from sae_atlas.model import sample as sample_responses
 from sae_atlas.model.dtype import refuse_other_dtype, resolve_dtype, runtime_json
 from sae_atlas.personas import Catalogue, Persona
+from sae_atlas.stages.base import CountProgress, StageResult
 
 SAMPLED_CONDITIONS: tuple[str, ...] = ("persona", "default", "no_system")
 """The sampled conditions whose responses stand for a persona (contrasts, decoders, classifiers)."""
@@ -86,13 +87,13 @@ class Job:
 
 
 @dataclass(frozen=True)
-class CorpusResult:
-    path: Path
+class CorpusResult(StageResult):
+    """The stage's result, with how many jobs, transcripts (controls included) and new tokens
+    the corpus holds (the tokens sampled by this run; by the run that made it when skipped)."""
+
     n_jobs: int
     n_transcripts: int
     n_sampled_tokens: int
-    seconds: float
-    skipped: bool
 
     @property
     def sampled_tokens_per_second(self) -> float:
@@ -264,13 +265,15 @@ def corpus_stage_config(catalogue: Catalogue, config: CorpusConfig, n_jobs: int)
 
 
 def build_corpus(
-    handle: ModelHandle,
     catalogue: Catalogue,
-    config: CorpusConfig,
     out: str | Path,
-    progress: Callable[[int], None] | None = None,
+    config: CorpusConfig,
+    *,
+    handle: ModelHandle,
+    progress: CountProgress | None = None,
 ) -> CorpusResult:
-    """Sample the corpus of `catalogue` under `config` into the transcript store `out`.
+    """Sample the corpus of `catalogue` under `config` with `handle` into the transcript store
+    `out`.
 
     Each batch of jobs is one commit (responses and their controls together), so a killed run
     resumes after its last committed batch; a complete store for the same config is skipped.
@@ -281,16 +284,14 @@ def build_corpus(
     choice = resolve_dtype(config.dtype, str(handle.device))
     config = replace(config, dtype=choice.name)
     jobs = corpus_jobs(catalogue, config)
-    controls = [c for c in CONTROL_CONDITIONS if c in config.conditions]
-    per_job = 1 + len(controls)
     stage_config = corpus_stage_config(catalogue, config, len(jobs))
     started = time.monotonic()
-    stored = stored_config(out, TRANSCRIPTS_KIND) or {}
-    refuse_other_dtype(out, stored.get("dtype"), choice)
+    refuse_other_dtype(out, (stored_config(out, TRANSCRIPTS_KIND) or {}).get("dtype"), choice)
     if store_state(out, TRANSCRIPTS_KIND, handle.model_id, stage_config) == "complete":
         store = TranscriptStore(out)
+        sampled = int(store.attrs["sampled_tokens"])
         return CorpusResult(
-            out, len(jobs), len(store), int(store.attrs["sampled_tokens"]), 0.0, skipped=True
+            out, 0.0, True, n_jobs=len(jobs), n_transcripts=len(store), n_sampled_tokens=sampled
         )
     writer = TranscriptWriter.open(
         out,
@@ -299,19 +300,7 @@ def build_corpus(
         attrs={"sampled_dtype": config.dtype, RUNTIME_ATTR: runtime_json("corpus", choice)},
     )
     try:
-        if len(writer) % per_job:
-            raise SaeAtlasError(
-                f"{out}: holds {len(writer)} transcripts, not a whole number of jobs; delete it "
-                "and rerun the corpus stage"
-            )
-        done = len(writer) // per_job
-        if progress is not None and done:
-            progress(done)
-        model = sampling_model(handle, config.dtype)
-        sampled_tokens = 0
-        for responses in sample_responses(handle, jobs[done:], config, progress, model):
-            writer.append(response_transcripts(handle, responses, controls, len(writer)))
-            sampled_tokens += sum(r.n_sampled for r in responses)
+        done, sampled_tokens = sample_into(writer, handle, jobs, config, progress)
     except BaseException:
         writer.close()
         raise
@@ -325,4 +314,38 @@ def build_corpus(
             "sampled_tokens_per_second": sampled_tokens / max(seconds, 1e-9),
         }
     )
-    return CorpusResult(out, len(jobs), len(writer), sampled_tokens, seconds, skipped=False)
+    return CorpusResult(
+        out,
+        seconds,
+        False,
+        n_jobs=len(jobs),
+        n_transcripts=len(writer),
+        n_sampled_tokens=sampled_tokens,
+    )
+
+
+def sample_into(
+    writer: TranscriptWriter,
+    handle: ModelHandle,
+    jobs: Sequence[Job],
+    config: CorpusConfig,
+    progress: CountProgress | None,
+) -> tuple[int, int]:
+    """Sample the jobs `writer` does not hold yet and append them with their controls, a commit
+    per batch; returns (jobs it already held, new tokens sampled)."""
+    controls = [c for c in CONTROL_CONDITIONS if c in config.conditions]
+    per_job = 1 + len(controls)
+    if len(writer) % per_job:
+        raise SaeAtlasError(
+            f"{writer.store.path}: holds {len(writer)} transcripts, not a whole number of jobs; "
+            "delete it and rerun the corpus stage"
+        )
+    done = len(writer) // per_job
+    if progress is not None and done:
+        progress(done)
+    model = sampling_model(handle, config.dtype)
+    sampled_tokens = 0
+    for responses in sample_responses(handle, jobs[done:], config, progress, model):
+        writer.append(response_transcripts(handle, responses, controls, len(writer)))
+        sampled_tokens += sum(r.n_sampled for r in responses)
+    return done, sampled_tokens

@@ -150,6 +150,33 @@ def _padded_roles(batch: Sequence[Transcript]) -> np.ndarray:
     return roles
 
 
+def loss_splices(
+    sae: SAE[Any], mean_activation: np.ndarray, skip_positions: int
+) -> dict[str, Splice]:
+    """Hooks that replace the activations [B, T, d_model] from position skip_positions on (earlier
+    ones keep theirs) by the SAE's reconstruction (`sae`), zeros (`zero`) or `mean_activation`
+    [d_model] (`mean`)."""
+    mean = torch.from_numpy(mean_activation)
+
+    def keep_first(replace: Callable[[torch.Tensor], torch.Tensor]) -> Splice:
+        def splice(acts: torch.Tensor, hook: Any) -> torch.Tensor:
+            out = replace(acts)
+            out[:, :skip_positions] = acts[:, :skip_positions]
+            return out
+
+        return splice
+
+    return {
+        "sae": keep_first(
+            lambda acts: sae.decode(sae.encode(acts.to(sae.device, sae.dtype))).to(
+                acts.device, acts.dtype
+            )
+        ),
+        "zero": keep_first(torch.zeros_like),
+        "mean": keep_first(lambda acts: mean.to(acts.device, acts.dtype).expand_as(acts).clone()),
+    }
+
+
 @torch.inference_mode()
 def spliced_losses(
     handle: ModelHandle,
@@ -167,25 +194,7 @@ def spliced_losses(
     mean_activation: [d_model]. Per prediction, grouped by the role of the predicted token.
     """
     handle.check_hooks([hook])
-    mean = torch.from_numpy(mean_activation)
-
-    def keep_first(replace: Callable[[torch.Tensor], torch.Tensor]) -> Splice:
-        def splice(acts: torch.Tensor, hook: Any) -> torch.Tensor:
-            out = replace(acts)
-            out[:, :skip_positions] = acts[:, :skip_positions]
-            return out
-
-        return splice
-
-    splices: dict[str, Splice] = {
-        "sae": keep_first(
-            lambda acts: sae.decode(sae.encode(acts.to(sae.device, sae.dtype))).to(
-                acts.device, acts.dtype
-            )
-        ),
-        "zero": keep_first(torch.zeros_like),
-        "mean": keep_first(lambda acts: mean.to(acts.device, acts.dtype).expand_as(acts).clone()),
-    }
+    splices = loss_splices(sae, mean_activation, skip_positions)
     pad_id = int(handle.tokenizer.pad_token_id or 0)
     columns: dict[str, list[np.ndarray]] = {"role": [], "ce_clean": []}
     for name in splices:
@@ -209,6 +218,12 @@ def spliced_losses(
             columns[f"ce_{name}"].append(ce[valid].cpu().numpy())
             columns[f"kl_{name}"].append(kl[valid].cpu().numpy())
     values = {name: np.concatenate(parts) for name, parts in columns.items()}
+    return {"n_transcripts": len(transcripts), **loss_means(values)}
+
+
+def loss_means(values: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Mean CE and KL per prediction ([n] each, with their `role` codes [n]) over all of them and
+    per role, with the share of each ablation's CE increase the SAE recovers."""
     by_role = {}
     for group, rows in _groups(values.pop("role")).items():
         if not rows.any():
@@ -220,7 +235,7 @@ def spliced_losses(
             gap = means[f"ce_{baseline}"] - means["ce_clean"]
             recovered = (means[f"ce_{baseline}"] - means["ce_sae"]) / gap if gap > 0 else None
             by_role[group][f"ce_recovered_{baseline}"] = recovered
-    return {"n_transcripts": len(transcripts), **by_role.pop("all"), "by_role": by_role}
+    return {**by_role.pop("all"), "by_role": by_role}
 
 
 def evaluate_sae(

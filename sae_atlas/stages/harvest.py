@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -33,26 +33,26 @@ import torch
 import torch.distributed as dist
 
 from feature_store.activations import ActivationWriter, join_shards, shard_path
-from feature_store.appendable import stored_config
+from feature_store.appendable import store_state, stored_config
 from feature_store.schema import ACTIVATIONS_KIND, RUNTIME_ATTR
-from feature_store.transcripts import Transcript, TranscriptStore, store_state
+from feature_store.transcripts import Transcript, TranscriptStore
 from sae_atlas.config import HarvestConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.heap import release_free_heap
 from sae_atlas.model import ModelHandle, batch_activations, length_batches
 from sae_atlas.model.dtype import refuse_other_dtype, runtime_json
+from sae_atlas.stages.base import CountProgress, StageResult
 
 BARRIER_TIMEOUT = timedelta(hours=24)
 """How long a rank waits at the barrier for the others (a resumed shard may be far behind)."""
 
 
 @dataclass(frozen=True)
-class HarvestResult:
-    path: Path
+class HarvestResult(StageResult):
+    """The stage's result, with the transcripts and tokens the harvested store holds."""
+
     n_transcripts: int
     n_tokens: int
-    seconds: float
-    skipped: bool
 
     @property
     def tokens_per_second(self) -> float:
@@ -173,14 +173,16 @@ def shard_share(ordered: LengthSorted, shard: Shard | None) -> LengthSorted:
 
 
 def harvest(
-    handle: ModelHandle,
-    transcripts: Transcripts,
+    transcripts: Transcripts | str | Path,
     out: str | Path,
     config: HarvestConfig,
-    progress: Callable[[int], None] | None = None,
+    *,
+    handle: ModelHandle,
+    progress: CountProgress | None = None,
     shard: Shard | None = None,
 ) -> HarvestResult:
-    """Write activations of `transcripts` at `config.hooks` to the store at `out`.
+    """Write activations of `transcripts` (a list, a TranscriptStore or its path) at
+    `config.hooks` with `handle` to the store at `out`.
 
     Resumes an incomplete store (or shard) for the same input and config; skips a complete one.
     With a `shard` (inside `distributed`), harvests this rank's share into its shard store, then
@@ -188,8 +190,9 @@ def harvest(
     after each committed batch.
     """
     out = Path(out)
-    handle.check_hooks(config.hooks)
-    ordered = length_sorted(transcripts, config.max_len)
+    source = TranscriptStore(transcripts) if isinstance(transcripts, str | Path) else transcripts
+    check_inputs(source, handle, config)
+    ordered = length_sorted(source, config.max_len)
     choice = handle.dtype_choice
     stage_config = {
         **to_dict(config),
@@ -197,23 +200,45 @@ def harvest(
         "input_digest": transcripts_digest(ordered),
         "n_transcripts": len(ordered),
     }
-    n_tokens = ordered.n_tokens
     started = time.monotonic()
     refuse_other_dtype(out, (stored_config(out, ACTIVATIONS_KIND) or {}).get("dtype"), choice)
     state = store_state(out, ACTIVATIONS_KIND, handle.model_id, stage_config)
     if state == "complete":
-        return HarvestResult(out, len(ordered), n_tokens, 0.0, skipped=True)
+        return HarvestResult(out, 0.0, True, n_transcripts=len(ordered), n_tokens=ordered.n_tokens)
     if shard is None:
         written = write_store(handle, ordered, out, stage_config, config, progress)
-        seconds = time.monotonic() - started
-        return HarvestResult(out, len(ordered), written, seconds, skipped=False)
-    if state == "incomplete":
+    elif state == "incomplete":
         raise SaeAtlasError(
             f"{out}: an unfinished single-process harvest is there; finish it without torchrun "
             "or delete it"
         )
-    share = shard_share(ordered, shard)
-    shard_config = {
+    else:
+        share = shard_share(ordered, shard)
+        path = shard_path(out, shard.rank, shard.world_size)
+        identity = shard_identity(stage_config, share, shard)
+        if store_state(path, ACTIVATIONS_KIND, handle.model_id, identity) != "complete":
+            write_store(handle, share, path, identity, config, progress)
+        written = join_when_all_done(out, shard, stage_config, ordered.n_tokens, started)
+    seconds = time.monotonic() - started
+    return HarvestResult(out, seconds, False, n_transcripts=len(ordered), n_tokens=written)
+
+
+def check_inputs(transcripts: Transcripts, handle: ModelHandle, config: HarvestConfig) -> None:
+    """SaeAtlasError when the model has no such hook, or a store was sampled from another
+    model."""
+    handle.check_hooks(config.hooks)
+    if isinstance(transcripts, TranscriptStore) and transcripts.model != handle.model_id:
+        raise SaeAtlasError(
+            f"{transcripts.path}: was written with model {transcripts.model!r}, not "
+            f"{handle.model_id!r}; pass the --model (and --adapter) it was written with"
+        )
+
+
+def shard_identity(
+    stage_config: dict[str, Any], share: LengthSorted, shard: Shard
+) -> dict[str, Any]:
+    """The config a shard store records: the harvest's, plus the rank and its share's digest."""
+    return {
         **stage_config,
         "shard": {
             "rank": shard.rank,
@@ -222,9 +247,13 @@ def harvest(
             "n_transcripts": len(share),
         },
     }
-    path = shard_path(out, shard.rank, shard.world_size)
-    if store_state(path, ACTIVATIONS_KIND, handle.model_id, shard_config) != "complete":
-        write_store(handle, share, path, shard_config, config, progress)
+
+
+def join_when_all_done(
+    out: Path, shard: Shard, stage_config: dict[str, Any], n_tokens: int, started: float
+) -> int:
+    """Wait for every rank's shard, join them into `out` on rank 0 (its seconds counted from
+    `started`), wait for that; returns the `n_tokens` of the whole harvest."""
     dist.barrier()
     seconds = time.monotonic() - started
     if shard.rank == 0:
@@ -235,7 +264,7 @@ def harvest(
             attrs={"seconds": seconds, "tokens_per_second": n_tokens / max(seconds, 1e-9)},
         )
     dist.barrier()
-    return HarvestResult(out, len(ordered), n_tokens, seconds, skipped=False)
+    return n_tokens
 
 
 def write_store(
@@ -244,7 +273,7 @@ def write_store(
     out: Path,
     stage_config: dict[str, Any],
     config: HarvestConfig,
-    progress: Callable[[int], None] | None,
+    progress: CountProgress | None,
 ) -> int:
     """Harvest `ordered` (length-sorted) into the store at `out`, resuming it after its last
     commit, and finish it; returns the tokens it holds."""

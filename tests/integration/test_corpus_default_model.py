@@ -19,7 +19,7 @@ def test_pirate_speaks_unlike_the_assistant(smollm, tmp_path):
     config = CorpusConfig(
         personas=("pirate", "chef"), n_questions=3, variants=2, max_new_tokens=40, batch_size=32
     )
-    result = build_corpus(smollm, load_catalogue(), config, tmp_path / "transcripts.h5")
+    result = build_corpus(load_catalogue(), tmp_path / "transcripts.h5", config, handle=smollm)
     assert result.n_jobs == 2 * 2 * 6 + 6 + 6
     frame = corpus_responses(result.path, smollm)
     assert len(frame) == result.n_jobs

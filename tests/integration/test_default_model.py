@@ -55,7 +55,7 @@ def test_harvest_equals_run_with_cache(tmp_path, smollm):
         Transcript(c.token_ids, c.roles, question_id=f"q{i}") for i, c in enumerate(chats)
     ]
     hooks = ("blocks.3.hook_resid_post", "blocks.9.hook_resid_post")
-    harvest(smollm, transcripts, tmp_path / "a.h5", HarvestConfig(hooks=hooks))
+    harvest(transcripts, tmp_path / "a.h5", HarvestConfig(hooks=hooks), handle=smollm)
     store = ActivationStore(tmp_path / "a.h5")
     for row in store.provenance().itertuples():
         tokens = torch.from_numpy(transcripts[row.source].token_ids).long()[None]

@@ -32,7 +32,7 @@ def chats(handle) -> list[Transcript]:
 
 
 def test_train_and_evaluate_on_the_default_model(tmp_path, smollm):
-    harvest(smollm, chats(smollm), tmp_path / "a.h5", HarvestConfig(hooks=(HOOK,)))
+    harvest(chats(smollm), tmp_path / "a.h5", HarvestConfig(hooks=(HOOK,)), handle=smollm)
     config = TrainConfig(
         width=1152, k=16, batch_size=128, training_tokens=128 * 60, lr=1e-3, eval_transcripts=4
     )

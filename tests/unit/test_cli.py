@@ -24,6 +24,39 @@ def test_every_command_has_help_with_an_example():
         assert "Example: sae-atlas" in result.output
 
 
+def test_every_model_command_takes_profile_model_adapter_device_and_dtype():
+    runner = CliRunner()
+    options = ("--profile", "--model", "--adapter", "--device", "--dtype")
+    for command in ("corpus", "harvest", "train", "label", "dynamics", "build"):
+        result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert all(option in result.output for option in options), command
+    organize = runner.invoke(app, ["organize", "--help"], env={"COLUMNS": "200"}).output
+    assert "--profile" in organize and "--dtype" not in organize  # it runs no model
+
+
+def test_harvest_takes_the_profile_and_its_hooks(tmp_path, monkeypatch):
+    from feature_store.activations import ActivationStore
+    from feature_store.transcripts import TranscriptWriter
+    from sae_atlas.cli import stages
+    from sae_atlas.testing import random_transcripts, tiny_handle
+
+    tiny = tiny_handle()
+    monkeypatch.setattr(stages, "model_handle", lambda model, device=None: tiny)
+    writer = TranscriptWriter.open(tmp_path / "t.h5", model=tiny.model_id, config={})
+    writer.append(random_transcripts(3))
+    writer.finish()
+    args = ["harvest", "--transcripts", str(tmp_path / "t.h5"), "--out", str(tmp_path / "a.h5")]
+    for hook in ("blocks.1.hook_resid_post", "blocks.99.hook_resid_post"):
+        (tmp_path / "p.yaml").write_text(f"harvest: {{hooks: [{hook}], max_len: 5}}\n")
+        result = CliRunner().invoke(app, [*args, "--profile", str(tmp_path / "p.yaml")])
+        if hook.startswith("blocks.99"):
+            assert result.exit_code == 2 and f"unknown hook point '{hook}'" in result.output
+        else:
+            assert result.exit_code == 0, result.output
+    store = ActivationStore(tmp_path / "a.h5")
+    assert store.hooks == ("blocks.1.hook_resid_post",) and store.config["max_len"] == 5
+
+
 def test_errors_are_one_line_with_exit_code_2(tmp_path):
     result = CliRunner().invoke(
         app, ["harvest", "--transcripts", str(tmp_path / "none.h5"), "--out", str(tmp_path / "a")]

@@ -82,7 +82,7 @@ def test_the_recorded_config_does_not_depend_on_where_the_catalogue_was_read(tmp
 
 def test_store_keeps_provenance_controls_and_roles(tiny, catalogue, tmp_path):
     config = replace(CONFIG, personas=("pirate_tag",), variants=1)
-    result = build_corpus(tiny, catalogue, config, tmp_path / "t.h5")
+    result = build_corpus(catalogue, tmp_path / "t.h5", config, handle=tiny)
     store = TranscriptStore(result.path)
     assert store.complete and store.model == "tiny-llama"
     assert store.config["catalogue_data"]["personas"][0]["name"] == "assistant"
@@ -117,15 +117,17 @@ def test_store_keeps_provenance_controls_and_roles(tiny, catalogue, tmp_path):
 
 def test_resume_matches_an_uninterrupted_run(tiny, catalogue, tmp_path):
     config = replace(CONFIG, personas=("pirate",), variants=1, batch_size=3)
-    whole = build_corpus(tiny, catalogue, config, tmp_path / "whole.h5")
+    whole = build_corpus(catalogue, tmp_path / "whole.h5", config, handle=tiny)
 
     def stop_after_first_batch(n_jobs):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        build_corpus(tiny, catalogue, config, tmp_path / "part.h5", stop_after_first_batch)
+        build_corpus(
+            catalogue, tmp_path / "part.h5", config, handle=tiny, progress=stop_after_first_batch
+        )
     assert len(TranscriptStore(tmp_path / "part.h5")) == 3 * 3
-    resumed = build_corpus(tiny, catalogue, config, tmp_path / "part.h5")
+    resumed = build_corpus(catalogue, tmp_path / "part.h5", config, handle=tiny)
     assert not resumed.skipped
     for path in (tmp_path / "whole.h5", tmp_path / "part.h5"):
         assert TranscriptStore(path).complete
@@ -133,5 +135,5 @@ def test_resume_matches_an_uninterrupted_run(tiny, catalogue, tmp_path):
     assert a.provenance().equals(b.provenance())
     for key, values in a.token_table().items():
         np.testing.assert_array_equal(values, b.token_table()[key])
-    again = build_corpus(tiny, catalogue, config, tmp_path / "part.h5")
+    again = build_corpus(catalogue, tmp_path / "part.h5", config, handle=tiny)
     assert again.skipped and again.n_transcripts == len(b)

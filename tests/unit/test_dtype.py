@@ -120,15 +120,15 @@ def test_corpus_made_where_auto_is_bfloat16_is_refused_where_it_is_float32(
     catalogue = load_catalogue()
     out = tmp_path / "transcripts.h5"
     probe_as(monkeypatch, FAST)
-    made = build_corpus(tiny, catalogue, CORPUS, out)
+    made = build_corpus(catalogue, out, CORPUS, handle=tiny)
     store = TranscriptStore(out)
     assert store.config["dtype"] == "bfloat16" and store.attrs["sampled_dtype"] == "bfloat16"
     runtime = json.loads(store.attrs["runtime"])["corpus"]
     assert runtime["dtype"] == "bfloat16" and runtime["reason"].startswith("auto: bfloat16")
     probe_as(monkeypatch, SLOW)  # the same folder on a CPU without fast bfloat16
     with pytest.raises(SaeAtlasError, match=r"was made in bfloat16, but this run uses float32"):
-        build_corpus(tiny, catalogue, CORPUS, out)
-    again = build_corpus(tiny, catalogue, replace(CORPUS, dtype="bfloat16"), out)
+        build_corpus(catalogue, out, CORPUS, handle=tiny)
+    again = build_corpus(catalogue, out, replace(CORPUS, dtype="bfloat16"), handle=tiny)
     assert again.skipped and again.n_transcripts == made.n_transcripts
     shown = CliRunner().invoke(app, ["info", str(out)])
     assert shown.exit_code == 0 and "corpus: bfloat16 on cpu, " in shown.output
@@ -137,10 +137,10 @@ def test_corpus_made_where_auto_is_bfloat16_is_refused_where_it_is_float32(
 def test_harvest_records_the_models_dtype_and_refuses_another(tiny, tmp_path, monkeypatch):
     catalogue = load_catalogue()
     transcripts = tmp_path / "transcripts.h5"
-    build_corpus(tiny, catalogue, replace(CORPUS, dtype="float32"), transcripts)
+    build_corpus(catalogue, transcripts, replace(CORPUS, dtype="float32"), handle=tiny)
     store = TranscriptStore(transcripts)
     out = tmp_path / "activations.h5"
-    harvest(tiny, store, out, HarvestConfig(hooks=("blocks.1.hook_resid_post",)))
+    harvest(store, out, HarvestConfig(hooks=("blocks.1.hook_resid_post",)), handle=tiny)
     monkeypatch.setattr(tiny, "dtype_choice", resolve_dtype("bfloat16", "cpu"))
     with pytest.raises(SaeAtlasError, match=r"was made in float32, but this run uses bfloat16"):
-        harvest(tiny, store, out, HarvestConfig(hooks=("blocks.1.hook_resid_post",)))
+        harvest(store, out, HarvestConfig(hooks=("blocks.1.hook_resid_post",)), handle=tiny)

@@ -40,7 +40,7 @@ HOOKS = ("blocks.1.hook_resid_post", "blocks.2.hook_resid_post")
 def test_activations_equal_run_with_cache(tmp_path, tiny):
     transcripts = random_transcripts(30)
     config = HarvestConfig(hooks=HOOKS, batch_tokens=300)
-    result = harvest(tiny, transcripts, tmp_path / "a.h5", config)
+    result = harvest(transcripts, tmp_path / "a.h5", config, handle=tiny)
     store = ActivationStore(tmp_path / "a.h5")
     assert result.n_tokens == store.n_tokens == sum(len(t) for t in transcripts)  # no padding
     provenance = store.provenance()
@@ -63,8 +63,8 @@ def test_a_bfloat16_model_harvests_in_bfloat16(tmp_path, tiny):
     assert handle.bridge.cfg.dtype == torch.bfloat16
     transcripts = random_transcripts(10)
     config = HarvestConfig(hooks=HOOKS[:1])
-    harvest(handle, transcripts, tmp_path / "bf16.h5", config)
-    harvest(tiny, transcripts, tmp_path / "fp32.h5", config)
+    harvest(transcripts, tmp_path / "bf16.h5", config, handle=handle)
+    harvest(transcripts, tmp_path / "fp32.h5", config, handle=tiny)
     bf16, fp32 = ActivationStore(tmp_path / "bf16.h5"), ActivationStore(tmp_path / "fp32.h5")
     assert bf16.attrs["dtype"] == "bfloat16" and fp32.attrs["dtype"] == "float32"
     low, full = bf16.acts(HOOKS[0]).astype(np.float32), fp32.acts(HOOKS[0]).astype(np.float32)
@@ -93,7 +93,7 @@ def test_a_harvest_from_a_store_equals_one_from_a_list(tmp_path, tiny, monkeypat
     writer.append(transcripts[17:])
     writer.finish()
     config = HarvestConfig(hooks=HOOKS, batch_tokens=300)
-    harvest(tiny, transcripts, tmp_path / "list.h5", config)
+    harvest(transcripts, tmp_path / "list.h5", config, handle=tiny)
     shutil.copy(tmp_path / "list.h5", tmp_path / "copy.h5")
 
     def whole_table(*args: object) -> None:
@@ -102,8 +102,9 @@ def test_a_harvest_from_a_store_equals_one_from_a_list(tmp_path, tiny, monkeypat
     monkeypatch.setattr(TranscriptStore, "token_table", whole_table)
     monkeypatch.setattr(TranscriptStore, "__iter__", whole_table)
     store = TranscriptStore(tmp_path / "t.h5")
-    assert harvest(tiny, store, tmp_path / "copy.h5", config).skipped  # the same input digest
-    harvest(tiny, store, tmp_path / "store.h5", config)
+    copy = harvest(store, tmp_path / "copy.h5", config, handle=tiny)
+    assert copy.skipped  # the same input digest
+    harvest(store, tmp_path / "store.h5", config, handle=tiny)
     monkeypatch.undo()
     one, other = ActivationStore(tmp_path / "list.h5"), ActivationStore(tmp_path / "store.h5")
     assert one.config == other.config and one.provenance().equals(other.provenance())
@@ -116,18 +117,18 @@ def test_a_harvest_from_a_store_equals_one_from_a_list(tmp_path, tiny, monkeypat
 def test_second_run_is_skipped_and_other_model_refused(tmp_path, tiny):
     transcripts = random_transcripts(10)
     config = HarvestConfig(hooks=HOOKS[:1])
-    assert not harvest(tiny, transcripts, tmp_path / "a.h5", config).skipped
+    assert not harvest(transcripts, tmp_path / "a.h5", config, handle=tiny).skipped
     before = (tmp_path / "a.h5").read_bytes()
-    assert harvest(tiny, transcripts, tmp_path / "a.h5", config).skipped
+    assert harvest(transcripts, tmp_path / "a.h5", config, handle=tiny).skipped
     other = tiny_handle(seed=0)
     other.model_id = "another-model"
     with pytest.raises(StoreError, match="written from model 'tiny-llama'"):
-        harvest(other, transcripts, tmp_path / "a.h5", config)
+        harvest(transcripts, tmp_path / "a.h5", config, handle=other)
     with pytest.raises(StoreError, match="another configuration"):
-        harvest(tiny, transcripts[:5], tmp_path / "a.h5", config)
+        harvest(transcripts[:5], tmp_path / "a.h5", config, handle=tiny)
     assert (tmp_path / "a.h5").read_bytes() == before
     with pytest.raises(SaeAtlasError, match="unknown hook point"):
-        harvest(tiny, transcripts, tmp_path / "b.h5", HarvestConfig(hooks=("blocks.7.x",)))
+        harvest(transcripts, tmp_path / "b.h5", HarvestConfig(hooks=("blocks.7.x",)), handle=tiny)
     assert not (tmp_path / "b.h5").exists()
 
 
@@ -137,7 +138,7 @@ CHILD = textwrap.dedent("""
     from sae_atlas.config import HarvestConfig
     from sae_atlas.stages.harvest import harvest
     config = HarvestConfig(hooks={hooks!r}, batch_tokens=200)
-    harvest(tiny_handle(), random_transcripts(200), {out!r}, config,
+    harvest(random_transcripts(200), {out!r}, config, handle=tiny_handle(),
             progress=lambda n: time.sleep(0.05))
 """)
 
@@ -161,8 +162,8 @@ def test_killed_harvest_resumes_to_identical_content(tmp_path):
 
     config = HarvestConfig(hooks=HOOKS, batch_tokens=200)
     handle = tiny_handle()
-    harvest(handle, random_transcripts(200), out, config)
-    harvest(handle, random_transcripts(200), tmp_path / "clean.h5", config)
+    harvest(random_transcripts(200), out, config, handle=handle)
+    harvest(random_transcripts(200), tmp_path / "clean.h5", config, handle=handle)
     resumed, clean = ActivationStore(out), ActivationStore(tmp_path / "clean.h5")
     assert resumed.complete and len(resumed) == 200
     for hook in HOOKS:
@@ -189,7 +190,7 @@ def harvest_rank(handle, transcripts, out, config, rank: int, port: int) -> None
     torch.set_num_threads(1)
     with distributed("cpu") as (shard, device):
         assert device == "cpu"
-        harvest(handle, transcripts, out, config, shard=shard)
+        harvest(transcripts, out, config, handle=handle, shard=shard)
 
 
 def free_port() -> int:
@@ -204,7 +205,7 @@ def test_two_rank_harvest_equals_one_process_and_reads_as_one_store(tmp_path, ti
         for t in random_transcripts(40)
     ]
     config = HarvestConfig(hooks=HOOKS, batch_tokens=300)
-    harvest(tiny, transcripts, tmp_path / "single" / "a.h5", config)
+    harvest(transcripts, tmp_path / "single" / "a.h5", config, handle=tiny)
     out = tmp_path / "sharded" / "a.h5"
     context = multiprocessing.get_context("fork")
     port = free_port()
@@ -234,7 +235,8 @@ def test_two_rank_harvest_equals_one_process_and_reads_as_one_store(tmp_path, ti
         with one.batches(hook, 64, epochs=1) as a, joined.batches(hook, 64, epochs=1) as b:
             for x, y in zip(a, b, strict=True):
                 np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-4)
-    assert harvest(tiny, transcripts, out, config).skipped  # the joined store is the same harvest
+    again = harvest(transcripts, out, config, handle=tiny)
+    assert again.skipped  # the joined store is the same harvest
 
     small = TrainConfig(width=32, k=4, batch_size=64, training_tokens=640, splits=())
     trained = train_saes(out, tmp_path / "sae", small)

@@ -19,7 +19,7 @@ from sae_atlas.errors import SaeAtlasError
 from sae_atlas.sae import ARCHITECTURES, load_sae
 from sae_atlas.stages.evaluate import evaluate_sae, heldout_transcripts
 from sae_atlas.stages.harvest import harvest
-from sae_atlas.stages.train import TrainProgress, train_saes
+from sae_atlas.stages.train import train_saes
 from sae_atlas.testing import random_transcripts, tiny_handle
 
 HOOK = "blocks.0.hook_resid_post"
@@ -114,8 +114,11 @@ def test_interrupted_training_resumes_to_the_same_step(tmp_path):
     write_store(tmp_path / "a.h5", acts)
     config = small(training_tokens=256 * 600, checkpoint_every=200)
 
-    def interrupt(step: TrainProgress) -> None:
-        if step.step == 350:
+    done: list[int] = []
+
+    def interrupt(n_steps: int) -> None:
+        done.append(n_steps)
+        if sum(done) == 350:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -124,11 +127,10 @@ def test_interrupted_training_resumes_to_the_same_step(tmp_path):
     assert checkpoints == ["step_000000350"]  # the Ctrl-C one replaced the one at step 200
     assert not (tmp_path / "resumed" / HOOK / "training_card.json").exists()
     steps: list[int] = []
-    [resumed] = train_saes(
-        tmp_path / "a.h5", tmp_path / "resumed", config, progress=lambda s: steps.append(s.step)
-    )
+    [resumed] = train_saes(tmp_path / "a.h5", tmp_path / "resumed", config, progress=steps.append)
     [straight] = train_saes(tmp_path / "a.h5", tmp_path / "straight", config)
-    assert steps[0] == 351 and steps[-1] == resumed.n_steps == straight.n_steps == 600
+    assert steps[:2] == [350, 1]  # the steps done before, once, then one call per step
+    assert sum(steps) == resumed.n_steps == straight.n_steps == 600
     assert resumed.card["metrics"]["resumed_from_step"] == 350
     resumed_loss = resumed.card["metrics"]["final_loss"]
     straight_loss = straight.card["metrics"]["final_loss"]
@@ -136,7 +138,7 @@ def test_interrupted_training_resumes_to_the_same_step(tmp_path):
 
     again = train_saes(tmp_path / "a.h5", tmp_path / "resumed", config)
     assert again[0].skipped and again[0].n_steps == 600
-    with pytest.raises(SaeAtlasError, match="another configuration"):
+    with pytest.raises(SaeAtlasError, match="other inputs or another config"):
         train_saes(tmp_path / "a.h5", tmp_path / "resumed", replace(config, k=5))
 
 
@@ -220,7 +222,7 @@ def test_evaluation_on_the_tiny_model(tmp_path):
     hook = "blocks.1.hook_resid_post"
     model = copying_model()
     store = tmp_path / "a.h5"
-    harvest(model, repeated_token_transcripts(80), store, HarvestConfig(hooks=(hook,)))
+    harvest(repeated_token_transcripts(80), store, HarvestConfig(hooks=(hook,)), handle=model)
     config = small(width=64, batch_size=64, training_tokens=64 * 200, eval_transcripts=8)
     tokens = torch.from_numpy(random_transcripts(1, seed=5)[0].token_ids).long()[None]
     with torch.inference_mode():
