@@ -380,9 +380,8 @@ def _encode(
     `encoded` rows of the block of store rows `block` (read only when there are some)."""
     n_features = 0 if sae is None else int(sae.cfg.d_sae)
     if not len(encoded):
-        return torch.zeros((0, store.d_model), device=device), torch.zeros(
-            (0, n_features), device=device
-        )
+        empty = torch.zeros((0, store.d_model), device=device)
+        return empty, torch.zeros((0, n_features), device=device)
     raw = torch.from_numpy(store.acts(hook, *block)[encoded]).to(device).float()
     if sae is None:
         return raw, raw[:, :0]

@@ -114,7 +114,7 @@ def collect(
         return np.where(kinds.header >= 0, responses.persona[kinds.header], -1)
 
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    named: dict[str, Statistic] = {  # statistics of the same rows next to each other
+    named: dict[str, Statistic] = {  # side by side, statistics of the same rows share a gather
         "response_mean": Means(len(responses), n_features, response_ids),
         "persona_max_sum": PersonaMaxSums(responses, n_features, device),
         "top": TopExamples(config.top_examples, n_features, device),
