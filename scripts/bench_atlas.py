@@ -127,7 +127,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_atlas_") as folder:
         path = Path(folder) / "atlas.h5"
         start = time.perf_counter()
-        write_atlas(path, data, args.d_model, args.features)
+        write_atlas(path, data, config={"bench": True})
         write_s = time.perf_counter() - start
         names = data["personas"]["name"].tolist()
         del data

@@ -22,6 +22,7 @@ from sae_atlas.stages.dynamics import (
     baseline_rows,
     drift_curves,
     find_attractors,
+    persona_map,
     relative_to_baseline,
 )
 
@@ -36,8 +37,7 @@ def main(
         summary = json.loads(str(atlas.dynamics("summary")))
         trajectories = atlas.dynamics("trajectories").sort_values(["rollout", "turn"])
         tables = {n: atlas.dynamics(n) for n in ("steering", "kick", "markers", "trigger_scan")}
-        recorded = json.loads(atlas.attrs.get("organize_summary", "{}")).get("persona_space", {})
-        default = str(recorded.get("default_persona", "assistant"))
+        default = persona_map(atlas).default
     names = summary["regions"]
     n_turns = int(trajectories["turn"].max()) + 1
     regions = trajectories["region"].to_numpy().reshape(-1, n_turns)

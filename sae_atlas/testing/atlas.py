@@ -175,13 +175,31 @@ def synthetic_atlas(
     }
 
 
-def write_atlas(path: Path, data: dict[str, Any], d_model: int, d_sae: int) -> None:
-    """Write `synthetic_atlas` data as an atlas at `path` (model "synthetic"); the assistant
-    axis is the first persona vector, the centre their mean."""
+def write_atlas(
+    path: Path,
+    data: dict[str, Any],
+    *,
+    model: str = "synthetic",
+    config: dict[str, Any] | None = None,
+    architecture: str = "topk",
+    **options: Any,
+) -> Path:
+    """Write atlas data (the keys of `synthetic_atlas`) at `path` with AtlasWriter (`options`:
+    its other arguments, e.g. overwrite); d_model and d_sae are W_dec's shape [d_sae, d_model].
+    Persona space: data["persona_space"] (AtlasWriter.write_persona_space's arguments) when
+    given, else the first persona vector as the assistant axis, their mean as the centre,
+    data["components"] and a falling explained variance."""
+    d_sae, d_model = data["sae"]["W_dec"].shape
+    space = data.get("persona_space") or {
+        "assistant_axis": data["vectors"][0],
+        "center": data["vectors"].mean(axis=0),
+        "components": data["components"],
+        "explained_variance": np.linspace(0.3, 0.02, len(data["components"])),
+    }
     with AtlasWriter(
-        path, model="synthetic", config={"bench": True}, d_model=d_model, d_sae=d_sae
+        path, model=model, config=config or {}, d_model=d_model, d_sae=d_sae, **options
     ) as writer:
-        writer.write_sae(data["sae"], {"architecture": "topk", "d_sae": d_sae})
+        writer.write_sae(data["sae"], {"architecture": architecture, "d_sae": d_sae})
         writer.write_features(data["features"], data["top_index"], data["top_score"])
         writer.write_examples(data["examples"])
         writer.write_personas(
@@ -190,13 +208,9 @@ def write_atlas(path: Path, data: dict[str, Any], d_model: int, d_sae: int) -> N
             profiles=data["profiles"],
             coords=data["coords"],
         )
-        writer.write_persona_space(
-            assistant_axis=data["vectors"][0],
-            center=data["vectors"].mean(axis=0),
-            components=data["components"],
-            explained_variance=np.linspace(0.3, 0.02, 8),
-        )
+        writer.write_persona_space(**space)
         writer.write_clusters(data["clusters"])
+    return path
 
 
 def _planted_groups(
