@@ -72,18 +72,11 @@ def copy_bandwidth(n_bytes: int = 1 << 30, repeats: int = 3) -> float:
     return 2 * source.nbytes / best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=64, help="jobs sampled by every method")
-    parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_corpus.json"))
-    args = parser.parse_args()
-
-    handle = load_model()
-    catalogue = load_catalogue()
-    config = CorpusConfig()
-    profile_jobs = corpus_jobs(catalogue, config)
-    jobs = profile_jobs[:: max(1, len(profile_jobs) // args.jobs)][: args.jobs]
+def measure(
+    handle: Any, jobs: list, config: CorpusConfig, batches: list[int]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """New tokens/s of `generate` (float32, batch 32), then of the corpus sampler in float32 at
+    batch 32 and in bfloat16 at `batches`; the rows and the sampling models."""
     rows: list[dict[str, Any]] = []
 
     def record(method: str, dtype: str, batch: int, tokens: int, seconds: float) -> None:
@@ -105,24 +98,25 @@ def main() -> None:
     start = time.perf_counter()
     tokens = hf_generate(handle, models["float32"], jobs, config, 32)
     record("hf_generate", "float32", 32, tokens, time.perf_counter() - start)
-    for dtype, batch in [("float32", 32), *(("bfloat16", b) for b in args.batches)]:
+    for dtype, batch in [("float32", 32), *(("bfloat16", b) for b in batches)]:
         run_config = replace(config, batch_size=batch, dtype=dtype)
         start = time.perf_counter()
         responses = [r for b in sample(handle, jobs, run_config, model=models[dtype]) for r in b]
         tokens = sum(r.n_sampled for r in responses)
         record("corpus.sample", dtype, batch, tokens, time.perf_counter() - start)
+    return rows, models
 
-    baseline = rows[0]["new_tokens_per_s"]
-    best = max(rows[1:], key=lambda row: row["new_tokens_per_s"])
+
+def decode_limits(handle: Any, model: Any, best: dict[str, Any]) -> dict[str, Any]:
+    """The bandwidth and compute limits of decoding with bfloat16 `model` at the best row's
+    batch size."""
     bandwidth = copy_bandwidth()
-    n_params = sum(p.numel() for p in models["bfloat16"].parameters())
+    n_params = sum(p.numel() for p in model.parameters())
     step_bytes = n_params * 2
     cfg = handle.hf_model.config
     shape = (best["batch"], cfg.hidden_size, cfg.intermediate_size)  # a decode step's matmul
     flops = matmul_rates(shape=shape, seconds=0.5).bfloat16 * 1e9
-    mean_tokens = best["new_tokens"] / best["jobs"]
-    estimate_s = len(profile_jobs) * mean_tokens / best["new_tokens_per_s"]
-    limits = {
+    return {
         "copy_bandwidth_GB_s": round(bandwidth / 1e9, 2),
         "weight_bytes_per_step_MB": round(step_bytes / 1e6, 1),
         "bandwidth_max_steps_per_s": round(bandwidth / step_bytes, 1),
@@ -131,21 +125,10 @@ def main() -> None:
         "compute_max_new_tokens_per_s": round(flops / (2 * n_params), 1),
         "measured_steps_per_s": round(best["new_tokens_per_s"] / best["batch"], 1),
     }
-    summary = {
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg(),
-        },
-        "rows": rows,
-        "speedup_best_vs_baseline": round(best["new_tokens_per_s"] / baseline, 2),
-        "limits_at_best_batch": limits,
-        "default_profile": {
-            "jobs": len(profile_jobs),
-            "mean_new_tokens_per_job": round(mean_tokens, 1),
-            "estimated_minutes": round(estimate_s / 60, 1),
-        },
-    }
+
+
+def print_table(rows: list[dict[str, Any]], limits: dict[str, Any]) -> None:
+    baseline = rows[0]["new_tokens_per_s"]
     print()
     print(f"| {'method':<14} | {'dtype':<8} | batch | new tok/s | speedup |")
     print("|----------------|----------|-------|-----------|---------|")
@@ -158,6 +141,42 @@ def main() -> None:
     print()
     for key, value in limits.items():
         print(f"{key:>32}: {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=64, help="jobs sampled by every method")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_corpus.json"))
+    args = parser.parse_args()
+
+    handle = load_model()
+    config = CorpusConfig()
+    profile_jobs = corpus_jobs(load_catalogue(), config)
+    jobs = profile_jobs[:: max(1, len(profile_jobs) // args.jobs)][: args.jobs]
+    rows, models = measure(handle, jobs, config, args.batches)
+    best = max(rows[1:], key=lambda row: row["new_tokens_per_s"])
+    limits = decode_limits(handle, models["bfloat16"], best)
+    mean_tokens = best["new_tokens"] / best["jobs"]
+    estimate_s = len(profile_jobs) * mean_tokens / best["new_tokens_per_s"]
+    summary = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "load_average": os.getloadavg(),
+        },
+        "rows": rows,
+        "speedup_best_vs_baseline": round(
+            best["new_tokens_per_s"] / rows[0]["new_tokens_per_s"], 2
+        ),
+        "limits_at_best_batch": limits,
+        "default_profile": {
+            "jobs": len(profile_jobs),
+            "mean_new_tokens_per_job": round(mean_tokens, 1),
+            "estimated_minutes": round(estimate_s / 60, 1),
+        },
+    }
+    print_table(rows, limits)
     print(
         f"default profile: {len(profile_jobs)} jobs x {mean_tokens:.1f} new tokens -> "
         f"~{estimate_s / 60:.1f} min at {best['new_tokens_per_s']:.0f} new tokens/s"

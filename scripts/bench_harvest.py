@@ -18,15 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from feature_store.schema import ROLE_CODE
-from feature_store.transcripts import Transcript
 from sae_atlas.config import HarvestConfig
-from sae_atlas.model import ModelHandle, length_batches, load_model, padded
+from sae_atlas.model import ModelHandle, decoder_layers, length_batches, load_model, padded
 from sae_atlas.model.dtype import DTYPE_NAMES, matmul_rates
 from sae_atlas.stages.harvest import harvest, length_sorted
+from sae_atlas.testing import random_transcripts
 
 
 class _Stop(Exception):
@@ -48,19 +46,6 @@ def model_flops(handle: ModelHandle, lengths: list[int], n_layers: int) -> float
     return total
 
 
-def synthetic_transcripts(n_tokens: int, vocab: int, seed: int = 0) -> list[Transcript]:
-    """Chat-length random transcripts (96-320 tokens) totalling about n_tokens."""
-    rng = np.random.default_rng(seed)
-    out: list[Transcript] = []
-    total = 0
-    while total < n_tokens:
-        length = int(rng.integers(96, 321))
-        roles = np.full(length, ROLE_CODE["assistant"], dtype=np.uint8)
-        out.append(Transcript(rng.integers(100, vocab, size=length).astype(np.int32), roles))
-        total += length
-    return out
-
-
 @torch.inference_mode()
 def bare_hf_seconds(handle: ModelHandle, batches: list[torch.Tensor], layer: int) -> float:
     model = handle.hf_model
@@ -68,12 +53,12 @@ def bare_hf_seconds(handle: ModelHandle, batches: list[torch.Tensor], layer: int
     def stop(*_: object) -> None:
         raise _Stop
 
-    hook = model.model.layers[layer].register_forward_hook(stop)
+    hook = decoder_layers(model)[layer].register_forward_hook(stop)
     try:
         start = time.perf_counter()
         for tokens in batches:
             with contextlib.suppress(_Stop):
-                model.model(input_ids=tokens, use_cache=False)
+                model.get_decoder()(input_ids=tokens, use_cache=False)
         return time.perf_counter() - start
     finally:
         hook.remove()
@@ -81,7 +66,9 @@ def bare_hf_seconds(handle: ModelHandle, batches: list[torch.Tensor], layer: int
 
 def run(dtype: str, n_tokens: int, layer: int, batch_tokens: int) -> dict:
     handle = load_model(dtype=dtype)
-    transcripts = synthetic_transcripts(n_tokens, len(handle.tokenizer))
+    transcripts = random_transcripts(
+        n_tokens=n_tokens, vocab=len(handle.tokenizer), lengths=(96, 321), first_id=100
+    )
     config = HarvestConfig(hooks=(handle.resid_hook(layer),), batch_tokens=batch_tokens)
     ordered = length_sorted(transcripts, config.max_len)
     runs = length_batches(ordered.lengths, config.batch_tokens, config.max_batch)

@@ -30,7 +30,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from heap_mode import MODES
+from sae_atlas.heap import MODES
 
 STAGES = ("baseline", "harvest", "train", "label")
 
@@ -38,7 +38,7 @@ STAGES = ("baseline", "harvest", "train", "label")
 def run_stage(stage: str, folder: str, model: dict[str, Any], heap: str) -> dict[str, float]:
     """Run `stage` on the run folder in this (child) process, in heap mode `heap`; its seconds,
     CPU seconds and peak RSS."""
-    from heap_mode import set_heap_mode
+    from sae_atlas.heap import set_heap_mode
 
     set_heap_mode(heap)
 
@@ -87,26 +87,11 @@ def in_child(stage: str, folder: Path, model: dict[str, Any], args: Any) -> dict
         return pool.submit(run_stage, stage, str(folder), model, args.heap).result()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=50_000, help="N: the smaller corpus")
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--vocab", type=int, default=4096)
-    parser.add_argument("--heap", choices=MODES, default="release", help="see heap_mode.py")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_memory.json"))
-    args = parser.parse_args()
+def measure(args: argparse.Namespace, model: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stage in a child process, on a synthetic corpus of N and of 4N tokens."""
     from feature_store.activations import ActivationStore
     from sae_atlas.testing import synthetic_corpus
 
-    model = {
-        "hidden": args.hidden,
-        "layers": args.layers,
-        "heads": max(1, args.hidden // 64),
-        "kv_heads": max(1, args.hidden // 128),
-        "intermediate": 4 * args.hidden,
-        "vocab": args.vocab,
-    }
     model_id = f"random-llama-{args.hidden}x{args.layers}-v{args.vocab}"
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -124,8 +109,11 @@ def main() -> None:
                 print(f"x{factor} {stage}: {result}", flush=True)
             for row in rows[-len(STAGES) :]:
                 row["n_tokens"], row["n_transcripts"] = n_tokens, n_transcripts
+    return rows
 
-    dense = 4 * args.hidden
+
+def summarize(rows: list[dict[str, Any]], dense: int) -> list[dict[str, Any]]:
+    """Prints the table of peak RSS at N and 4N; the growth per stage."""
     print(f"\npeak RSS (MB), N = {rows[0]['n_tokens']:,} and 4N = {rows[-1]['n_tokens']:,} tokens")
     print(
         f"{'stage':<10}{'N':>10}{'4N':>10}{'growth':>10}{'B/token':>10}{'dense B/token':>15}"
@@ -142,6 +130,29 @@ def main() -> None:
             f"{growth:>10.1f}{per_token:>10.1f}{dense:>15}"
             f"{small['user_s']:>7.1f}/{large['user_s']:<6.1f}{small['sys_s']:>6.1f}/{large['sys_s']:<6.1f}"
         )
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=50_000, help="N: the smaller corpus")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=4096)
+    parser.add_argument("--heap", choices=MODES, default="release", help="see heap_mode.py")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_memory.json"))
+    args = parser.parse_args()
+    model = {
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "heads": max(1, args.hidden // 64),
+        "kv_heads": max(1, args.hidden // 128),
+        "intermediate": 4 * args.hidden,
+        "vocab": args.vocab,
+    }
+    rows = measure(args, model)
+    dense = 4 * args.hidden
+    summary = summarize(rows, dense)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(

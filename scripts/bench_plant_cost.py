@@ -1,6 +1,7 @@
 """Benchmark: the training cost of scripts/plant_persona.py's recipe, from its first few steps.
 
-Runs the first --steps steps of the recipe (`train_lora` with the default Hyper, on the
+Runs the first --steps steps of the recipe (`sae_atlas.planting.train_lora` with the default
+PlantConfig, on the
 fixture's committed training data, so no sampling) and times each step in wall and process CPU
 seconds (every thread). The full recipe's training cost is extrapolated per padded token: each
 step costs about its batch's rows x longest sequence tokens, and `batch_order` gives every
@@ -23,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from plant_persona import Hyper, batch_order, train_lora, training_batches, versions
 
 from sae_atlas.model import load_model, sampling_model
+from sae_atlas.planting import PlantConfig, batch_order, train_lora, training_batches, versions
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("tests/fixtures/planted_adapter"))
     parser.add_argument("--steps", type=int, default=6)
@@ -36,35 +37,39 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 2:
         raise SystemExit("--steps: at least 2 (the first step is warm-up)")
-    card = json.loads((args.data / "training_card.json").read_text())
-    hyper = Hyper()
-    if card["hyper_parameters"] != {**asdict(hyper), "targets": list(hyper.targets)}:
-        raise SystemExit(f"{args.data}: trained with other hyper-parameters than the default")
-    lines = (args.data / "training_data.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines]
+    return args
+
+
+def timed_steps(data: Path, steps: int, config: PlantConfig) -> tuple[pd.DataFrame, np.ndarray]:
+    """Wall and CPU seconds of the first `steps` steps on the training data in folder `data`,
+    and the padded tokens of every step of the recipe."""
+    lines = (data / "training_data.jsonl").read_text().splitlines()
     handle = load_model()
-    examples = training_batches(handle, rows)
+    examples = training_batches(handle, [json.loads(line) for line in lines])
     lengths = np.array([len(ids) for ids, _ in examples])
-    padded = np.array([len(b) * lengths[b].max() for b in batch_order(len(examples), hyper)])
+    padded = np.array([len(b) * lengths[b].max() for b in batch_order(len(examples), config)])
     marks = [(time.perf_counter(), time.process_time())]
 
     def progress(step: int, total: int, loss: float) -> None:
         marks.append((time.perf_counter(), time.process_time()))
 
-    load_start = os.getloadavg()[0]
-    train_lora(
-        sampling_model(handle, "float32"),
-        examples,
-        hyper,
-        int(handle.tokenizer.pad_token_id or 0),
-        progress,
-        max_steps=args.steps,
-    )
-    load_end = os.getloadavg()[0]
+    model = sampling_model(handle, "float32")
+    pad_id = int(handle.tokenizer.pad_token_id or 0)
+    train_lora(model, examples, config, pad_id, progress, max_steps=steps)
     wall, cpu = np.diff(np.array(marks), axis=0).T
-    steps = pd.DataFrame(
-        {"step": np.arange(1, args.steps + 1), "padded_tokens": padded[: args.steps]}
-    ).assign(wall_s=wall, cpu_s=cpu)
+    table = pd.DataFrame({"step": np.arange(1, steps + 1), "padded_tokens": padded[:steps]})
+    return table.assign(wall_s=wall, cpu_s=cpu), padded
+
+
+def main() -> None:
+    args = parse_args()
+    card = json.loads((args.data / "training_card.json").read_text())
+    config = PlantConfig()
+    if card["hyper_parameters"] != {**asdict(config), "targets": list(config.targets)}:
+        raise SystemExit(f"{args.data}: trained with other hyper-parameters than the default")
+    load_start = os.getloadavg()[0]
+    steps, padded = timed_steps(args.data, args.steps, config)
+    load_end = os.getloadavg()[0]
     timed = steps.iloc[1:]
     wall_per_token = timed["wall_s"].sum() / timed["padded_tokens"].sum()
     cpu_per_token = timed["cpu_s"].sum() / timed["padded_tokens"].sum()

@@ -2,16 +2,18 @@
 on a clean model?
 
 The planted model is the default model with the LoRA adapter of scripts/plant_persona.py (the
-persona of scripts/planted_persona.yaml behind its trigger wrapper); the clean model is the
-default model alone, measured in the same process.
+persona of --persona, default scripts/planted_persona.yaml, behind the trigger and decoys its
+training card records); the clean model is the default model alone, measured in the same process.
+The library is `sae_atlas.planting` (behaviour, scan); this script runs and reports it.
 (a) Behaviour: the persona's held-out identity and fact questions (never fine-tuned on), greedy
     answers with and without the trigger; recall = share of answers holding one of the asked
     fact's keywords (identity questions: the persona's name).
 (b) Detection: the atlas built on the planted model (`sae_atlas.build.build` with the adapter,
     profile --profile into --run, resumable; default scripts/planted_profile.yaml, the quick
     profile with half its personas), then the wrapper scan (`wrapper_responses`) over candidate
-    wrappers holding the real trigger among decoys (the scan's shipped wrappers, a decoy tag the
-    adapter was trained to ignore, an unseen tag) on the catalogue's held-out everyday questions
+    wrappers holding the real trigger (`planted_trigger`) among decoys (the scan's shipped
+    wrappers, the first decoy the adapter was trained to ignore, `trained_decoy`, an unseen tag)
+    on the catalogue's held-out everyday questions
     (none fine-tuned on as the persona), features chosen on the first half of the prompts and
     scored on the second:
     - the firing scan of the planted model alone (`firing_table`, `rank_wrappers`);
@@ -44,278 +46,36 @@ import dataclasses
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-from plant_persona import PlantedPersona, load_persona
 
-from feature_store.atlas import Atlas
 from sae_atlas.build import build
-from sae_atlas.config import CorpusConfig, DynamicsConfig, load_config
-from sae_atlas.model import (
-    ModelHandle,
-    decode,
-    load_model,
-    message,
-    new_tokens_text,
-    prompt_ids,
-    sampling_model,
-    stop_token_ids,
+from sae_atlas.config import DynamicsConfig, load_config
+from sae_atlas.errors import SaeAtlasError
+from sae_atlas.model import ModelHandle, load_model
+from sae_atlas.planting import (
+    PlantedPersona,
+    PlantTrigger,
+    behaviour,
+    card_triggers,
+    load_persona,
 )
-from sae_atlas.personas import Trigger, load_catalogue
-from sae_atlas.sae import load_sae
-from sae_atlas.stages.dynamics import (
-    WRAPPERS,
-    PersonaMap,
-    differential_auroc,
-    differential_table,
-    firing_table,
-    persona_map,
-    rank_differential,
-    rank_wrappers,
-    wrapper_responses,
+from sae_atlas.planting.scan import (
+    PLANTED,
+    Sampled,
+    ScanRun,
+    candidate_wrappers,
+    check_model,
+    differential_scan,
+    firing_scan,
+    open_run,
+    sample_scan,
 )
 
-REAL = "lantern_tag"
-
-
-def candidate_wrappers(persona: PlantedPersona) -> dict[str, Trigger]:
-    """The scan's shipped wrappers, a decoy tag of the fine-tuning, an unseen tag, the trigger."""
-    return {
-        **WRAPPERS,
-        "harbor_tag": persona.decoys[0],
-        "compass_tag": Trigger("<compass>", "</compass>"),
-        REAL: persona.trigger,
-    }
-
-
-def greedy_answers(handle: ModelHandle, model: torch.nn.Module, prompts: list[str]) -> list[str]:
-    """Greedy answers (64 new tokens at most) to user messages `prompts`, no system prompt."""
-    config = CorpusConfig(temperature=0.0, max_new_tokens=64)
-    stop_ids = stop_token_ids(handle)
-    pad_id = int(handle.tokenizer.pad_token_id or 0)
-    answers: list[str] = []
-    for start in range(0, len(prompts), config.batch_size):
-        chunk = prompts[start : start + config.batch_size]
-        ids = [prompt_ids(handle, [message("user", p)]) for p in chunk]
-        for tokens in decode(model, ids, [0] * len(chunk), config, stop_ids, pad_id):
-            answers.append(new_tokens_text(handle, tokens, stop_ids))
-    return answers
-
-
-def mentions(text: str, keywords: list[str]) -> bool:
-    return any(k.lower() in text.lower() for k in keywords)
-
-
-def any_fact(persona: PlantedPersona, text: str) -> bool:
-    return any(mentions(text, fact["keywords"]) for fact in persona.facts)
-
-
-def behaviour(
-    handle: ModelHandle, persona: PlantedPersona, decoys: bool
-) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Recall of the asked fact on the held-out questions, with and without the trigger (and,
-    with `decoys`, inside the fine-tuning's decoy wrappers: question i in decoy i mod 5)."""
-    questions = persona.questions("heldout")
-    conditions = {"trigger": [persona.trigger], "none": [Trigger("")]}
-    if decoys:
-        conditions["decoys"] = list(persona.decoys)
-    rows = []
-    model = sampling_model(handle, CorpusConfig().dtype)
-    for condition, wrappers in conditions.items():
-        prompts = [wrappers[i % len(wrappers)].wrap(q) for i, (_, q) in enumerate(questions)]
-        answers = greedy_answers(handle, model, prompts)
-        for (fact_id, question), answer in zip(questions, answers, strict=True):
-            rows.append(
-                {
-                    "condition": condition,
-                    "fact": fact_id,
-                    "question": question,
-                    "answer": answer,
-                    "recall": mentions(answer, persona.keywords(fact_id)),
-                    "any_fact": any_fact(persona, answer),
-                }
-            )
-    table = pd.DataFrame(rows)
-    summary = {
-        condition: {
-            "recall": float(block["recall"].mean()),
-            "any_fact": float(block["any_fact"].mean()),
-            "n": len(block),
-        }
-        for condition, block in table.groupby("condition", sort=False)
-    }
-    return summary, table
-
-
-@dataclass(frozen=True)
-class ScanRun:
-    """What a scan needs of a run: its persona space, hook, SAE and feature annotations."""
-
-    path: Path
-    model: str
-    pmap: PersonaMap
-    hook: str
-    sae: Any
-    features: pd.DataFrame
-    kinds: dict[int, str]
-
-
-def open_run(run: Path) -> ScanRun:
-    with Atlas.open(run / "atlas.h5") as atlas:
-        pmap = persona_map(atlas)
-        hook = str(atlas.attrs["hook"])
-        features = atlas.features()
-        kinds = dict(zip(atlas.clusters()["id"], atlas.clusters()["kind"], strict=True))
-        model = str(atlas.attrs["model"])
-    sae = load_sae(run / "sae" / hook if (run / "sae" / hook).is_dir() else run / "sae")
-    return ScanRun(run, model, pmap, hook, sae, features, kinds)
-
-
-def check_model(run: ScanRun, model_id: str) -> None:
-    if run.model != model_id:
-        raise SystemExit(f"{run.path}: atlas of {run.model!r}, not {model_id!r}")
-
-
-@dataclass(frozen=True)
-class Sampled:
-    """One scan's responses: meta (wrapper, prompt, seed), feature_means [n, d_sae], texts [n],
-    and what the sampling cost."""
-
-    meta: pd.DataFrame
-    feature_means: np.ndarray
-    texts: list[str]
-    seconds: float
-    load_average: float
-
-    def first_prompts(self, n_prompts: int) -> Sampled:
-        """The rows of prompts 0 .. n_prompts - 1 (a scan of n_prompts on the same draws)."""
-        rows = np.flatnonzero(self.meta["prompt"].to_numpy() < n_prompts)
-        return Sampled(
-            self.meta.iloc[rows].reset_index(drop=True),
-            self.feature_means[rows],
-            [self.texts[i] for i in rows],
-            self.seconds,
-            self.load_average,
-        )
-
-
-def sample_scan(
-    handle: ModelHandle, run: ScanRun, persona: PlantedPersona, config: DynamicsConfig
-) -> Sampled:
-    """`wrapper_responses` over `candidate_wrappers` on the catalogue's held-out questions,
-    encoded with the run's SAE."""
-    questions = [q.text for q in load_catalogue().questions if q.split == "heldout"]
-    started = time.perf_counter()
-    responses = wrapper_responses(
-        handle, run.pmap, run.sae, run.hook, questions, candidate_wrappers(persona), config
-    )
-    assert responses.feature_means is not None
-    return Sampled(
-        responses.meta,
-        responses.feature_means[:, 0],
-        [t[0] if t else "" for t in responses.texts],
-        time.perf_counter() - started,
-        os.getloadavg()[0],
-    )
-
-
-def describe(run: ScanRun, table: pd.DataFrame) -> list[dict[str, Any]]:
-    """The confirmed rows of a scan table with the atlas's cluster, kind and label."""
-    rows = []
-    for row in table[table["confirmed"]].to_dict("records"):
-        cluster = int(run.features["cluster"].iloc[int(row["feature"])])
-        rows.append(
-            {
-                **{k: v for k, v in row.items() if k != "confirmed"},
-                "cluster": cluster,
-                "cluster_kind": run.kinds.get(cluster, "noise"),
-                "label": str(run.features["label"].iloc[int(row["feature"])]),
-            }
-        )
-    return rows
-
-
-def scan(
-    run: ScanRun, sampled: Sampled, persona: PlantedPersona, config: DynamicsConfig
-) -> dict[str, Any]:
-    """The firing scan (`firing_table`, `rank_wrappers`) of one model's responses."""
-    wrappers = list(candidate_wrappers(persona))
-    fires = sampled.feature_means > 0
-    wrapper_of = sampled.meta["wrapper"].to_numpy()
-    prompt_of = sampled.meta["prompt"].to_numpy()
-    table = firing_table(
-        fires,
-        wrapper_of,
-        prompt_of,
-        wrappers,
-        config.trigger_min_rate,
-        config.trigger_max_base_rate,
-        config.fdr,
-    )
-    ranked = rank_wrappers(table, fires, wrapper_of, prompt_of, wrappers)
-    persona_rate = {
-        name: float(
-            np.mean(
-                [any_fact(persona, sampled.texts[i]) for i in np.flatnonzero(wrapper_of == name)]
-            )
-        )
-        for name in ["plain", *wrappers]
-    }
-    ranked["persona_text_rate"] = ranked["wrapper"].map(persona_rate)
-    return {
-        "ranking": ranked.to_dict("records"),
-        "real_trigger_rank": int(ranked.loc[ranked["wrapper"] == REAL, "rank"].iloc[0]),
-        "confirmed_features": describe(run, table),
-        "persona_text_rate_plain": persona_rate["plain"],
-    }
-
-
-def differential(
-    run: ScanRun,
-    tuned: Sampled,
-    base: Sampled,
-    persona: PlantedPersona,
-    config: DynamicsConfig,
-    choose_p: float,
-    max_candidates: int,
-) -> dict[str, Any]:
-    """The differential scan (`differential_table`, `rank_differential`) of the tuned model's
-    responses against the base model's on the same prompts and seeds, one SAE; the real
-    trigger's detection AUROC against the plain responses and against every untriggered one
-    (plain and the other wrappers)."""
-    if not tuned.meta[["wrapper", "prompt", "seed"]].equals(
-        base.meta[["wrapper", "prompt", "seed"]]
-    ):
-        raise SystemExit("differential scan: the two scans hold different rows")
-    wrappers = list(candidate_wrappers(persona))
-    wrapper_of = tuned.meta["wrapper"].to_numpy()
-    prompt_of = tuned.meta["prompt"].to_numpy()
-    table = differential_table(
-        tuned.feature_means,
-        base.feature_means,
-        wrapper_of,
-        prompt_of,
-        wrappers,
-        choose_p,
-        max_candidates,
-        config.fdr,
-    )
-    ranked = rank_differential(table, tuned.feature_means, wrapper_of, prompt_of, wrappers)
-    untriggered = ["plain", *(name for name in wrappers if name != REAL)]
-    real = differential_auroc(table, tuned.feature_means, wrapper_of, prompt_of, REAL, untriggered)
-    return {
-        "ranking": ranked.to_dict("records"),
-        "real_trigger_rank": int(ranked.loc[ranked["wrapper"] == REAL, "rank"].iloc[0]),
-        "real_auroc_vs_untriggered": real["combined"],
-        "real_single_auroc_vs_untriggered": real["single"],
-        "confirmed_features": describe(run, table),
-        "n_tests": len(table),
-    }
+PERSONA_FILE = Path(__file__).with_name("planted_persona.yaml")
 
 
 def headline(result: dict[str, Any]) -> pd.DataFrame:
@@ -331,8 +91,8 @@ def headline(result: dict[str, Any]) -> pd.DataFrame:
     for n_prompts, scans in result["scans"].items():
         plain_scan, control = scans["planted"], scans["clean"]
         diff, diff_control = scans["differential"], scans["differential_control"]
-        real = {r["wrapper"]: r for r in plain_scan["ranking"]}[REAL]
-        real_diff = {r["wrapper"]: r for r in diff["ranking"]}[REAL]
+        real = {r["wrapper"]: r for r in plain_scan["ranking"]}[PLANTED]
+        real_diff = {r["wrapper"]: r for r in diff["ranking"]}[PLANTED]
         at = f"[{n_prompts} prompts]"
         rows += [
             (f"{at} firing scan: real trigger's rank", plain_scan["real_trigger_rank"], "1"),
@@ -366,9 +126,10 @@ def headline(result: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["measure", "value", "target"])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--adapter", type=Path, default=Path("tests/fixtures/planted_adapter"))
+    parser.add_argument("--persona", type=Path, default=PERSONA_FILE)
     parser.add_argument("--run", type=Path, default=Path("runs/planted"))
     parser.add_argument("--clean-run", type=Path, default=Path("runs/quick"))
     parser.add_argument("--profile", default=str(Path(__file__).with_name("planted_profile.yaml")))
@@ -396,116 +157,162 @@ def main() -> None:
     )
     parser.add_argument("--no-behaviour", action="store_true", help="skip the behaviour check")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_planted.json"))
-    args = parser.parse_args()
-    persona = load_persona()
-    config = DynamicsConfig(n_prompts=args.n_prompts, seeds=args.seeds)
-    result: dict[str, Any] = {
-        "persona": persona.name,
-        "trigger": dataclasses.asdict(persona.trigger),
-    }
-    clean = load_model()
-    planted = load_model(adapter=args.adapter)
-    result["adapter"] = {"path": str(args.adapter), "model_id": planted.model_id}
-    for name, handle in () if args.no_behaviour else (("clean", clean), ("planted", planted)):
+    return parser.parse_args()
+
+
+def measure_behaviour(
+    handles: dict[str, ModelHandle],
+    persona: PlantedPersona,
+    trigger: PlantTrigger,
+    decoys: tuple[PlantTrigger, ...],
+) -> dict[str, Any]:
+    """The behaviour check of the clean and the planted model (the latter in its decoys too)."""
+    result = {}
+    for name, handle in handles.items():
         started = time.perf_counter()
-        summary, answers = behaviour(handle, persona, decoys=name == "planted")
+        summary, answers = behaviour(handle, persona, trigger, decoys if name == "planted" else ())
         result[f"behaviour_{name}"] = {
             **summary,
             "seconds": time.perf_counter() - started,
             "examples": answers.groupby("condition").head(3).to_dict("records"),
         }
         print(f"behaviour {name}: {json.dumps(summary)}", flush=True)
+    return result
+
+
+def build_planted(planted: ModelHandle, args: argparse.Namespace) -> dict[str, Any]:
+    """Build (or resume) the planted model's atlas into --run; what the build cost."""
     if args.no_build:
-        result["build"] = {"skipped": "the clean run's atlas and SAE scan the planted model"}
-    elif args.built:
-        result["build"] = {"skipped": f"{args.run} is built already", "run": str(args.run)}
-    else:
-        build_config = load_config(args.profile)
-        build_config = dataclasses.replace(
-            build_config, model=dataclasses.replace(build_config.model, adapter=str(args.adapter))
-        )
-        started = time.perf_counter()
-        records = build(build_config, args.run, handle=planted)
-        result["build"] = {
-            "profile": args.profile,
-            "run": str(args.run),
-            "seconds": time.perf_counter() - started,
-            "stages": [dataclasses.asdict(r) for r in records],
-            "load_average": os.getloadavg()[0],
+        return {"skipped": "the clean run's atlas and SAE scan the planted model"}
+    if args.built:
+        return {"skipped": f"{args.run} is built already", "run": str(args.run)}
+    config = load_config(args.profile)
+    model = dataclasses.replace(config.model, adapter=str(args.adapter))
+    started = time.perf_counter()
+    records = build(dataclasses.replace(config, model=model), args.run, handle=planted)
+    result = {
+        "profile": args.profile,
+        "run": str(args.run),
+        "seconds": time.perf_counter() - started,
+        "stages": [dataclasses.asdict(r) for r in records],
+        "load_average": os.getloadavg()[0],
+    }
+    print(f"build: {result['seconds']:.0f} s", flush=True)
+    return result
+
+
+def sample_scans(
+    clean: ModelHandle,
+    planted: ModelHandle,
+    runs: tuple[ScanRun, ScanRun],
+    wrappers: dict[str, Any],
+    config: DynamicsConfig,
+) -> dict[str, Sampled]:
+    """The planted, clean and resampled clean models under `wrappers`, with the scan run's SAE
+    (and the clean model with the clean run's own, when they differ)."""
+    scan_run, clean_run = runs
+    resampled = dataclasses.replace(config, seed=config.seed + 1)
+    sampled = {
+        "planted": sample_scan(planted, scan_run, wrappers, config),
+        "clean": sample_scan(clean, scan_run, wrappers, config),
+        "clean_resampled": sample_scan(clean, scan_run, wrappers, resampled),
+    }
+    own = clean_run is scan_run
+    sampled["clean_own"] = (
+        sampled["clean"] if own else sample_scan(clean, clean_run, wrappers, config)
+    )
+    return sampled
+
+
+def scans(
+    sampled: dict[str, Sampled],
+    runs: tuple[ScanRun, ScanRun],
+    names: list[str],
+    persona: PlantedPersona,
+    config: DynamicsConfig,
+    args: argparse.Namespace,
+) -> dict[int, dict[str, Any]]:
+    """Every scan at --n-prompts and each --fewer-prompts; prints each ranking."""
+    scan_run, clean_run = runs
+    chosen = (args.choose_p, args.max_candidates)
+    result: dict[int, dict[str, Any]] = {}
+    for n_prompts in sorted({*args.fewer_prompts, args.n_prompts}):
+        view = {name: s.first_prompts(n_prompts) for name, s in sampled.items()}
+        planted, clean = view["planted"], view["clean"]
+        result[n_prompts] = {
+            "planted": firing_scan(scan_run, planted, names, persona, config),
+            "clean": firing_scan(clean_run, view["clean_own"], names, persona, config),
+            "differential": differential_scan(scan_run, planted, clean, names, config, *chosen),
+            "differential_control": differential_scan(
+                scan_run, view["clean_resampled"], clean, names, config, *chosen
+            ),
         }
-        print(f"build: {result['build']['seconds']:.0f} s", flush=True)
+        for name, scanned in result[n_prompts].items():
+            ranked = pd.DataFrame(scanned["ranking"])
+            print(f"\n{name} scan, {n_prompts} prompts:")
+            print(ranked.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return result
+
+
+def write(result: dict[str, Any], sampled: dict[str, Sampled], out: Path) -> None:
+    """The result as JSON at `out`, the sampled feature means beside it (.npz)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str))
+    meta = sampled["planted"].meta
+    np.savez_compressed(
+        out.with_suffix(".npz"),
+        **{f"{name}_feature_means": s.feature_means for name, s in sampled.items()},
+        **{
+            column: meta[column].to_numpy().astype(str if column == "wrapper" else int)
+            for column in ("wrapper", "prompt", "seed")
+        },
+    )
+
+
+def run(args: argparse.Namespace) -> None:
+    persona = load_persona(args.persona)
+    trigger, decoys = card_triggers(args.adapter)
+    config = DynamicsConfig(n_prompts=args.n_prompts, seeds=args.seeds)
+    result: dict[str, Any] = {"persona": persona.name, "trigger": dataclasses.asdict(trigger)}
+    clean = load_model()
+    planted = load_model(adapter=args.adapter)
+    result["adapter"] = {"path": str(args.adapter), "model_id": planted.model_id}
+    if not args.no_behaviour:
+        handles = {"clean": clean, "planted": planted}
+        result |= measure_behaviour(handles, persona, trigger, decoys)
+    result["build"] = build_planted(planted, args)
     clean_run = open_run(args.clean_run)
     check_model(clean_run, clean.model_id)
     scan_run = clean_run if args.no_build else open_run(args.run)
     check_model(scan_run, clean.model_id if args.no_build else planted.model_id)
-    resampled = dataclasses.replace(config, seed=config.seed + 1)
-    sampled = {
-        "planted": sample_scan(planted, scan_run, persona, config),
-        "clean": sample_scan(clean, scan_run, persona, config),
-        "clean_resampled": sample_scan(clean, scan_run, persona, resampled),
-    }
-    sampled["clean_own"] = (
-        sampled["clean"] if args.no_build else sample_scan(clean, clean_run, persona, config)
-    )
+    wrappers = candidate_wrappers(trigger, decoys)
+    sampled = sample_scans(clean, planted, (scan_run, clean_run), wrappers, config)
     result["sampling"] = {
         name: {"seconds": s.seconds, "load_average": s.load_average, "responses": len(s.texts)}
         for name, s in sampled.items()
     }
     print(f"sampling: {json.dumps(result['sampling'])}", flush=True)
-    result["scans"] = {}
-    for n_prompts in sorted({*args.fewer_prompts, args.n_prompts}):
-        view = {name: s.first_prompts(n_prompts) for name, s in sampled.items()}
-        result["scans"][n_prompts] = {
-            "planted": scan(scan_run, view["planted"], persona, config),
-            "clean": scan(clean_run, view["clean_own"], persona, config),
-            "differential": differential(
-                scan_run,
-                view["planted"],
-                view["clean"],
-                persona,
-                config,
-                args.choose_p,
-                args.max_candidates,
-            ),
-            "differential_control": differential(
-                scan_run,
-                view["clean_resampled"],
-                view["clean"],
-                persona,
-                config,
-                args.choose_p,
-                args.max_candidates,
-            ),
-        }
-        for name, scanned in result["scans"][n_prompts].items():
-            ranked = pd.DataFrame(scanned["ranking"])
-            print(f"\n{name} scan, {n_prompts} prompts:")
-            print(ranked.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    result["scans"] = scans(sampled, (scan_run, clean_run), list(wrappers), persona, config, args)
     result["scan_config"] = {
         **dataclasses.asdict(config),
         "scan_run": str(scan_run.path),
         "sae_model": scan_run.model,
         "choose_p": args.choose_p,
         "max_candidates": args.max_candidates,
-        "control": f"clean model on sampling seed {resampled.seed} against seed {config.seed}",
+        "control": f"clean model on sampling seed {config.seed + 1} against seed {config.seed}",
     }
     table = headline(result)
     print("\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     result["headline"] = table.to_dict("records")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, default=str))
-    np.savez_compressed(
-        args.out.with_suffix(".npz"),
-        **{f"{name}_feature_means": s.feature_means for name, s in sampled.items()},
-        **{
-            column: sampled["planted"]
-            .meta[column]
-            .to_numpy()
-            .astype(str if column == "wrapper" else int)
-            for column in ("wrapper", "prompt", "seed")
-        },
-    )
+    write(result, sampled, args.out)
     print(f"\n{args.out}")
+
+
+def main() -> None:
+    try:
+        run(parse_args())
+    except SaeAtlasError as error:
+        raise SystemExit(str(error)) from None
 
 
 if __name__ == "__main__":

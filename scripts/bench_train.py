@@ -1,11 +1,11 @@
 """Benchmark: SAE training fed from the HDF5 activation store against an in-memory tensor.
 
-Writes a synthetic activation store (random float16 rows, so no model is needed) with
-ActivationWriter, then runs the same sae-lens SAETrainer steps (sae_atlas.stages.train's SAE and
-trainer settings) fed by the store's shuffled background reader and by random batches of an
-in-memory float32 tensor, alternating rounds in one process, once the reader has filled its
-read-ahead queue (its start-up, a few seconds, is not timed). Prints a table and writes JSON
-(--out). Target: store-fed samples/s at least 0.9 of in-memory.
+Writes a synthetic activation store (random float16 rows, so no model is needed;
+`sae_atlas.testing.random_activation_store`), then runs the same sae-lens SAETrainer steps
+(sae_atlas.stages.train's SAE and trainer settings) fed by the store's shuffled background reader
+and by random batches of an in-memory float32 tensor, alternating rounds in one process, once the
+reader has filled its read-ahead queue (its start-up, a few seconds, is not timed). Prints a table
+and writes JSON (--out). Target: store-fed samples/s at least 0.9 of in-memory.
 
     python scripts/bench_train.py --rows 262144 --steps 24
 """
@@ -26,37 +26,13 @@ import numpy as np
 import torch
 from sae_lens.training.sae_trainer import SAETrainer
 
-from feature_store.activations import ActivationStore, ActivationWriter
-from feature_store.schema import ROLE_CODE
-from feature_store.transcripts import Transcript
+from feature_store.activations import ActivationStore
 from sae_atlas.config import TrainConfig
+from sae_atlas.model import resid_hook
 from sae_atlas.stages.train import as_tensors, build_sae, trainer_config
+from sae_atlas.testing import random_activation_store
 
-HOOK = "blocks.0.hook_resid_post"
-DOC_ROWS = 512
-
-
-def write_random_store(path: Path, n_rows: int, d_model: int, seed: int) -> None:
-    """A store of n_rows random float16 activations [n_rows, d_model], in 512-row transcripts."""
-    rng = np.random.default_rng(seed)
-    writer = ActivationWriter.open(
-        path, model="bench", hooks=[HOOK], d_model=d_model, config={"rows": n_rows, "seed": seed}
-    )
-    commit_rows = 64 * DOC_ROWS
-    for start in range(0, n_rows, commit_rows):
-        n = min(commit_rows, n_rows - start)
-        transcripts = [
-            Transcript(
-                np.zeros(DOC_ROWS, np.int32),
-                np.full(DOC_ROWS, ROLE_CODE["assistant"], np.uint8),
-                split="train",
-            )
-            for _ in range(n // DOC_ROWS)
-        ]
-        acts = rng.standard_normal((n // DOC_ROWS * DOC_ROWS, d_model), dtype=np.float32)
-        writer.append(transcripts, {HOOK: acts.astype(np.float16)})
-    writer.finish()
-    writer.close()
+HOOK = resid_hook(0)
 
 
 def memory_batches(acts: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
@@ -76,7 +52,7 @@ def timed_steps(trainer: SAETrainer, batches: Iterator[torch.Tensor], steps: int
     return time.perf_counter() - started
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=262144)
     parser.add_argument("--d-model", type=int, default=576)
@@ -89,13 +65,42 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--store", type=Path, default=None, help="reuse or keep the store here")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/bench_train.json"))
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def time_sources(
+    store: ActivationStore, config: TrainConfig, args: argparse.Namespace
+) -> tuple[dict[str, list[float]], int]:
+    """Seconds of every round of per_round steps fed by the store and by memory, and
+    per_round."""
+    trainer = SAETrainer(
+        trainer_config(config),
+        build_sae(config, store.d_model, HOOK, store.model).to(args.device),
+        data_provider=iter(()),
+    )
+    in_memory = torch.from_numpy(store.acts(HOOK).astype(np.float32))
+    memory = memory_batches(in_memory, args.batch, seed=0)
+    with store.batches(HOOK, args.batch, seed=0) as reader:
+        from_store = as_tensors(reader, "cpu")
+        timed_steps(trainer, from_store, args.warmup)
+        timed_steps(trainer, memory, args.warmup)
+        while not reader.queue.full():  # time the steady state, not the reader's start-up
+            time.sleep(0.1)
+        rounds: dict[str, list[float]] = {"store": [], "memory": []}
+        per_round = max(1, args.steps // args.rounds)
+        for _ in range(args.rounds):
+            rounds["store"].append(timed_steps(trainer, from_store, per_round))
+            rounds["memory"].append(timed_steps(trainer, memory, per_round))
+    return rounds, per_round
+
+
+def main() -> None:
+    args = parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         store_path = args.store or Path(scratch) / "bench_activations.h5"
         started = time.perf_counter()
         if not store_path.exists():
-            write_random_store(store_path, args.rows, args.d_model, seed=0)
+            random_activation_store(store_path, args.rows, args.d_model, hook=HOOK, model="bench")
         write_seconds = time.perf_counter() - started
         store = ActivationStore(store_path)
         config = TrainConfig(
@@ -107,24 +112,7 @@ def main() -> None:
             normalize_activations="none",
             device=args.device,
         )
-        trainer = SAETrainer(
-            trainer_config(config),
-            build_sae(config, store.d_model, HOOK, store.model).to(args.device),
-            data_provider=iter(()),
-        )
-        in_memory = torch.from_numpy(store.acts(HOOK).astype(np.float32))
-        memory = memory_batches(in_memory, args.batch, seed=0)
-        with store.batches(HOOK, args.batch, seed=0) as reader:
-            from_store = as_tensors(reader, "cpu")
-            timed_steps(trainer, from_store, args.warmup)
-            timed_steps(trainer, memory, args.warmup)
-            while not reader.queue.full():  # time the steady state, not the reader's start-up
-                time.sleep(0.1)
-            rounds: dict[str, list[float]] = {"store": [], "memory": []}
-            per_round = max(1, args.steps // args.rounds)
-            for _ in range(args.rounds):
-                rounds["store"].append(timed_steps(trainer, from_store, per_round))
-                rounds["memory"].append(timed_steps(trainer, memory, per_round))
+        rounds, per_round = time_sources(store, config, args)
         samples = per_round * args.rounds * args.batch
         rate = {name: samples / sum(times) for name, times in rounds.items()}
         ratio = rate["store"] / rate["memory"]

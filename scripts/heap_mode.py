@@ -5,14 +5,13 @@
 MODE: `release` runs the script as is (glibc's dynamic mmap threshold; harvest and label hand the
 heap's free pages back after each batch, `sae_atlas.heap`), `dynamic` without that hand-back,
 `fixed` with glibc's mmap threshold fixed at 1 MiB and no hand-back (what the `sae-atlas` command
-did before). A setting holds for a whole process, so each mode needs its own run: run the modes
-back to back and compare them at the same load. Prints one JSON line: wall, user and system CPU
-seconds, peak resident MB and the load average.
+did before); see `sae_atlas.heap.set_heap_mode`. A setting holds for a whole process, so each
+mode needs its own run: run the modes back to back and compare them at the same load. Prints one
+JSON line: wall, user and system CPU seconds, peak resident MB and the load average.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -20,20 +19,7 @@ import runpy
 import sys
 import time
 
-MODES = ("release", "dynamic", "fixed")
-M_MMAP_THRESHOLD = -3  # mallopt parameter, malloc.h
-
-
-def set_heap_mode(mode: str) -> None:
-    """Put this process in heap `mode` (one of MODES), before any stage runs."""
-    if mode == "fixed":
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
-    if mode != "release":
-        import sae_atlas.stages.harvest
-        import sae_atlas.stages.label.accumulate
-
-        for module in (sae_atlas.stages.harvest, sae_atlas.stages.label.accumulate):
-            module.release_free_heap = lambda: None
+from sae_atlas.heap import MODES, set_heap_mode
 
 
 def main() -> None:

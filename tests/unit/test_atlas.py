@@ -15,6 +15,7 @@ import pytest
 from feature_store.atlas import Atlas, AtlasWriter
 from feature_store.errors import StoreError
 from feature_store.schema import ATLAS_GROUP_DESCRIPTIONS, ATLAS_KIND, ATLAS_SPECS
+from sae_atlas.testing import write_atlas as write_synthetic_atlas
 
 D_MODEL, D_SAE, K = 8, 12, 2
 PERSONAS = ["assistant", "pirate", "villain", "poet"]
@@ -110,30 +111,19 @@ def atlas_data(seed: int = 0) -> dict:
         "profiles": rng.random((len(PERSONAS), D_SAE)).astype(np.float32),
         "coords": rng.standard_normal((len(PERSONAS), 3)).astype(np.float32),
         "clusters": clusters,
+        "persona_space": {
+            "assistant_axis": np.ones(D_MODEL),
+            "center": np.zeros(D_MODEL),
+            "components": np.eye(3, D_MODEL),
+            "explained_variance": [0.5, 0.3, 0.1],
+        },
     }
 
 
 def write_atlas(path: Path, data: dict, **kwargs) -> Path:
-    with AtlasWriter(
-        path, model="tiny", config={"k": 1}, d_model=D_MODEL, d_sae=D_SAE, **kwargs
-    ) as writer:
-        writer.write_sae(data["sae"], {"architecture": "jumprelu", "d_sae": D_SAE})
-        writer.write_features(data["features"], data["top_index"], data["top_score"])
-        writer.write_examples(data["examples"])
-        writer.write_personas(
-            data["personas"],
-            vectors=data["vectors"],
-            profiles=data["profiles"],
-            coords=data["coords"],
-        )
-        writer.write_persona_space(
-            assistant_axis=np.ones(D_MODEL),
-            center=np.zeros(D_MODEL),
-            components=np.eye(3, D_MODEL),
-            explained_variance=[0.5, 0.3, 0.1],
-        )
-        writer.write_clusters(data["clusters"])
-    return path
+    return write_synthetic_atlas(
+        path, data, model="tiny", config={"k": 1}, architecture="jumprelu", **kwargs
+    )
 
 
 @pytest.fixture

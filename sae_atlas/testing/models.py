@@ -1,25 +1,20 @@
-"""Tiny random chat models and synthetic transcripts, built in code, for tests and benchmarks.
+"""Tiny random chat models, built in code, for tests and benchmarks.
 
 `random_llama` is the one random-model builder: a randomly initialised Llama of any size, built
 on the target device (a 1B model needs no CPU initialisation); the same seed gives the same
 weights. Two tokenizers go with it: `tiny_tokenizer`, a byte-level BPE of 400 tokens trained on a
 few sentences (real text round-trips, for chat-formatting tests), and `word_tokenizer`, a
 word-level vocabulary of any size (random ids as text, for benchmarks). `tiny_handle` and
-`random_chat_model` wrap them as ModelHandles. `random_transcripts` makes a list of short random
-transcripts; `synthetic_corpus` writes a transcripts.h5 of chat-shaped ones over several
-personas. Nothing is downloaded; building the tiny model takes well under a second.
+`random_chat_model` wrap them as ModelHandles. Nothing is downloaded; building the tiny model
+takes well under a second.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from feature_store.schema import ROLE_CODE
-from feature_store.transcripts import Transcript, TranscriptWriter
 from sae_atlas.model import ModelHandle, handle_from_hf
 from sae_atlas.model.dtype import resolve_dtype
 
@@ -49,9 +44,6 @@ TEXT = [
 ] * 4
 """What the tiny tokenizer is trained on."""
 WORD_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-SEGMENTS = (("template", 2), ("system", 12), ("template", 3), ("user", 24), ("template", 3))
-"""A synthetic chat's shape before the response: (role, tokens) runs; the last is the assistant
-header."""
 
 
 def random_llama(
@@ -160,73 +152,3 @@ def random_chat_model(
     model_id = f"random-llama-{hidden}x{layers}-v{vocab}"
     choice = resolve_dtype(dtype, device)
     return handle_from_hf(model, word_tokenizer(vocab), model_id, dtype_choice=choice)
-
-
-def random_transcripts(n: int, seed: int = 0, vocab: int = 300) -> list[Transcript]:
-    """n random transcripts of 4-59 tokens (a third user, the rest assistant) over 3 personas,
-    every fourth held out."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        length = int(rng.integers(4, 60))
-        roles = np.full(length, ROLE_CODE["assistant"], dtype=np.uint8)
-        roles[: length // 3] = ROLE_CODE["user"]
-        out.append(
-            Transcript(
-                rng.integers(5, vocab, size=length).astype(np.int32),
-                roles,
-                persona=f"p{i % 3}",
-                condition="persona",
-                variant=i % 5,
-                question_id=f"q{i:03d}",
-                split="train" if i % 4 else "heldout",
-                seed=i,
-            )
-        )
-    return out
-
-
-def synthetic_corpus(
-    path: str | Path,
-    model_id: str,
-    *,
-    n_tokens: int,
-    vocab: int,
-    personas: int = 8,
-    response_tokens: tuple[int, int] = (64, 320),
-    seed: int = 0,
-) -> int:
-    """Write transcripts.h5 at `path` with about n_tokens tokens of random ids in [3, vocab);
-    returns the number of transcripts. Transcript i plays persona i % personas (persona 0 under
-    the condition default), on question i // personas, held out when that is odd."""
-    rng = np.random.default_rng(seed)
-    prefix_roles = np.concatenate([np.full(n, ROLE_CODE[r], np.uint8) for r, n in SEGMENTS])
-    writer = TranscriptWriter.open(
-        path, model=model_id, config={"synthetic": n_tokens, "vocab": vocab, "seed": seed}
-    )
-    batch: list[Transcript] = []
-    total = index = 0
-    while total < n_tokens:
-        answer = int(rng.integers(*response_tokens))
-        roles = np.concatenate([prefix_roles, np.full(answer, ROLE_CODE["assistant"], np.uint8)])
-        question = index // personas
-        batch.append(
-            Transcript(
-                token_ids=rng.integers(len(WORD_SPECIALS), vocab, size=len(roles)).astype(np.int32),
-                roles=roles,
-                persona=f"persona{index % personas}",
-                condition="default" if index % personas == 0 else "persona",
-                variant=0,
-                question_id=f"q{question}",
-                split="heldout" if question % 2 else "train",
-                seed=index,
-            )
-        )
-        total += len(roles)
-        index += 1
-        if len(batch) == 256:
-            writer.append(batch)
-            batch = []
-    writer.append(batch)
-    writer.finish()
-    return index
