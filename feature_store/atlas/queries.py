@@ -25,11 +25,16 @@ from feature_store.atlas.reader import AtlasReader
 from feature_store.errors import StoreError
 from feature_store.schema import (
     CLUSTER_COLUMNS,
+    DEFAULT_CATEGORY,
+    DEFAULT_PERSONA_NAME,
     EXAMPLE_COLUMNS,
     EXAMPLE_KINDS,
     FEATURE_COLUMNS,
+    ORGANIZE_SUMMARY_ATTR,
     PERSONA_COLUMNS,
     PERSONA_SPACE_ARRAYS,
+    REGION_CENTROIDS_ENTRY,
+    REGIONS_ENTRY,
 )
 
 NEAREST_BLOCK_ROWS = 8192
@@ -127,6 +132,34 @@ class Atlas(AtlasReader):
         """assistant_axis [d_model], center [d_model], components [n_components, d_model],
         explained_variance [n_components]."""
         return {spec.name: self._column(spec.path) for spec in PERSONA_SPACE_ARRAYS}
+
+    def default_persona(self) -> str:
+        """Name of the default persona, the one every persona was contrasted against: the one
+        organize recorded (root attribute organize_summary, persona_space.default_persona); in
+        an atlas without that record, the catalogue's rule on personas/: the persona named
+        DEFAULT_PERSONA_NAME of category DEFAULT_CATEGORY, else the first of that category.
+        Reads the root attributes and two persona columns. Raises StoreError when the recorded
+        persona is not among personas/ or when there is neither a record nor such a persona."""
+        summary = json.loads(self.attrs.get(ORGANIZE_SUMMARY_ATTR) or "{}")
+        recorded = summary.get("persona_space", {}).get("default_persona")
+        names = [str(name) for name in self._persona_names()]
+        if recorded is not None:
+            if recorded not in names:
+                raise StoreError(
+                    f"{self.path}: its default persona {recorded!r} ({ORGANIZE_SUMMARY_ATTR}) "
+                    "is not among its personas; the atlas is damaged: rebuild it"
+                )
+            return str(recorded)
+        category = self._column("personas/category")
+        defaults = [n for n, kind in zip(names, category, strict=True) if kind == DEFAULT_CATEGORY]
+        if DEFAULT_PERSONA_NAME in defaults:
+            return DEFAULT_PERSONA_NAME
+        if not defaults:
+            raise StoreError(
+                f"{self.path}: records no default persona and has no persona of category "
+                f"{DEFAULT_CATEGORY!r}; rebuild it with a default persona in the corpus"
+            )
+        return defaults[0]
 
     # -- features ---------------------------------------------------------------------------
 
@@ -265,6 +298,28 @@ class Atlas(AtlasReader):
         if isinstance(entry, h5py.Dataset):
             return read_all(entry)
         return pd.DataFrame({column: read_all(data) for column, data in entry.items()})
+
+    def regions(self) -> pd.DataFrame:
+        """The regions of persona space the dynamics stage found (dynamics/regions), one row per
+        region in the order of the rows of dynamics/transition_matrix: id, name (the default
+        persona's region is "assistant"), personas (list of member names), stationary (long-run
+        share of turns), in_attractor (share of bootstrap resamples), and centroid
+        [n_components] when the atlas has dynamics/region_centroids. Reads two small entries.
+        Raises StoreError when the atlas has no dynamics/regions table."""
+        if REGIONS_ENTRY not in self.dynamics_names():
+            raise StoreError(
+                f"{self.path}: has no dynamics/{REGIONS_ENTRY}; run `sae-atlas dynamics` on it"
+            )
+        table = self.dynamics(REGIONS_ENTRY)
+        if not isinstance(table, pd.DataFrame) or "personas" not in table:
+            raise StoreError(
+                f"{self.path}: dynamics/{REGIONS_ENTRY} is not a table with a personas column; "
+                "run `sae-atlas dynamics` on the atlas again"
+            )
+        table["personas"] = [members.split(";") if members else [] for members in table["personas"]]
+        if REGION_CENTROIDS_ENTRY in self.dynamics_names():
+            table["centroid"] = list(np.asarray(self.dynamics(REGION_CENTROIDS_ENTRY)))
+        return table
 
     def info(self) -> dict[str, Any]:
         """Summary: model, created, versions, sizes, features per tag family and per cluster

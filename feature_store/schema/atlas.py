@@ -171,4 +171,24 @@ ATLAS_ROOT_ATTRS: dict[str, str] = {
     "d_sae": "number of SAE features",
     "runtime": "JSON {stage: {dtype, device, threads, reason}}: how label, organize and dynamics "
     "ran",
+    "organize_summary": "JSON of what organize found; persona_space.default_persona names the "
+    "default persona",
 }
+
+ORGANIZE_SUMMARY_ATTR = "organize_summary"
+"""Root attribute organize writes: JSON of its summary. `Atlas.default_persona` reads the default
+persona's name from it (persona_space.default_persona)."""
+
+DEFAULT_CATEGORY = "default"
+"""personas/category of the default persona and of the neutral assistant personas."""
+
+DEFAULT_PERSONA_NAME = "assistant"
+"""Name of the default persona among those of DEFAULT_CATEGORY (the persona catalogue's rule,
+and the atlas's when organize recorded none)."""
+
+REGIONS_ENTRY = "regions"
+"""dynamics/ table of the regions of persona space, one row per row of transition_matrix: id,
+name, personas (';'-separated), stationary, in_attractor (`Atlas.regions`)."""
+
+REGION_CENTROIDS_ENTRY = "region_centroids"
+"""dynamics/ array [n_regions, n_components]: each region's centroid in persona space."""
