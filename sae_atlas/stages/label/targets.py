@@ -293,30 +293,6 @@ def accuracy(predict: Any, values: np.ndarray, labels: np.ndarray) -> float:
     return float((predict(values) == labels).mean())
 
 
-def curve_point(
-    stats: Mapping[str, np.ndarray],
-    subset: Responses,
-    config: LabelConfig,
-    decoder: tuple[str, str],
-    statistic: str,
-) -> dict[str, Any]:
-    """Held-out figures of `subset` (fewer train questions): the chosen `decoder` (statistic,
-    decoder name), the centroid on the mean, the AUROC shares of the mean and of `statistic`."""
-    train, heldout = subset.split == TRAIN, subset.split == HELDOUT
-    values, labels = stats[decoder[0]], subset.persona
-    mean = stats["mean"]
-    return {
-        "decoder_heldout": accuracy(
-            fitted(decoder[1], values[train], labels[train]), values[heldout], labels[heldout]
-        ),
-        "centroid_mean_heldout": accuracy(
-            fitted("centroid", mean[train], labels[train]), mean[heldout], labels[heldout]
-        ),
-        "auroc_share_mean": auroc_share(mean, subset, config)["share"],
-        f"auroc_share_{statistic}": auroc_share(stats[statistic], subset, config)["share"],
-    }
-
-
 def learning_curve(
     stats: Mapping[str, np.ndarray],
     responses: Responses,
@@ -324,14 +300,26 @@ def learning_curve(
     decoder: tuple[str, str],
     statistic: str,
 ) -> list[dict[str, Any]]:
-    """`curve_point` with the first 2, 4, 8, ... train questions and with all of them (held-out
-    questions fixed): what more questions per persona would buy."""
+    """Held-out figures with the first 2, 4, 8, ... train questions and with all of them
+    (held-out questions fixed): the chosen `decoder` ((statistic, decoder name), refitted), the
+    centroid on the mean, the AUROC shares of the mean and of `statistic`: what more questions
+    per persona would buy."""
+    values, mean = stats[decoder[0]], stats["mean"]
+
+    def point(subset: Responses) -> dict[str, Any]:
+        train, heldout = subset.split == TRAIN, subset.split == HELDOUT
+        labels = subset.persona
+        return {
+            "decoder_heldout": accuracy(
+                fitted(decoder[1], values[train], labels[train]), values[heldout], labels[heldout]
+            ),
+            "centroid_mean_heldout": accuracy(
+                fitted("centroid", mean[train], labels[train]), mean[heldout], labels[heldout]
+            ),
+            "auroc_share_mean": auroc_share(mean, subset, config)["share"],
+            f"auroc_share_{statistic}": auroc_share(stats[statistic], subset, config)["share"],
+        }
+
     n_train = len(np.unique(responses.question[responses.split == TRAIN]))
     sizes = sorted({*(2**i for i in range(1, n_train.bit_length())), n_train})
-    return [
-        {
-            "train_questions": k,
-            **curve_point(stats, first_questions(responses, k), config, decoder, statistic),
-        }
-        for k in sizes
-    ]
+    return [{"train_questions": k, **point(first_questions(responses, k))} for k in sizes]
