@@ -200,8 +200,10 @@ def dynamics(
 
     Example: sae-atlas dynamics --run runs/quick
     """
-    from sae_atlas.stages.dynamics import DYNAMICS_STEPS, run_dynamics
+    from sae_atlas.stages.dynamics import DYNAMICS_STEPS, DynamicsPaths, run_dynamics
 
+    paths = DynamicsPaths.from_run(run)
+    paths.check()
     handle = model_handle(config.model)
     with progress_bar("dynamics", "step", len(DYNAMICS_STEPS)) as bar:
 
@@ -209,7 +211,15 @@ def dynamics(
             bar.set_postfix_str(step)
             bar.update()
 
-        result = run_dynamics(handle, run, config.dynamics, progress=progress, overwrite=overwrite)
+        result = run_dynamics(
+            paths.transcripts,
+            paths.sae,
+            paths.atlas,
+            config.dynamics,
+            handle=handle,
+            progress=progress,
+            overwrite=overwrite,
+        )
     if result.skipped:
         console.print(f"{result.path}: dynamics already there for this config; skipped")
     console.print(json.dumps(result.summary, indent=1), highlight=False)
@@ -229,7 +239,13 @@ def report(
     """
     from sae_atlas.stages.report import write_report
 
-    result = write_report(atlas, out or atlas.parent / "report", max_members=max_members)
+    with console.status("report") as status:
+        result = write_report(
+            atlas,
+            out or atlas.parent / "report",
+            max_members=max_members,
+            progress=lambda step: status.update(f"report: {step}"),
+        )
     console.print(
         f"{result.html}\n{result.markdown}\n{len(result.figures)} figures, {result.seconds:.1f} s"
     )

@@ -125,7 +125,7 @@ def test_report_sections_content(report):
 
 def test_markdown_twin(report):
     markdown = report.markdown.read_text(encoding="utf-8")
-    assert report.markdown == report.out_dir / "report.md"
+    assert report.markdown == report.path / "report.md"
     assert markdown.startswith("# sae-atlas report: tiny")
     for figure in report.figures:
         assert f"](figures/{figure.name})" in markdown and figure.exists()
