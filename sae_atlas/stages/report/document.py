@@ -48,19 +48,19 @@ Part = str | Link
 
 
 @dataclass(frozen=True)
+class Text:
+    """A paragraph: plain text and links."""
+
+    parts: tuple[Part, ...]
+
+
+@dataclass(frozen=True)
 class Heading:
     """A section heading (level 2: a section, 3: a subsection) and its #anchor."""
 
     level: int
     text: str
     anchor: str
-
-
-@dataclass(frozen=True)
-class Text:
-    """A paragraph: plain text and links."""
-
-    parts: tuple[Part, ...]
 
 
 Cell = str | Link | Target | Context | Text
