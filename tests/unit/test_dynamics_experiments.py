@@ -36,6 +36,13 @@ def tiny_run(tmp_path_factory):
     return handle, out
 
 
+def test_run_dynamics_names_the_missing_inputs_before_any_work(tmp_path):
+    with pytest.raises(SaeAtlasError, match=r"transcripts\.h5, .*sae missing"):
+        run_dynamics(
+            tmp_path / "transcripts.h5", tmp_path / "sae", tmp_path / "atlas.h5", TINY, handle=None
+        )
+
+
 def test_build_writes_dynamics_and_run_dynamics_leaves_the_model_unchanged(tiny_run):
     handle, out = tiny_run
     with Atlas.open(out / "atlas.h5") as atlas:  # written by the build's dynamics stage
