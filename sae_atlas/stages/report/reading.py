@@ -8,8 +8,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import pandas as pd
-
 from sae_atlas.stages.report.document import fmt
 
 
@@ -53,19 +51,3 @@ def parse_personas(listed: str) -> list[tuple[str, float]]:
             except ValueError:
                 pairs.append((item, float("nan")))
     return pairs
-
-
-def default_persona(personas: pd.DataFrame, attrs: Mapping[str, Any] | None = None) -> str:
-    """Name of the default persona: the one organize recorded, else 'assistant' or the first of
-    category 'default', else the persona with the largest assistant-axis projection."""
-    summary = json_attr(attrs or {}, "organize_summary")
-    recorded = summary.get("persona_space", {}).get("default_persona")
-    names = personas["name"].tolist()
-    if recorded in names:
-        return str(recorded)
-    defaults = personas.loc[personas["category"] == "default", "name"].tolist()
-    if "assistant" in defaults:
-        return "assistant"
-    if defaults:
-        return str(defaults[0])
-    return str(personas.loc[personas["axis_projection"].idxmax(), "name"])

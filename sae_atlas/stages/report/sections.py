@@ -35,7 +35,7 @@ from sae_atlas.stages.report.document import (
     text,
 )
 from sae_atlas.stages.report.figures import coords_2d, feature_map_figure, persona_space_figure
-from sae_atlas.stages.report.reading import default_persona, parse_personas
+from sae_atlas.stages.report.reading import parse_personas
 
 MAX_MEMBERS = 50
 """Members listed per cluster (densest first)."""
@@ -104,7 +104,7 @@ class ReportBuilder:
 
     def persona_space(self) -> list[Block]:
         space = self.atlas.persona_space()
-        default = default_persona(self.personas, self.atlas.attrs)
+        default = self.atlas.default_persona()
         variance = np.asarray(space["explained_variance"], dtype=np.float64)
         blocks: list[Block] = [
             Heading(2, "Persona space", "persona-space"),
