@@ -9,7 +9,7 @@ from sae_lens.saes.sae import TrainStepInput
 from sae_lens.training.sae_trainer import SAETrainer
 
 from sae_atlas.config import TrainConfig
-from sae_atlas.stages.train import trainer_config
+from sae_atlas.stages.train import topk, trainer_config
 from sae_atlas.stages.train.topk import SparseTopKTrainingSAE
 
 D_IN, D_SAE, K, BATCH = 16, 64, 4, 32
@@ -44,10 +44,13 @@ def forward_backward(sae, batch, dead):
     return output, {name: p.grad.clone() for name, p in sae.named_parameters()}
 
 
-# k_aux = D_IN // 2 = 8: no dead feature, fewer dead than k_aux (all of them reconstruct), more
+# k_aux = D_IN // 2 = 8: no dead feature, fewer dead than k_aux (all of them reconstruct), more;
+# the encoder's weight gradient as a sparse product (share 1) and as a dense one (share 1000)
 @pytest.mark.parametrize("n_dead", [0, 5, 40])
 @pytest.mark.parametrize("settings", [{}, {"rescale_acts_by_decoder_norm": False}])
-def test_loss_and_gradients_equal_sae_lens(n_dead, settings):
+@pytest.mark.parametrize("share", [1, 1000])
+def test_loss_and_gradients_equal_sae_lens(n_dead, settings, share, monkeypatch):
+    monkeypatch.setattr(topk, "SPARSE_BACKWARD_SHARE", share)
     reference, ours = twin_saes(**settings)
     batch = torch.randn(BATCH, D_IN, generator=torch.Generator().manual_seed(2)) * 3
     expected, expected_grads = forward_backward(reference, batch, dead_mask(n_dead))
