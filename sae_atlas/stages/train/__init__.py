@@ -10,7 +10,8 @@ step count); `settings` builds what sae-lens is told. `sae_atlas.sae.load_sae(so
 trained or pretrained SAE instead.
 
 Cost: an encoder and a decoder matmul, forward and backward, per token (see `loop`); a TopK
-SAE trains with a gathered decoder (`topk`: two dense products per step instead of six).
+SAE trains with a sparse backward and a gathered decoder (`topk`: one dense product per step
+instead of six).
 """
 
 from __future__ import annotations
