@@ -84,13 +84,15 @@ def weight_counts(model: torch.nn.Module) -> tuple[int, int, int]:
     return sum(p.numel() for p in blocks), per_block, head
 
 
-def measured(
-    model: torch.nn.Module, run: Callable[[], Any], repeats: int
-) -> tuple[float, float, Any]:
-    """(best seconds of `repeats` calls of `run`, the GFLOP of weight products one call makes
-    through `model` (2 per weight per token, the unembedding only for the rows whose logits are
-    kept; attention scores not counted), the last call's result)."""
-    body, _, head = weight_counts(model)
+def alternated(
+    model: torch.nn.Module | None, runs: dict[str, Callable[[], Any]], repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Per path of `runs`: the best wall and process-CPU seconds of `repeats` calls, the paths
+    alternating (so load from other processes hits them alike), the GFLOP of weight products
+    one call makes through `model` (2 per weight per token, the unembedding only for the rows
+    whose logits are kept; attention scores not counted; model None: not counted) and the last
+    call's result."""
+    body, _, head = weight_counts(model) if model is not None else (0, 0, 0)
     total = [0.0]
 
     def count(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
@@ -98,12 +100,32 @@ def measured(
         rows = ids.shape[0] if kwargs.get("logits_to_keep") == 1 else ids.numel()
         total[0] += 2 * (ids.numel() * body + rows * head) / 1e9
 
-    remover = model.register_forward_pre_hook(count, with_kwargs=True)
+    out: dict[str, dict[str, Any]] = {path: {"seconds": [], "cpu": []} for path in runs}
+    remover = model.register_forward_pre_hook(count, with_kwargs=True) if model else None
     try:
-        seconds, result = best_seconds(run, repeats)
+        for _ in range(repeats):
+            for path, run in runs.items():
+                total[0], wall, cpu = 0.0, time.perf_counter(), time.process_time()
+                out[path]["result"] = run()
+                out[path]["seconds"].append(time.perf_counter() - wall)
+                out[path]["cpu"].append(time.process_time() - cpu)
+                out[path]["gflop"] = total[0]
     finally:
-        remover.remove()
-    return seconds, total[0] / repeats, result
+        if remover is not None:
+            remover.remove()
+    return {
+        path: {**o, "seconds": min(o["seconds"]), "cpu_seconds": min(o["cpu"])}
+        for path, o in out.items()
+    }
+
+
+def speedups(paths: Paths) -> dict[str, float]:
+    """Old over new seconds (the first two paths), wall and process-CPU."""
+    old, new = list(paths.values())[:2]
+    return {
+        "speedup": old["seconds"] / new["seconds"],
+        "cpu_speedup": old["cpu_seconds"] / new["cpu_seconds"],
+    }
 
 
 def sampling_workload(
@@ -114,15 +136,14 @@ def sampling_workload(
     prompts = [prompt_ids(handle, job.messages()) for job in jobs]
     seeds = [job.seed for job in jobs]
     stops, pad = stop_token_ids(handle), int(handle.tokenizer.pad_token_id or 0)
-    paths: Paths = {}
-    tokens = {}
-    for path, share in (("old: whole", False), ("new: shared", True)):
-        seconds, gflop, out = measured(
-            model, lambda s=share: decode(model, prompts, seeds, config, stops, pad, s), repeats
-        )
-        tokens[path] = [t.tolist() for t in out]
-        units = sum(len(t) for t in out)
-        paths[path] = {"seconds": seconds, "units": units, "unit": "new token", "gflop": gflop}
+    runs = {
+        "old: whole": lambda: decode(model, prompts, seeds, config, stops, pad, False),
+        "new: shared": lambda: decode(model, prompts, seeds, config, stops, pad),
+    }
+    paths = alternated(model, runs, repeats)
+    tokens = {path: [t.tolist() for t in p.pop("result")] for path, p in paths.items()}
+    for path, measured in paths.items():
+        measured.update(units=sum(len(t) for t in tokens[path]), unit="new token")
     old, new = paths
     half = len(jobs) // 2  # control: the old path on two half batches (the noise floor)
     halves = [
@@ -132,7 +153,7 @@ def sampling_workload(
     ]
     return {
         "paths": paths,
-        "speedup": paths[old]["seconds"] / paths[new]["seconds"],
+        **speedups(paths),
         "check": {
             "rows": len(jobs),
             "rows_differing": sum(a != b for a, b in zip(tokens[old], tokens[new], strict=True)),
@@ -173,17 +194,15 @@ def harvest_workload(
             2 * ids.numel() * per_block * (deepest + 1) / 1e9,
         ),
     }
-    paths: Paths = {}
-    acts = {}
-    for path, (run, gflop) in runs.items():
-        with torch.inference_mode():
-            seconds, acts[path] = best_seconds(run, repeats)
-        units = int(mask.sum())
-        paths[path] = {"seconds": seconds, "units": units, "unit": "token", "gflop": gflop}
+    with torch.inference_mode():
+        paths = alternated(None, {path: run for path, (run, _) in runs.items()}, repeats)
+    acts = {path: p.pop("result") for path, p in paths.items()}
+    for path, measured in paths.items():
+        measured.update(units=int(mask.sum()), unit="token", gflop=runs[path][1])
     old, new = paths
     return {
         "paths": paths,
-        "speedup": paths[old]["seconds"] / paths[new]["seconds"],
+        **speedups(paths),
         "check": {"activations_bit_identical": bool(torch.equal(acts[old], acts[new]))},
     }
 
@@ -222,27 +241,29 @@ def dynamics_workload(
     starts = [(head, seed) for head in heads for seed in range(3)]
     args = ([h for h, _ in starts], [questions] * len(starts), [s for _, s in starts], 2, config)
     whole = lambda *a, **k: decode(*a, **k, share_prefixes=False)  # noqa: E731
-    paths: Paths = {}
-    chats = {}
-    for path, decoder in (("old: whole", whole), ("new: shared", decode)):
+
+    def rollouts(decoder: Callable[..., Any]) -> Any:
         conversation.decode = decoder  # type: ignore[assignment]
         try:
-            seconds, gflop, chats[path] = measured(
-                model, lambda: conversation.converse(handle, *args, model=model), repeats
-            )
+            return conversation.converse(handle, *args, model=model)
         finally:
             conversation.decode = decode
+
+    runs = {"old: whole": lambda: rollouts(whole), "new: shared": lambda: rollouts(decode)}
+    paths = alternated(model, runs, repeats)
+    chats = {path: p.pop("result") for path, p in paths.items()}
+    for path, measured in paths.items():
         units = sum(
             len(handle.tokenizer(m["content"])["input_ids"])
             for chat in chats[path]
             for m in chat
             if m["role"] == "assistant"
         )
-        paths[path] = {"seconds": seconds, "units": units, "unit": "new token", "gflop": gflop}
+        measured.update(units=units, unit="new token")
     old, new = paths
     return {
         "paths": paths,
-        "speedup": paths[old]["seconds"] / paths[new]["seconds"],
+        **speedups(paths),
         "check": {
             "rollouts": len(starts),
             "rollouts_differing": sum(a != b for a, b in zip(chats[old], chats[new], strict=True)),
@@ -264,11 +285,12 @@ def twin_trainers(config: TrainConfig, d_in: int) -> dict[str, SAETrainer[Any, A
 
 
 def train_workload(config: TrainConfig, steps: int, d_in: int = 576) -> dict[str, Any]:
-    """Steps of the quick profile's TopK SAE on random batches, sae-lens's step (old) against the
-    gathered-decoder step (new), alternating, without and with 10% of the features dead (the
-    auxiliary loss); units: steps. GFLOP: 2 x B x d_in x width per dense product (old: 6, 9
-    with dead features; new: 1) plus 4 x 2 x B x d_in per selected entry of a row (new: the
-    gathered decode, its two gradients and the sparse encoder gradient)."""
+    """Steps of the quick profile's TopK SAE on random batches, sae-lens's step (old) against
+    ours (new), without and with 10% of the features dead (the auxiliary loss); the paths
+    alternate in rounds of 4 steps, best of steps / 4 rounds; units: steps. GFLOP: 2 x B x
+    d_in x width per dense product (old: 6, 9 with dead features; new: 1) plus 4 x 2 x B x d_in
+    per selected entry of a row (new: the gathered decode, its two gradients and the sparse
+    encoder gradient)."""
     config = replace(config, device="cpu", dtype=resolve_dtype(config.dtype, "cpu").name)
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randn(config.batch_size, d_in, generator=generator) for _ in range(4)]
@@ -285,25 +307,25 @@ def train_workload(config: TrainConfig, steps: int, d_in: int = 576) -> dict[str
         for trainer in trainers.values():
             trainer.n_forward_passes_since_fired[:dead] = 10**9
             trainer.step(batches[0])  # warm-up
-        seconds = dict.fromkeys(trainers, 0.0)
-        for step in range(steps):
-            for path, trainer in trainers.items():
-                started = time.perf_counter()
-                trainer.step(batches[step % len(batches)])
-                seconds[path] += time.perf_counter() - started
+        steps_of = {
+            path: (lambda t=trainer: [t.step(b) for b in batches])
+            for path, trainer in trainers.items()
+        }
+        measured = alternated(None, steps_of, max(1, steps // len(batches)))
         suffix = f", {dead} dead" if dead else ""
-        for path, spent in seconds.items():
+        for path, result in measured.items():
+            result.pop("result")
             paths[path + suffix] = {
-                "seconds": spent,
-                "units": steps,
+                **result,
+                "units": len(batches),
                 "unit": "step",
-                "gflop": steps * flops[path],
+                "gflop": len(batches) * flops[path],
             }
     names = list(paths)
     return {
         "paths": paths,
-        "speedup": paths[names[0]]["seconds"] / paths[names[1]]["seconds"],
-        "speedup_with_dead": paths[names[2]]["seconds"] / paths[names[3]]["seconds"],
+        **speedups(paths),
+        "with_dead": speedups({name: paths[name] for name in names[2:]}),
     }
 
 

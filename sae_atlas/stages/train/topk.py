@@ -53,7 +53,8 @@ class _TopKEncode(torch.autograd.Function):
         k_aux: int,
     ) -> tuple[torch.Tensor, ...]:
         centred = x if b_dec is None else x - b_dec
-        raw = centred @ w_enc + b_enc
+        raw = (centred @ w_enc).to(b_enc.dtype) + b_enc  # under autocast: one fast cast, not a
+        # mixed-dtype add (the same values: bfloat16 promotes exactly)
         hidden_pre = raw if norms is None else raw * norms
         values, indices = hidden_pre.topk(k, dim=-1, sorted=False)
         aux_indices = indices[:, :0]
