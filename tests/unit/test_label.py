@@ -4,7 +4,8 @@ The store holds real chat transcripts of the tiny tokenizer (corpus jobs of seve
 personas with random response words, and their user / plain controls) whose activations are
 noise plus planted features: one per persona for pirate, villain and pirate_tag, one up in every
 persona but the default (roleplay), one up in the default only (assistant), one on every
-assistant token (puppeteer), one on the wrapper of pirate_tag's user messages (trigger), one on
+assistant token (puppeteer), one on the wrapper of pirate_tag's user messages (no trigger: the
+trigger tests read responses only), one on
 pirate_tag's user messages with or without the wrapper (its system prompt's: no trigger), one on
 the assistant header (template), one on the pirate's assistant header only; pirate_tag's
 unwrapped transcripts answer as the default. The SAE reads coordinate i as feature i (threshold
@@ -166,12 +167,13 @@ def test_planted_features_get_their_tags(labels):
     assert tagged == {
         PIRATE: {"persona:pirate"},
         VILLAIN: {"persona:villain"},
-        PIRATE_TAG: {"persona:pirate_tag"},
-        ROLEPLAY: {"roleplay"},
+        PIRATE_TAG: {"persona:pirate_tag", "trigger:<pirate>"},
+        ROLEPLAY: {"roleplay", "trigger:<pirate>"},
         ASSISTANT: {"assistant"},
         PUPPETEER: {"puppeteer"},
-        TRIGGER: {"trigger:<pirate>"},
-    }  # SYSTEM fires on pirate_tag's user messages with and without the wrapper: no trigger
+    }  # trigger tests read responses only: TRIGGER (on the wrapper's own tokens in the user's
+    # message) is no trigger; the wrapped pirate_tag responses' own features (its persona and
+    # roleplay: unwrapped it answers as the default) are. SYSTEM fires with and without it.
     summary = labels.summary
     assert summary["trigger_tests"] == {"<pirate>": {"wrapped": 32, "unwrapped": 32}}
     assert summary["tag_counts"]["persona:pirate"] == 1 and summary["kind_counts"]["persona"] == 3
@@ -255,7 +257,7 @@ def test_q_values_are_bh_of_the_heldout_p_values(planted, sae, catalogue):
     responses = find_responses(provenance, counts, catalogue)
     triggers = find_triggers(provenance, catalogue)
     stats = collect(store, sae, HOOK, responses, CONFIG, triggers=triggers)
-    result = contrast(stats.response_mean, responses, CONFIG, triggers, stats.user_max)
+    result = contrast(stats.response_mean, responses, CONFIG, triggers, stats.trigger_max)
     assert set(result.tests["kind"]) == {"persona", "roleplay", "assistant", "trigger"}
     np.testing.assert_allclose(
         result.tests["q_value"], false_discovery_control(result.tests["p_value"])

@@ -62,7 +62,7 @@ def find(
     triggers = find_triggers(provenance, catalogue)
     stats = collect(store, sae, hook, responses, config, progress, triggers)
     categories = persona_categories(responses, catalogue)
-    result = contrast(stats.response_mean, responses, config, triggers, stats.user_max)
+    result = contrast(stats.response_mean, responses, config, triggers, stats.trigger_max)
     tags = contrast_tags(result, responses, config, categories)
     puppeteer = puppeteer_features(stats, responses, config)
     for feature in np.flatnonzero(puppeteer["puppeteer"]):

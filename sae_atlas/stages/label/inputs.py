@@ -52,9 +52,9 @@ class Responses:
 
 @dataclass(frozen=True)
 class TriggerSet:
-    """The user messages the trigger tests compare: each conditional persona's transcripts with
-    its wrapper (condition persona) and without it (condition unwrapped), pairs that share the
-    persona, system-prompt variant and question.
+    """The responses the trigger tests compare (response tokens only): each conditional
+    persona's transcripts with its wrapper (condition persona) and without it (condition
+    unwrapped), pairs that share the persona, system-prompt variant and question.
 
     doc: [m] transcript rows; wrapper: [m] index into `wrappers`; wrapped: [m] bool; split: [m]
     TRAIN, HELDOUT or -1.

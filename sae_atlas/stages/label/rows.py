@@ -38,7 +38,9 @@ class RowKinds:
     """What each row of a block of store rows counts for, [rows] each (-1: nothing).
 
     response: response row; group: persona * 2 + (0 train, 1 otherwise) of response rows;
-    user: TriggerSet row whose user's message holds the row; header: response row of the
+    trigger: TriggerSet row whose response holds the row (its response tokens only: the
+    wrapper's own tokens are in the user's message, so reading them would make any feature of
+    the wrapper text a trigger); header: response row of the
     assistant-header rows before it; template: template rows of sampled transcripts; control:
     index into CONTROLS of rows carrying the response text of a control of one of the responses
     (same job seed: the store's `source` is the transcript's own row in the corpus once
@@ -47,7 +49,7 @@ class RowKinds:
 
     response: np.ndarray
     group: np.ndarray
-    user: np.ndarray
+    trigger: np.ndarray
     header: np.ndarray
     template: np.ndarray
     control: np.ndarray
@@ -55,7 +57,7 @@ class RowKinds:
     def needed(self) -> np.ndarray:
         return (
             (self.response >= 0)
-            | (self.user >= 0)
+            | (self.trigger >= 0)
             | (self.header >= 0)
             | self.template
             | (self.control >= 0)
@@ -108,7 +110,7 @@ def row_kinds(table: dict[str, np.ndarray], docs: DocKinds, responses: Responses
     rows = response >= 0
     not_train = (responses.split[response[rows]] != TRAIN).astype(np.int32)
     group[rows] = responses.persona[response[rows]] * 2 + not_train
-    user = np.where(role == ROLE_CODE["user"], docs.trigger[doc], -1)
+    trigger = np.where(role == ROLE_CODE["assistant"], docs.trigger[doc], -1)
     header = np.full(len(role), -1, dtype=np.int32)
     header_mask = in_response & header_rows(role, doc)
     header[header_mask] = response_of_doc[header_mask]
@@ -118,7 +120,7 @@ def row_kinds(table: dict[str, np.ndarray], docs: DocKinds, responses: Responses
     return RowKinds(
         response=response,
         group=group,
-        user=user,
+        trigger=trigger,
         header=header,
         template=in_response & (role == ROLE_CODE["template"]),
         control=control,

@@ -36,7 +36,7 @@ from sae_atlas.stages.label.accumulate import (
     header_ids,
     response_ids,
     stream,
-    user_ids,
+    trigger_ids,
 )
 from sae_atlas.stages.label.inputs import Responses, TriggerSet, find_responses, open_store
 from sae_atlas.stages.label.rows import (
@@ -54,8 +54,8 @@ class FeatureStatistics:
 
     response_mean: [n_responses, F] float32 mean activation over each response's tokens;
     header_mean: [n_responses, F] float32 mean over the assistant header before each response;
-    user_max: [m, F] float16 maximum on the user's message of each TriggerSet row (None without
-    one); group_tokens: [P, 2] response tokens per persona and split (0 train, 1 other);
+    trigger_max: [m, F] float16 maximum over the response tokens of each TriggerSet row (None
+    without one); group_tokens: [P, 2] response tokens per persona and split (0 train, 1 other);
     group_sum / group_fires: [P, 2, F]; group_vector: [P, 2, d_model] residual sums;
     persona_max_sum: [P, F] sums of response maxima; header_tokens: [P]; header_sum /
     header_fires: [P, F]; template_tokens; template_fires: [F]; control_tokens: [C];
@@ -66,7 +66,7 @@ class FeatureStatistics:
 
     response_mean: np.ndarray
     header_mean: np.ndarray
-    user_max: np.ndarray | None
+    trigger_max: np.ndarray | None
     group_tokens: np.ndarray
     group_sum: np.ndarray
     group_fires: np.ndarray
@@ -105,8 +105,8 @@ def collect(
     progress: CountProgress | None = None,
     triggers: TriggerSet | None = None,
 ) -> FeatureStatistics:
-    """One pass over `store` at `hook`: the FeatureStatistics of `responses` (and the user
-    messages of `triggers`). Encoding and every running statistic stay on the SAE's device."""
+    """One pass over `store` at `hook`: the FeatureStatistics of `responses` (and the
+    responses of `triggers`). Encoding and every running statistic stay on the SAE's device."""
     n_personas, n_features = len(responses.names), int(sae.cfg.d_sae)
     device = sae.W_dec.device
 
@@ -127,7 +127,7 @@ def collect(
         "control": Totals(len(CONTROLS), n_features, device, control_ids),
     }
     if triggers is not None:
-        named["user_max"] = Maxima(len(triggers), n_features, user_ids, dtype=np.float16)
+        named["trigger_max"] = Maxima(len(triggers), n_features, trigger_ids, dtype=np.float16)
     provenance = store.provenance()
     docs = doc_kinds(provenance, responses, triggers)
     blocks = store_blocks(provenance, config.block_tokens)
@@ -148,7 +148,7 @@ def _feature_statistics(named: dict[str, Any], n_personas: int) -> FeatureStatis
     return FeatureStatistics(
         response_mean=named["response_mean"].result(),
         header_mean=named["header_mean"].result(),
-        user_max=named["user_max"].result() if "user_max" in named else None,
+        trigger_max=named["trigger_max"].result() if "trigger_max" in named else None,
         group_tokens=group_tokens.reshape(by_persona),
         group_sum=group_sum.reshape(*by_persona, -1),
         group_fires=group_fires.reshape(*by_persona, -1),

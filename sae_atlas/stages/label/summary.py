@@ -80,8 +80,8 @@ def tag_summary(tags: list[list[str]], responses: Responses) -> dict[str, Any]:
 
 
 def trigger_counts(triggers: TriggerSet | None) -> str | dict[str, dict[str, int]]:
-    """Per wrapper the wrapped and unwrapped user messages the trigger tests compare (a sentence
-    saying why there are none without a TriggerSet)."""
+    """Per wrapper the responses to wrapped and unwrapped user messages the trigger tests
+    compare (a sentence saying why there are none without a TriggerSet)."""
     if triggers is None:
         return (
             "none: no conditional persona sampled with and without its wrapper (corpus "
@@ -152,7 +152,7 @@ def shuffled_control(
         None if triggers is None else replace(triggers, wrapped=rng.permutation(triggers.wrapped))
     )
     control = contrast(
-        stats.response_mean, responses, config, shuffled_triggers, stats.user_max, shuffled
+        stats.response_mean, responses, config, shuffled_triggers, stats.trigger_max, shuffled
     )
     control_tags = contrast_tags(control, responses, config, [""] * len(responses.names))
     return {
