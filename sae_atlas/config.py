@@ -151,11 +151,18 @@ class LabelConfig:
     and its Benjamini-Hochberg q-value (one-sided Mann-Whitney U on held-out responses, over every
     test) <= fdr. persona:<name> when it holds for at most family_max personas or one category,
     and for fewer than broad_share of them; roleplay / assistant when up / down in at least
-    broad_share of the personas. puppeteer: fires in at least puppeteer_min_response_share of
-    the responses of the default persona and of at least puppeteer_persona_share of all
-    personas, with a coefficient of variation of the per-persona mean <= puppeteer_max_cv, and a
-    mean activation >= puppeteer_min_enrichment times that on the same text in a user turn and
-    outside the template. trigger:<wrapper>: its maximum over the response (response tokens
+    broad_share of the personas. format: the current token's id predicts the feature on held-out
+    response tokens with R^2 >= format_min_r2 (a per-token-id mean fitted on train tokens;
+    0.5: the surface form explains most of its variance on unseen text; label/surface.py).
+    puppeteer (label/puppeteer.py): chosen on the train split of the personas not held out (fires
+    in at least puppeteer_min_response_share of the responses of the default persona and of at
+    least puppeteer_persona_share of the personas, with a coefficient of variation of the
+    per-persona mean <= puppeteer_max_cv, a mean activation >= puppeteer_min_enrichment times
+    that on the same text in a user turn and outside the template, not format), confirmed on
+    held-out data (the same sharing, held-out personas included; paired tests over questions
+    against both controls and an empirical p against puppeteer_null_neighbours matched features,
+    BH over the family at fdr); the set against puppeteer_null_sets matched random sets.
+    trigger:<wrapper>: its maximum over the response (response tokens
     only, never the user's message that holds the wrapper) is > 0 in at least trigger_min_rate
     of the wrapped transcripts and separates them from the unwrapped ones
     (corpus condition unwrapped: same system prompts and questions) with AUROC >=
@@ -182,6 +189,9 @@ class LabelConfig:
     puppeteer_persona_share: float = 0.9
     puppeteer_max_cv: float = 0.5
     puppeteer_min_enrichment: float = 2.0
+    puppeteer_null_neighbours: int = 50
+    puppeteer_null_sets: int = 1000
+    format_min_r2: float = 0.5
     trigger_min_rate: float = 0.5
     trigger_min_auroc: float = 0.95
     template_min_rate: float = 0.15

@@ -21,7 +21,7 @@ def kinds_of(response: list[int]) -> RowKinds:
     """RowKinds with only response rows (the rest -1 / False)."""
     ids = np.array(response, dtype=np.int32)
     none = np.full(len(ids), -1, dtype=np.int32)
-    return RowKinds(ids, ids, none, none, np.zeros(len(ids), bool), none)
+    return RowKinds(ids, ids, none, none, np.zeros(len(ids), bool), none, none, ids)
 
 
 def block_of(start: int, response: list[int], acts: np.ndarray) -> Block:

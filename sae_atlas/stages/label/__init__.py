@@ -43,6 +43,7 @@ from sae_atlas.stages.label.inputs import (
     catalogue_from_corpus,
     find_responses,
     find_triggers,
+    heldout_personas_from_corpus,
     label_identity,
     open_store,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "find_responses",
     "find_triggers",
     "fit_decoder",
+    "heldout_personas_from_corpus",
     "label",
     "label_identity",
     "label_stage",

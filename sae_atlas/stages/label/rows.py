@@ -26,11 +26,13 @@ class DocKinds:
     """What each transcript (row of the provenance) counts for, [n_transcripts] each (-1:
     nothing): response: row of the Responses; trigger: row of the TriggerSet; control: index
     into CONTROLS of the controls of one of the responses (same job seed: the store's `source` is
-    the transcript's own row in the corpus once harvested)."""
+    the transcript's own row in the corpus once harvested); control_response: the response row
+    each control was built from."""
 
     response: np.ndarray
     trigger: np.ndarray
     control: np.ndarray
+    control_response: np.ndarray
 
 
 @dataclass
@@ -44,7 +46,7 @@ class RowKinds:
     assistant-header rows before it; template: template rows of sampled transcripts; control:
     index into CONTROLS of rows carrying the response text of a control of one of the responses
     (same job seed: the store's `source` is the transcript's own row in the corpus once
-    harvested).
+    harvested); control_response: the response row of those control rows; token: token ids.
     """
 
     response: np.ndarray
@@ -53,6 +55,8 @@ class RowKinds:
     header: np.ndarray
     template: np.ndarray
     control: np.ndarray
+    control_response: np.ndarray
+    token: np.ndarray
 
     def needed(self) -> np.ndarray:
         return (
@@ -96,7 +100,13 @@ def doc_kinds(
     of_response = np.isin(seeds, seeds[responses.doc])  # a control keeps its job's seed
     for code, condition in enumerate(CONTROLS):
         control[of_response & (conditions == condition)] = code
-    return DocKinds(response=response, trigger=trigger, control=control)
+    row_of_seed = dict(zip(seeds[responses.doc].tolist(), range(len(responses)), strict=True))
+    control_response = np.full(n_docs, -1, dtype=np.int32)
+    built = np.flatnonzero(control >= 0)
+    control_response[built] = [row_of_seed[s] for s in seeds[built].tolist()]
+    return DocKinds(
+        response=response, trigger=trigger, control=control, control_response=control_response
+    )
 
 
 def row_kinds(table: dict[str, np.ndarray], docs: DocKinds, responses: Responses) -> RowKinds:
@@ -118,6 +128,8 @@ def row_kinds(table: dict[str, np.ndarray], docs: DocKinds, responses: Responses
     carrier = np.array([ROLE_CODE[CONTROL_ROLE[c]] for c in CONTROLS])[control_of_doc]
     control = np.where((control_of_doc >= 0) & (role == carrier), control_of_doc, -1)
     return RowKinds(
+        control_response=np.where(control >= 0, docs.control_response[doc], -1),
+        token=table["token_id"],
         response=response,
         group=group,
         trigger=trigger,
