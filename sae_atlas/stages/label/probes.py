@@ -60,8 +60,8 @@ def probe_auroc(
     """(held-out AUROC, chosen C) of an L2 logistic probe: C from PROBE_STRENGTHS by mean AUROC
     over 3 folds of train questions (`groups`), then fitted on every train row."""
     folds = [f for f in question_folds(groups, 3) if len(f)]
-    scores = []
-    for strength in PROBE_STRENGTHS:
+    scores = np.full(len(PROBE_STRENGTHS), np.nan)
+    for i, strength in enumerate(PROBE_STRENGTHS):
         fold_scores = []
         for fold in folds:
             test = np.isin(groups, fold)
@@ -70,7 +70,8 @@ def probe_auroc(
             model = _fit(x_train[~test], y_train[~test], strength)
             score = model.decision_function(x_train[test])
             fold_scores.append(auroc(score[y_train[test] == 1], score[y_train[test] == 0]))
-        scores.append(np.mean(fold_scores) if fold_scores else np.nan)
+        if fold_scores:
+            scores[i] = np.mean(fold_scores)
     chosen = PROBE_STRENGTHS[int(np.nanargmax(scores))] if np.isfinite(scores).any() else 1.0
     model = _fit(x_train, y_train, chosen)
     score = model.decision_function(x_test)
