@@ -31,15 +31,19 @@ import pandas as pd
 import torch
 from scipy.stats import wilcoxon
 
+from feature_store.labels import Labels, load_labels
 from feature_store.schema import ROLE_CODE
-from sae_atlas.classifier import PersonaClassifier
+from sae_atlas.classifier import PersonaClassifier, train_classifier
 from sae_atlas.config import CorpusConfig
-from sae_atlas.model import ModelHandle, converse, job_seed, message, steered
+from sae_atlas.model import ModelHandle, converse, job_seed, message, sampling_model, steered
 from sae_atlas.model.handle import Messages, hook_layer
 from sae_atlas.model.steering import Intervention
 from sae_atlas.personas import Catalogue
+from sae_atlas.stages.corpus import corpus_responses
 from sae_atlas.stages.dynamics.markers import MARKERS
-from sae_atlas.stages.label.edits import EDITS, feature_edits
+from sae_atlas.stages.label.edits import EDITS, code_bank, feature_edits
+from sae_atlas.stages.label.honest import RunInputs
+from sae_atlas.stages.label.matched import matching_keys
 from sae_atlas.stages.splits import catalogue_plan
 from sae_atlas.stats import benjamini_hochberg, bootstrap_ci
 
@@ -312,3 +316,49 @@ def causal_prompts(
                 )
             )
     return prompts
+
+
+def tagged(labels: Labels, tag: str) -> np.ndarray:
+    """Ids of the features of `labels` that carry `tag`."""
+    return np.array(
+        [i for i, tags in enumerate(labels.features["tags"]) if tag in str(tags).split(";")],
+        dtype=np.int64,
+    )
+
+
+def run_setup(
+    inputs: RunInputs, handle: ModelHandle, sampling: CorpusConfig, bank_size: int, seed: int
+) -> tuple[CausalSetup, Labels, np.ndarray]:
+    """The CausalSetup of a finished run (classifier trained on its corpus, assistant axis: the
+    default persona's vector minus the mean of the others', code bank of bank_size train response
+    tokens), its Labels and the matching keys [d_sae, 3] of its features."""
+    labels = load_labels(inputs.path / "labels.h5")
+    decoder_norm = inputs.sae.W_dec.detach().float().norm(dim=1).cpu().numpy()
+    features = labels.features
+    keys = matching_keys(
+        features["density"].to_numpy(float), features["mean_act"].to_numpy(float), decoder_norm
+    )
+    names = list(labels.personas["name"])
+    default = names.index(labels.default_persona)
+    others = [i for i in range(len(names)) if i != default]
+    axis = labels.persona_vectors[default] - labels.persona_vectors[others].mean(0)
+    corpus = corpus_responses(inputs.path / "transcripts.h5", handle)
+    classifier = train_classifier(
+        corpus["text"].tolist(),
+        corpus["persona"].astype(str).tolist(),
+        corpus["split"].astype(str).tolist(),
+        seed=seed,
+    )
+    setup = CausalSetup(
+        handle=handle,
+        model=sampling_model(handle, sampling.dtype),
+        sae=inputs.sae,
+        hook=inputs.hook,
+        classifier=classifier,
+        axis=axis.astype(np.float32),
+        bank=code_bank(inputs.store, inputs.sae, inputs.hook, bank_size, seed),
+        scale=features["mean_act"].to_numpy(np.float32),
+        sampling=sampling,
+        seed=seed,
+    )
+    return setup, labels, keys

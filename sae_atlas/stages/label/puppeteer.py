@@ -265,6 +265,7 @@ def puppeteer_summary(
     }
     return {
         "n_candidates": len(candidates),
+        "candidates": [int(f) for f in candidates[:50]],
         "n_puppeteer": len(chosen),
         "candidates_failing": failing,
         "heldout_personas": [responses.names[p] for p in heldout_personas],
