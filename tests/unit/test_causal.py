@@ -21,6 +21,7 @@ from sae_atlas.stages.label.causal import (
     puppeteer_causal,
 )
 from sae_atlas.stages.label.edits import EDITS, add_features, resample_features
+from sae_atlas.stages.label.figures import causal_figure
 from sae_atlas.stages.splits import catalogue_plan
 
 HOOK = "blocks.1.hook_resid_post"
@@ -79,6 +80,8 @@ def test_causal_run_pairs_every_condition(tiny, sae):
     assert (scored.loc[scored["condition"] == "zero:puppeteer", "kl"] > 0).all()
     assert len(effects) == len(EDITS) * len(SCORES)
     assert effects["q_value"].between(0, 1).all()
+    figure = causal_figure({"effects": effects.to_dict(orient="records")})
+    assert len(figure.axes) == len(SCORES)
 
 
 def test_causal_prompts_are_heldout_persona_runs():

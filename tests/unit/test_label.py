@@ -546,3 +546,13 @@ def test_puppeteer_is_chosen_without_heldout_personas_and_confirmed_on_them(
     assert held.summary["puppeteer"]["heldout_personas"] == ["chef"]
     assert tags_of(held)[PUPPETEER] == {"puppeteer"}
     assert held.config["heldout_personas"] == ["chef"]
+
+
+def test_report_tables_read_the_summary(labels):
+    from sae_atlas.stages.label.figures import format_table, puppeteer_null_table, puppeteer_table
+
+    levels = format_table(labels.summary)
+    assert levels.loc[levels["tagged"], "features"].tolist() == [1]
+    assert puppeteer_table(labels.summary)["id"].tolist() == [PUPPETEER]
+    null = puppeteer_null_table(labels.summary)
+    assert null["confirmed"].tolist() == [1, 1] and (null["paired_low"] > 0).all()
