@@ -20,7 +20,6 @@ from feature_store.atlas import Atlas
 from sae_atlas.stages.dynamics import (
     attractor_robustness,
     baseline_rows,
-    default_persona,
     drift_curves,
     find_attractors,
     relative_to_baseline,
@@ -37,8 +36,8 @@ def main(
         summary = json.loads(str(atlas.dynamics("summary")))
         trajectories = atlas.dynamics("trajectories").sort_values(["rollout", "turn"])
         tables = {n: atlas.dynamics(n) for n in ("steering", "kick", "markers", "trigger_scan")}
-        default = default_persona(atlas)
-    names = summary["regions"]
+        default = atlas.default_persona()
+        names = atlas.regions()["name"].tolist()
     n_turns = int(trajectories["turn"].max()) + 1
     regions = trajectories["region"].to_numpy().reshape(-1, n_turns)
     axis = trajectories["axis_projection"].to_numpy().reshape(-1, n_turns)

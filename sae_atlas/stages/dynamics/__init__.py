@@ -64,7 +64,6 @@ from sae_atlas.stages.dynamics.rollouts import (
 )
 from sae_atlas.stages.dynamics.space import (
     PersonaMap,
-    default_persona,
     persona_map,
     region_paths,
     starting_personas,
@@ -129,7 +128,6 @@ __all__ = [
     "check_dynamics_config",
     "closed_classes",
     "combined_score",
-    "default_persona",
     "difference_in_differences",
     "differential_auroc",
     "differential_statistics",

@@ -1,11 +1,10 @@
 """Persona space and its regions, as an atlas records them: where a residual point lies, which
 region (persona cluster) a turn belongs to, and which personas rollouts start from.
 
-`default_persona` is the one place dynamics reads the atlas's default persona (the one organize
-recorded). `persona_map` reads the persona space (center, components, assistant axis), the
-personas and their vectors, and the persona clusters organize recorded (recomputed from the
-coordinates when the atlas has none) into a `PersonaMap`; `region_paths` places turn coordinates
-in regions. numpy on small arrays: milliseconds.
+`persona_map` reads the persona space (center, components, assistant axis), the personas and
+their vectors, the default persona (`Atlas.default_persona`), and the persona clusters organize
+recorded (recomputed from the coordinates when the atlas has none) into a `PersonaMap`;
+`region_paths` places turn coordinates in regions. numpy on small arrays: milliseconds.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from feature_store.atlas import Atlas
+from feature_store.schema import ORGANIZE_SUMMARY_ATTR
 from sae_atlas.config import DynamicsConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.personas import DEFAULT_PERSONA_NAME
 from sae_atlas.stages.dynamics.markov import nearest_region
 from sae_atlas.stages.organize import persona_clusters
 
@@ -71,14 +70,8 @@ class PersonaMap:
 
 def recorded_persona_space(atlas: Atlas) -> dict[str, Any]:
     """What organize recorded about the persona space (organize_summary's persona_space: the
-    default persona, the persona clusters); {} when the atlas has none."""
-    return dict(json.loads(atlas.attrs.get("organize_summary", "{}")).get("persona_space", {}))
-
-
-def default_persona(atlas: Atlas) -> str:
-    """The name of the atlas's default persona: the one organize recorded, else
-    DEFAULT_PERSONA_NAME (an atlas organized before it was recorded)."""
-    return str(recorded_persona_space(atlas).get("default_persona", DEFAULT_PERSONA_NAME))
+    persona clusters as cluster_of); {} when the atlas has none."""
+    return dict(json.loads(atlas.attrs.get(ORGANIZE_SUMMARY_ATTR, "{}")).get("persona_space", {}))
 
 
 def persona_regions(
@@ -121,12 +114,7 @@ def persona_map(atlas: Atlas, max_clusters: int = 8) -> PersonaMap:
     personas = atlas.personas()
     names = personas["name"].astype(str).tolist()
     coords = np.stack(personas["coords"].to_list()).astype(np.float64)
-    default = default_persona(atlas)
-    if default not in names:
-        raise SaeAtlasError(
-            f"{atlas.path}: the default persona {default!r} is not among its personas; "
-            "rebuild the atlas with the default persona in the corpus"
-        )
+    default = atlas.default_persona()
     region = persona_regions(atlas, names, coords, max_clusters)
     centroids, labels, members = region_names(names, coords, region, default)
     axis = np.asarray(space["assistant_axis"], dtype=np.float64)
