@@ -33,9 +33,10 @@ from sae_atlas.stages.label.honest import (
 HEADLINE = (
     "probes.header_probe",
     "probes.response_probe",
-    "probes.mean_heldout",
-    "probes.max_heldout",
-    "probes.first8_heldout",
+    "probes.mean_best_feature",
+    "probes.max_best_feature",
+    "probes.first8_best_feature",
+    "probes.header_best_feature",
     "built.share_personas_auroc_0.9",
     "built.decoder_accuracy",
     "built.kind_counts",
@@ -60,7 +61,7 @@ def figures(run: Path, causal: Path | None) -> dict[str, Any]:
         "built": label_figures(inputs.built_summary),
         "recomputed": label_figures(recomputed_summary(inputs)),
         "probes": shares,
-        "per_persona": table.to_dict(orient="records"),
+        "per_persona": table.to_dict(),
         "causal": json.loads(causal.read_text()) if causal else None,
     }
 

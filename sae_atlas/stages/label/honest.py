@@ -3,13 +3,14 @@ split, where held-out responses share their system prompts with train ones, agai
 splits, sae_atlas.stages.splits).
 
 Per run: the figures its labels.h5 holds as built (tags per kind, puppeteer count, share of
-personas whose best feature reaches held-out AUROC 0.9, persona decoder); the same labeling
-pass recomputed with this code (format tags, the puppeteer chosen on train and confirmed on
-held-out data against matched random sets, trigger tags on response tokens) without writing
-anything into the run; per persona the best feature per pooling and the residual probes
-(response and header) on held-out data (`probes`). Cost: two SAE passes over the run's store
-(the labeling pass and response_statistics) and a few logistic fits per persona. Returns
-JSON-ready dicts; `comparison_rows` flattens two of them into rows (figure, old, new).
+personas whose best feature reaches held-out AUROC 0.9, persona decoder); the same labeling pass
+recomputed with this code (format tags, the puppeteer chosen on train and confirmed on held-out
+data against matched random sets, trigger tags on response tokens) without writing anything into
+the run; per persona the best feature per pooling and the residual probes (response and header) on
+held-out data (sae_atlas.stages.label.targets: the same rules as scripts/label_targets.py), each
+share with a Wilson interval over personas. Cost: two SAE passes over the run's store (the labeling
+pass and response_statistics) and a few logistic fits per persona. Returns JSON-ready dicts;
+`comparison_rows` flattens two of them into rows (figure, old, new).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sae_lens import SAE
 
@@ -29,9 +31,10 @@ from sae_atlas.personas import Catalogue
 from sae_atlas.sae import load_sae
 from sae_atlas.stages.label.inputs import catalogue_from_corpus, heldout_personas_from_corpus
 from sae_atlas.stages.label.labeling import label
-from sae_atlas.stages.label.probes import persona_table, target_shares
 from sae_atlas.stages.label.statistics import response_statistics
+from sae_atlas.stages.label.targets import auroc_share, linear_ceiling
 from sae_atlas.stages.train import open_store
+from sae_atlas.stats import wilson_interval
 
 
 @dataclass(frozen=True)
@@ -103,14 +106,40 @@ def recomputed_summary(inputs: RunInputs) -> dict[str, Any]:
     return labels.summary
 
 
+POOLINGS: tuple[str, ...] = ("mean", "max", "rate", "first8", "first16", "first32", "header")
+"""response_statistics poolings whose best feature (chosen on train) is scored held out."""
+PROBES: dict[str, str] = {"response_probe": "residual", "header_probe": "header_residual"}
+"""Residual probes (targets.linear_ceiling) and the response_statistics entry each reads."""
+
+
+def with_interval(heldout: dict[str, float], target: float = 0.9) -> dict[str, Any]:
+    """The share of personas whose held-out AUROC (`heldout`: persona -> AUROC, NaN: not
+    scored) reaches `target`, its Wilson 95% interval over personas, the median and n."""
+    values = np.array([v for v in heldout.values() if np.isfinite(v)])
+    hits = int((values >= target).sum())
+    return {
+        "share": hits / len(values) if len(values) else float("nan"),
+        "ci": list(wilson_interval(hits, len(values))),
+        "median_auroc": float(np.median(values)) if len(values) else float("nan"),
+        "n_personas": len(values),
+    }
+
+
 def probe_figures(inputs: RunInputs) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Shares of personas at held-out AUROC >= 0.9 per pooling's best feature and per probe
-    (probes.target_shares), and the per-persona table."""
+    """Per pooling of POOLINGS its best feature's held-out share (targets.auroc_share, the
+    labeling pass's rule) and per probe of PROBES its share (targets.linear_ceiling), each
+    with_interval; and the per-persona held-out AUROCs (one column each)."""
     responses, statistics = response_statistics(
         inputs.store, inputs.sae, inputs.hook, inputs.catalogue, inputs.label_config.block_tokens
     )
-    table = persona_table(responses, statistics)
-    return target_shares(table), table
+    per_persona: dict[str, dict[str, float]] = {}
+    for pooling in POOLINGS:
+        found = auroc_share(statistics[pooling], responses, inputs.label_config)
+        per_persona[f"{pooling}_best_feature"] = found["heldout"]
+    for probe, source in PROBES.items():
+        per_persona[probe] = linear_ceiling(statistics[source], responses)["heldout"]
+    shares = {name: with_interval(heldout) for name, heldout in per_persona.items()}
+    return shares, pd.DataFrame(per_persona)
 
 
 def comparison_rows(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
