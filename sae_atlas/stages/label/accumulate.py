@@ -159,7 +159,8 @@ def segment_max(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tens
 
 class Means(Statistic):
     """[n, d] float32: per item, the mean of what it reads over the item's rows (they all lie in
-    one block: a response's and its header's do)."""
+    one block: a response's, its header's and a control transcript's do; the items of a block
+    need not be consecutive, and items absent from it keep their value)."""
 
     def __init__(self, n: int, d: int, rows: RowIds, read: Value = Block.codes) -> None:
         super().__init__(rows, read)
@@ -170,8 +171,9 @@ class Means(Statistic):
         index = torch.from_numpy(selected.ids - first).to(selected.values.device)
         sums = torch.zeros((n, selected.values.shape[1]), device=selected.values.device)
         sums.index_add_(0, index, selected.values)
-        counts = np.maximum(np.bincount(selected.ids - first, minlength=n), 1)[:, None]
-        self.mean[first : first + n] = sums.cpu().numpy() / counts
+        counts = np.bincount(selected.ids - first, minlength=n)
+        present = np.flatnonzero(counts)
+        self.mean[first + present] = sums.cpu().numpy()[present] / counts[present, None]
 
     def result(self) -> np.ndarray:
         return self.mean
