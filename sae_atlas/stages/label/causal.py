@@ -111,10 +111,12 @@ def teacher_forced(
     chats: Sequence[Messages],
     layer: int,
     interventions: tuple[Intervention, ...] = (),
+    logprobs: bool = True,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per chat (ending with the assistant's answer): the residual after block `layer` [r,
     d_model] and the next-token log-probabilities [r, vocab] at the answer's tokens (r: its
-    assistant tokens; the distribution that predicts each), under `interventions`."""
+    assistant tokens; the distribution that predicts each; [r, 0] without `logprobs`: 200 kB
+    per token kept otherwise), under `interventions`."""
     out = []
     with steered(handle, model, interventions):
         for chat in chats:
@@ -123,9 +125,9 @@ def teacher_forced(
             answer = np.flatnonzero(np.asarray(tokens.roles) == ROLE_CODE["assistant"])
             result = model(ids.to(next(model.parameters()).device), output_hidden_states=True)
             hidden = result.hidden_states[layer + 1][0].float().cpu().numpy()
-            logprobs = torch.log_softmax(result.logits[0].float(), -1).cpu().numpy()
-            before = np.clip(answer - 1, 0, None)
-            out.append((hidden[answer], logprobs[before]))
+            before = torch.from_numpy(np.clip(answer - 1, 0, None))
+            kept = result.logits[0, before].float() if logprobs else result.logits[0, before, :0]
+            out.append((hidden[answer], torch.log_softmax(kept, -1).cpu().numpy()))
     return out
 
 
@@ -147,7 +149,7 @@ def answer_scores(
         [*prompts[p].messages(), message("assistant", text)]
         for p, text in zip(table["prompt"], table["text"], strict=True)
     ]
-    forward = teacher_forced(handle, model, chats, layer)
+    forward = teacher_forced(handle, model, chats, layer, logprobs=False)
     unit = axis / np.linalg.norm(axis)
     probabilities = classifier.predict_proba(table["text"].tolist())
     personas = [prompts[p].persona for p in table["prompt"]]

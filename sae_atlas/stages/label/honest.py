@@ -90,6 +90,7 @@ def label_figures(summary: dict[str, Any]) -> dict[str, Any]:
         "puppeteer_null_log_enrichment_95": puppeteer.get("null_log_enrichment_95"),
         "format": summary.get("format"),
         "puppeteer": puppeteer or None,
+        "puppeteer_features": summary.get("puppeteer_features"),
     }
 
 
