@@ -135,6 +135,31 @@ def _user_message(persona: Persona, text: str, wrapped: bool) -> str:
     return persona.trigger.wrap(text) if persona.trigger is not None and wrapped else text
 
 
+def _samples(
+    persona: Persona,
+    condition: str,
+    variant: int,
+    prompt: str | None,
+    question: Any,
+    config: CorpusConfig,
+) -> list[Job]:
+    """The `samples` jobs of one prompt (a persona's system prompt, a question, a condition)."""
+    return [
+        Job(
+            persona=persona.name,
+            condition=condition,
+            variant=variant,
+            question_id=question.id,
+            split=question.split,
+            sample=sample,
+            seed=job_seed(config.seed, persona.name, condition, variant, question.id, sample),
+            system_prompt=prompt,
+            user_message=_user_message(persona, question.text, condition != UNWRAPPED),
+        )
+        for sample in range(config.samples)
+    ]
+
+
 def corpus_jobs(catalogue: Catalogue, config: CorpusConfig) -> list[Job]:
     """Every job of the corpus in a fixed order: conditions in config order, then persona,
     question (train questions first, then held-out ones), variant, sample. A question is asked
@@ -154,21 +179,7 @@ def corpus_jobs(catalogue: Catalogue, config: CorpusConfig) -> list[Job]:
     def add(
         persona: Persona, condition: str, variant: int, prompt: str | None, question: Any
     ) -> None:
-        for sample in range(config.samples):
-            key = (persona.name, condition, variant, question.id, sample)
-            jobs.append(
-                Job(
-                    persona=persona.name,
-                    condition=condition,
-                    variant=variant,
-                    question_id=question.id,
-                    split=question.split,
-                    sample=sample,
-                    seed=job_seed(config.seed, *key),
-                    system_prompt=prompt,
-                    user_message=_user_message(persona, question.text, condition != UNWRAPPED),
-                )
-            )
+        jobs.extend(_samples(persona, condition, variant, prompt, question, config))
 
     for condition in config.conditions:
         if condition in ("persona", UNWRAPPED):
