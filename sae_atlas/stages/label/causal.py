@@ -126,8 +126,9 @@ def teacher_forced(
             result = model(ids.to(next(model.parameters()).device), output_hidden_states=True)
             hidden = result.hidden_states[layer + 1][0].float().cpu().numpy()
             before = torch.from_numpy(np.clip(answer - 1, 0, None))
-            kept = result.logits[0, before].float() if logprobs else result.logits[0, before, :0]
-            out.append((hidden[answer], torch.log_softmax(kept, -1).cpu().numpy()))
+            kept = result.logits[0, before].float()
+            kept = torch.log_softmax(kept, -1) if logprobs else kept[:, :0]
+            out.append((hidden[answer], kept.cpu().numpy()))
     return out
 
 
