@@ -2,8 +2,9 @@
 the legacy split and runs/quick-honest with held-out system prompts and personas), each with
 its labels as built, its labeling recomputed with this code (format, puppeteer confirmation and
 null, trigger tags on responses), its best-feature and residual-probe shares on held-out data,
-and, when given, the causal test's JSON (scripts/puppeteer_causal.py).
-(sae_atlas.stages.label.honest). Prints a table and writes JSON.
+and, when given, the causal test's JSON (scripts/puppeteer_causal.py)
+(sae_atlas.stages.label.honest). Prints a table and writes JSON; --reuse takes the figures of
+an earlier JSON of this script and only attaches the causal JSONs given.
 
 Cost: per run two SAE passes over its store and a few logistic fits per persona (a few minutes
 on the quick atlas).
@@ -72,9 +73,17 @@ def main(
     causal_old: Annotated[Path | None, typer.Option(help="puppeteer_causal JSON, old")] = None,
     causal_new: Annotated[Path | None, typer.Option(help="puppeteer_causal JSON, new")] = None,
     out: Annotated[Path, typer.Option(help="JSON to write")] = Path("runs/bench/honest.json"),
+    reuse: Annotated[
+        Path | None, typer.Option(help="a JSON this script wrote: its figures, not recomputed")
+    ] = None,
 ) -> None:
     started = time.monotonic()
-    both = {"old": figures(old, causal_old), "new": figures(new, causal_new)}
+    if reuse is None:
+        both = {"old": figures(old, causal_old), "new": figures(new, causal_new)}
+    else:
+        both = json.loads(reuse.read_text())
+        for side, causal in (("old", causal_old), ("new", causal_new)):
+            both[side]["causal"] = json.loads(causal.read_text()) if causal else None
     rows = []
     for row in comparison_rows(
         *(
