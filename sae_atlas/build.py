@@ -29,7 +29,11 @@ from sae_atlas.stages.base import CountProgress
 from sae_atlas.stages.corpus import build_corpus, corpus_jobs
 from sae_atlas.stages.dynamics import DYNAMICS_STEPS, run_dynamics
 from sae_atlas.stages.harvest import harvest, length_sorted
-from sae_atlas.stages.label import catalogue_from_corpus, label_stage
+from sae_atlas.stages.label import (
+    catalogue_from_corpus,
+    heldout_personas_from_corpus,
+    label_stage,
+)
 from sae_atlas.stages.organize import ORGANIZE_STEPS, organize
 from sae_atlas.stages.report import REPORT_STEPS, write_report
 from sae_atlas.stages.train import TrainResult, train_saes
@@ -174,6 +178,7 @@ def label_step(run: BuildRun) -> bool:
         handle=run.handle,
         catalogue=catalogue_from_corpus(run.paths["corpus"]),
         progress=update,
+        heldout_personas=heldout_personas_from_corpus(run.paths["corpus"]),
     )
     return labeled.skipped
 

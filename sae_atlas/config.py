@@ -36,7 +36,12 @@ class CorpusConfig:
     """Which personas and questions to sample, and how.
 
     personas / categories: a subset of the catalogue (empty: all); n_questions: per split;
-    variants: system-prompt variants per persona; samples: responses per prompt;
+    variants: system-prompt variants per question (drawn from its split's pool); samples:
+    responses per prompt; heldout_variant_share: share of each persona's system prompts held out
+    (a seeded draw per persona, at least one per split; 0: the legacy corpus, where both splits
+    use the first `variants` prompts); heldout_personas: share of the non-default personas held
+    out whole for claims about every persona (a seeded draw, recorded; their transcripts keep
+    their question split) (sae_atlas.stages.splits);
     temperature (0: greedy), top_p, max_new_tokens, batch_size, seed: how responses are sampled;
     dtype: the dtype the sampler decodes in (auto: bfloat16 where measured fast, e.g. CPUs
     with AVX512-BF16 or AMX, else float32; the store records the dtype it resolved to).
@@ -48,6 +53,8 @@ class CorpusConfig:
     n_questions: int = 24
     variants: int = 2
     samples: int = 1
+    heldout_variant_share: float = 0.4
+    heldout_personas: float = 0.2
     conditions: tuple[str, ...] = (
         "persona",
         "default",
@@ -144,12 +151,20 @@ class LabelConfig:
     and its Benjamini-Hochberg q-value (one-sided Mann-Whitney U on held-out responses, over every
     test) <= fdr. persona:<name> when it holds for at most family_max personas or one category,
     and for fewer than broad_share of them; roleplay / assistant when up / down in at least
-    broad_share of the personas. puppeteer: fires in at least puppeteer_min_response_share of
-    the responses of the default persona and of at least puppeteer_persona_share of all
-    personas, with a coefficient of variation of the per-persona mean <= puppeteer_max_cv, and a
-    mean activation >= puppeteer_min_enrichment times that on the same text in a user turn and
-    outside the template. trigger:<wrapper>: its maximum on the user's message is > 0 in at
-    least trigger_min_rate of the wrapped transcripts and separates them from the unwrapped ones
+    broad_share of the personas. format: the current token's id predicts the feature on held-out
+    response tokens with R^2 >= format_min_r2 (a per-token-id mean fitted on train tokens;
+    0.5: the surface form explains most of its variance on unseen text; label/surface.py).
+    puppeteer (label/puppeteer.py): chosen on the train split of the personas not held out (fires
+    in at least puppeteer_min_response_share of the responses of the default persona and of at
+    least puppeteer_persona_share of the personas, with a coefficient of variation of the
+    per-persona mean <= puppeteer_max_cv, a mean activation >= puppeteer_min_enrichment times
+    that on the same text in a user turn and outside the template, not format), confirmed on
+    held-out data (the same sharing, held-out personas included; paired tests over questions
+    against both controls and an empirical p against puppeteer_null_neighbours matched features,
+    BH over the family at fdr); the set against puppeteer_null_sets matched random sets.
+    trigger:<wrapper>: its maximum over the response (response tokens
+    only, never the user's message that holds the wrapper) is > 0 in at least trigger_min_rate
+    of the wrapped transcripts and separates them from the unwrapped ones
     (corpus condition unwrapped: same system prompts and questions) with AUROC >=
     trigger_min_auroc. Template features: firing rate on the assistant header >=
     template_min_rate and >= template_min_enrichment times the response rate. seed: the sampling
@@ -174,6 +189,9 @@ class LabelConfig:
     puppeteer_persona_share: float = 0.9
     puppeteer_max_cv: float = 0.5
     puppeteer_min_enrichment: float = 2.0
+    puppeteer_null_neighbours: int = 50
+    puppeteer_null_sets: int = 1000
+    format_min_r2: float = 0.5
     trigger_min_rate: float = 0.5
     trigger_min_auroc: float = 0.95
     template_min_rate: float = 0.15

@@ -63,8 +63,9 @@ FEATURE_COLUMNS: tuple[ArraySpec, ...] = (
         "features/tags",
         "text",
         ("d_sae",),
-        "tags separated by ';': persona:<name>, roleplay, assistant, puppeteer, trigger:<wrapper>"
-        " (empty: untagged)",
+        "tags separated by ';': persona:<name>, roleplay, assistant, puppeteer, format (the"
+        " current token's id explains most of its held-out variance), trigger:<wrapper> (on"
+        " response tokens only) (empty: untagged)",
     ),
     ArraySpec(
         "features/cluster",

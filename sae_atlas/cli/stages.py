@@ -136,7 +136,11 @@ def label(
     --sae runs/quick/sae/blocks.15.hook_resid_post --corpus runs/quick/transcripts.h5
     --out runs/quick/labels.h5
     """
-    from sae_atlas.stages.label import catalogue_from_corpus, label_stage
+    from sae_atlas.stages.label import (
+        catalogue_from_corpus,
+        heldout_personas_from_corpus,
+        label_stage,
+    )
 
     handle = model_handle(config.model)
     catalogue = catalogue_from_corpus(corpus)
@@ -149,6 +153,7 @@ def label(
             handle=handle,
             catalogue=catalogue,
             progress=bar.update,
+            heldout_personas=heldout_personas_from_corpus(corpus),
         )
     state = "skipped (complete)" if result.skipped else f"{result.seconds:.0f} s"
     console.print(f"{result.path}: {result.n_features:,} features labeled, {state}")

@@ -52,6 +52,14 @@ from sae_atlas.model import sample as sample_responses
 from sae_atlas.model.dtype import refuse_other_dtype, resolve_dtype, runtime_json
 from sae_atlas.personas import Catalogue, Persona
 from sae_atlas.stages.base import CountProgress, StageResult
+from sae_atlas.stages.splits import (
+    SPLIT_NAMES,
+    catalogue_plan,
+    check_disjoint,
+    check_split_config,
+    neutral_prompts,
+    split_plan,
+)
 
 SAMPLED_CONDITIONS: tuple[str, ...] = ("persona", "default", "no_system")
 """The sampled conditions whose responses stand for a persona (contrasts, decoders, classifiers)."""
@@ -119,6 +127,7 @@ def check_config(config: CorpusConfig) -> None:
     for name in ("n_questions", "variants", "samples"):
         if getattr(config, name) < 1:
             raise SaeAtlasError(f"corpus.{name}: is {getattr(config, name)}; use a value >= 1")
+    check_split_config(config)
     check_sampling(config)
 
 
@@ -126,36 +135,51 @@ def _user_message(persona: Persona, text: str, wrapped: bool) -> str:
     return persona.trigger.wrap(text) if persona.trigger is not None and wrapped else text
 
 
+def _samples(
+    persona: Persona,
+    condition: str,
+    variant: int,
+    prompt: str | None,
+    question: Any,
+    config: CorpusConfig,
+) -> list[Job]:
+    """The `samples` jobs of one prompt (a persona's system prompt, a question, a condition)."""
+    return [
+        Job(
+            persona=persona.name,
+            condition=condition,
+            variant=variant,
+            question_id=question.id,
+            split=question.split,
+            sample=sample,
+            seed=job_seed(config.seed, persona.name, condition, variant, question.id, sample),
+            system_prompt=prompt,
+            user_message=_user_message(persona, question.text, condition != UNWRAPPED),
+        )
+        for sample in range(config.samples)
+    ]
+
+
 def corpus_jobs(catalogue: Catalogue, config: CorpusConfig) -> list[Job]:
     """Every job of the corpus in a fixed order: conditions in config order, then persona,
-    variant, question (train questions first, then held-out ones), sample."""
+    question (train questions first, then held-out ones), variant, sample. A question is asked
+    under the system prompts of its own split's pool (sae_atlas.stages.splits); with held-out
+    variants, a question or prompt text in both splits is an error."""
     check_config(config)
     chosen = catalogue.subset(
         names=config.personas or None,
         categories=config.categories or None,
         n_questions=config.n_questions,
     )
-    questions = (*chosen.split("train"), *chosen.split("heldout"))
+    by_split = {split: chosen.split(split) for split in SPLIT_NAMES}
     default = catalogue.default_persona
+    plan = split_plan(chosen.personas, default, config)
     jobs: list[Job] = []
 
-    def add(persona: Persona, condition: str, variant: int, prompt: str | None, index: int) -> None:
-        question = questions[index]
-        for sample in range(config.samples):
-            key = (persona.name, condition, variant, question.id, sample)
-            jobs.append(
-                Job(
-                    persona=persona.name,
-                    condition=condition,
-                    variant=variant,
-                    question_id=question.id,
-                    split=question.split,
-                    sample=sample,
-                    seed=job_seed(config.seed, *key),
-                    system_prompt=prompt,
-                    user_message=_user_message(persona, question.text, condition != UNWRAPPED),
-                )
-            )
+    def add(
+        persona: Persona, condition: str, variant: int, prompt: str | None, question: Any
+    ) -> None:
+        jobs.extend(_samples(persona, condition, variant, prompt, question, config))
 
     for condition in config.conditions:
         if condition in ("persona", UNWRAPPED):
@@ -164,22 +188,27 @@ def corpus_jobs(catalogue: Catalogue, config: CorpusConfig) -> list[Job]:
                     condition == UNWRAPPED and persona.trigger is None
                 ):
                     continue
-                for variant, prompt in enumerate(persona.prompts[: config.variants]):
-                    for index in range(len(questions)):
-                        add(persona, condition, variant, prompt, index)
+                for split, questions in by_split.items():
+                    for index, question in enumerate(questions):
+                        for variant in plan.variants(persona.name, split, index, config.variants):
+                            add(persona, condition, variant, persona.prompts[variant], question)
         elif condition == "default":
-            neutral = [(i, p) for i, p in enumerate(default.prompts) if p is not None]
+            neutral = neutral_prompts(default)
             if not neutral:
                 raise SaeAtlasError(
                     f"{catalogue.source}: persona {default.name!r} has no system prompt other "
                     "than null; add neutral prompts or drop 'default' from corpus.conditions"
                 )
-            for index in range(len(questions)):
-                variant, prompt = neutral[index % len(neutral)]
-                add(default, condition, variant, prompt, index)
+            for split, questions in by_split.items():
+                for index, question in enumerate(questions):
+                    (choice,) = plan.variants(default.name, split, index, 1)
+                    add(default, condition, *neutral[choice], question)
         elif condition == "no_system":
-            for index in range(len(questions)):
-                add(default, condition, -1, None, index)
+            for questions in by_split.values():
+                for question in questions:
+                    add(default, condition, -1, None, question)
+    if not plan.shared_variants:
+        check_disjoint(jobs)
     return jobs
 
 
@@ -259,9 +288,11 @@ def corpus_responses(
 
 def corpus_stage_config(catalogue: Catalogue, config: CorpusConfig, n_jobs: int) -> dict[str, Any]:
     """The config a corpus store records: the corpus settings, the catalogue's content (not
-    where it was read from, so a run folder stays valid in another checkout), the job count."""
+    where it was read from, so a run folder stays valid in another checkout), the job count and
+    the split plan (prompt pools per split, held-out personas)."""
     content = {key: value for key, value in catalogue.to_dict().items() if key != "source"}
-    return {**to_dict(config), "catalogue_data": content, "n_jobs": n_jobs}
+    plan = catalogue_plan(catalogue, config).to_dict()
+    return {**to_dict(config), "catalogue_data": content, "n_jobs": n_jobs, "split_plan": plan}
 
 
 def build_corpus(

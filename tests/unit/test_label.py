@@ -4,9 +4,12 @@ The store holds real chat transcripts of the tiny tokenizer (corpus jobs of seve
 personas with random response words, and their user / plain controls) whose activations are
 noise plus planted features: one per persona for pirate, villain and pirate_tag, one up in every
 persona but the default (roleplay), one up in the default only (assistant), one on every
-assistant token (puppeteer), one on the wrapper of pirate_tag's user messages (trigger), one on
+assistant token (puppeteer), one on the wrapper of pirate_tag's user messages (no trigger: the
+trigger tests read responses only), one on
 pirate_tag's user messages with or without the wrapper (its system prompt's: no trigger), one on
-the assistant header (template), one on the pirate's assistant header only; pirate_tag's
+the assistant header (template), one on the pirate's assistant header only, one on one word of
+the responses, wherever it is in an assistant turn (format: it would be a puppeteer if the token
+id did not explain it); pirate_tag's
 unwrapped transcripts answer as the default. The SAE reads coordinate i as feature i (threshold
 0.5), so the expected tags are known; noise alone makes every feature fire on about 0.6% of
 tokens (about 20% of responses).
@@ -52,8 +55,8 @@ HOOK = "blocks.1.hook_resid_post"
 PERSONAS = ("assistant", "pirate", "villain", "chef", "knight", "poet", "pirate_tag")
 D_MODEL, D_SAE = 32, 40
 PIRATE, VILLAIN, PIRATE_TAG, ROLEPLAY, ASSISTANT, PUPPETEER, TRIGGER, HEADER, SYSTEM = range(9)
-PIRATE_HEADER = 9
-PLANTED = range(10)
+PIRATE_HEADER, FORMAT = 9, 10
+PLANTED = range(11)
 WORDS = ["the", "sea", "ship", "sun", "gold", "map", "storm", "crew", "wind", "cake"]
 NOISE = 0.2
 CONFIG = LabelConfig(block_tokens=2048, top_examples=5, quantile_examples=3, reservoir=16)
@@ -69,6 +72,7 @@ def planted_acts(transcript, rng: np.random.Generator) -> np.ndarray:
     assistant = role == ROLE_CODE["assistant"]
     some = assistant & (rng.random(n) < 0.6)
     acts[assistant, PUPPETEER] += 1.2
+    acts[assistant & (np.asarray(transcript.token_ids) == FORMAT_TOKEN[0]), FORMAT] += 1.5
     header = header_rows(role, np.zeros(n, dtype=np.int32))
     acts[header, HEADER] += 1.5
     if transcript.persona == "pirate" and transcript.condition == "persona":
@@ -119,6 +123,10 @@ def identity_sae(unembedding: torch.Tensor, pirate_token: int) -> StandardSAE:
     return sae
 
 
+FORMAT_TOKEN: list[int] = []
+"""The token id the format feature reads (set by the `transcripts` fixture)."""
+
+
 @pytest.fixture(scope="module")
 def catalogue():
     return load_catalogue().subset(names=PERSONAS)
@@ -132,6 +140,7 @@ def transcripts(tiny, catalogue):
         Response(job, " ".join(rng.choice(WORDS, size=10)), 10)
         for job in corpus_jobs(catalogue, config)
     ]
+    FORMAT_TOKEN[:] = tiny.tokenizer(" sea", add_special_tokens=False)["input_ids"][-1:]
     return response_transcripts(tiny, responses)
 
 
@@ -166,12 +175,14 @@ def test_planted_features_get_their_tags(labels):
     assert tagged == {
         PIRATE: {"persona:pirate"},
         VILLAIN: {"persona:villain"},
-        PIRATE_TAG: {"persona:pirate_tag"},
-        ROLEPLAY: {"roleplay"},
+        PIRATE_TAG: {"persona:pirate_tag", "trigger:<pirate>"},
+        ROLEPLAY: {"roleplay", "trigger:<pirate>"},
         ASSISTANT: {"assistant"},
         PUPPETEER: {"puppeteer"},
-        TRIGGER: {"trigger:<pirate>"},
-    }  # SYSTEM fires on pirate_tag's user messages with and without the wrapper: no trigger
+        FORMAT: {"format"},
+    }  # trigger tests read responses only: TRIGGER (on the wrapper's own tokens in the user's
+    # message) is no trigger; the wrapped pirate_tag responses' own features (its persona and
+    # roleplay: unwrapped it answers as the default) are. SYSTEM fires with and without it.
     summary = labels.summary
     assert summary["trigger_tests"] == {"<pirate>": {"wrapped": 32, "unwrapped": 32}}
     assert summary["tag_counts"]["persona:pirate"] == 1 and summary["kind_counts"]["persona"] == 3
@@ -200,11 +211,13 @@ def test_shuffled_persona_labels_tag_nothing_persona_related(
         shuffled[i] = replace(transcripts[i], persona=provenance[j][0], condition=provenance[j][1])
     write_store(tmp_path / "shuffled.h5", transcripts, labelled=shuffled)
     control = label(tmp_path / "shuffled.h5", sae, HOOK, CONFIG, catalogue=catalogue)
-    # only the label-free tag survives, on the features that fire in most responses whatever
-    # the label (the roleplay feature fires in 6 of 7 personas' responses, now spread evenly)
+    # only the label-free tags survive: puppeteer, on the features that fire in most responses
+    # whatever the label (the roleplay feature fires in 6 of 7 personas' responses, now spread
+    # evenly), and format (the token id alone)
     tagged = tags_of(control)
-    assert set().union(*tagged.values()) == {"puppeteer"}
-    assert set(tagged) <= {PUPPETEER, ROLEPLAY}
+    assert set().union(*tagged.values()) == {"puppeteer", "format"}
+    assert tagged[FORMAT] == {"format"}
+    assert set(tagged) <= {PUPPETEER, ROLEPLAY, FORMAT}
     assert control.summary["tests"]["n_significant"] == 0
 
 
@@ -255,7 +268,7 @@ def test_q_values_are_bh_of_the_heldout_p_values(planted, sae, catalogue):
     responses = find_responses(provenance, counts, catalogue)
     triggers = find_triggers(provenance, catalogue)
     stats = collect(store, sae, HOOK, responses, CONFIG, triggers=triggers)
-    result = contrast(stats.response_mean, responses, CONFIG, triggers, stats.user_max)
+    result = contrast(stats.response_mean, responses, CONFIG, triggers, stats.trigger_max)
     assert set(result.tests["kind"]) == {"persona", "roleplay", "assistant", "trigger"}
     np.testing.assert_allclose(
         result.tests["q_value"], false_discovery_control(result.tests["p_value"])
@@ -510,3 +523,36 @@ def test_the_identity_does_not_depend_on_where_the_run_lies(tmp_path, planted, s
     assert label_identity(store, sae, HOOK, CONFIG, moved) == identity
     other = catalogue.subset(names=PERSONAS[:3])
     assert label_identity(store, sae, HOOK, CONFIG, other) != identity
+
+
+def test_format_is_the_token_id_and_never_a_puppeteer(labels):
+    summary = labels.summary
+    assert summary["format"]["n_format"] == 1 and summary["format"]["threshold"] == 0.5
+    assert FORMAT not in [p["id"] for p in summary["puppeteer_features"]]
+    puppeteer = summary["puppeteer"]
+    assert puppeteer["n_puppeteer"] == 1 and puppeteer["n_candidates"] == 1
+    assert puppeteer["null_p"] < 0.05 and puppeteer["set_judged"] == "puppeteer"
+    assert puppeteer["set_log_enrichment"] > puppeteer["null_log_enrichment_95"][1]
+    for interval in puppeteer["paired_difference_by_question"].values():
+        assert 0 < interval["low"] <= interval["mean"] <= interval["high"]
+
+
+def test_puppeteer_is_chosen_without_heldout_personas_and_confirmed_on_them(
+    planted, sae, tiny, catalogue
+):
+    held = label(
+        planted, sae, HOOK, CONFIG, handle=tiny, catalogue=catalogue, heldout_personas=("chef",)
+    )
+    assert held.summary["puppeteer"]["heldout_personas"] == ["chef"]
+    assert tags_of(held)[PUPPETEER] == {"puppeteer"}
+    assert held.config["heldout_personas"] == ["chef"]
+
+
+def test_report_tables_read_the_summary(labels):
+    from sae_atlas.stages.label.figures import format_table, puppeteer_null_table, puppeteer_table
+
+    levels = format_table(labels.summary)
+    assert levels.loc[levels["tagged"], "features"].tolist() == [1]
+    assert puppeteer_table(labels.summary)["id"].tolist() == [PUPPETEER]
+    null = puppeteer_null_table(labels.summary)
+    assert null["confirmed"].tolist() == [1, 1] and (null["paired_low"] > 0).all()

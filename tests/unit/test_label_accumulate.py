@@ -21,7 +21,7 @@ def kinds_of(response: list[int]) -> RowKinds:
     """RowKinds with only response rows (the rest -1 / False)."""
     ids = np.array(response, dtype=np.int32)
     none = np.full(len(ids), -1, dtype=np.int32)
-    return RowKinds(ids, ids, none, none, np.zeros(len(ids), bool), none)
+    return RowKinds(ids, ids, none, none, np.zeros(len(ids), bool), none, none, ids)
 
 
 def block_of(start: int, response: list[int], acts: np.ndarray) -> Block:
@@ -39,7 +39,7 @@ def test_first_response_ids_count_each_responses_own_rows():
 
 def test_means_maxima_and_totals_over_blocks():
     rng = np.random.default_rng(0)
-    response = [[0, 0, -1, 1], [-1, 2, 2, 2, 3]]
+    response = [[0, 0, -1, 2], [-1, 1, 1, 1, 3]]  # block 2 spans item 2 of block 1
     acts = [np.maximum(rng.normal(size=(len(r), 3)), 0) for r in response]
     means = Means(4, 3, response_ids)
     rates = Means(4, 3, response_ids, Block.fires)
@@ -57,6 +57,6 @@ def test_means_maxima_and_totals_over_blocks():
         np.testing.assert_allclose(rates.result()[item], (mine > 0).mean(0))
         np.testing.assert_allclose(maxima.result()[item], mine.max(0), rtol=1e-6)
     tokens, sums, fires = totals.result()
-    assert tokens.tolist() == [2, 1, 3, 1]
-    np.testing.assert_allclose(sums[2], values[rows == 2].sum(0), rtol=1e-6)
-    np.testing.assert_array_equal(fires[2], (values[rows == 2] > 0).sum(0))
+    assert tokens.tolist() == [2, 3, 1, 1]
+    np.testing.assert_allclose(sums[1], values[rows == 1].sum(0), rtol=1e-6)
+    np.testing.assert_array_equal(fires[1], (values[rows == 1] > 0).sum(0))

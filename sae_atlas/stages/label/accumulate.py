@@ -3,7 +3,7 @@
 `stream` reads an activation store one block of whole transcripts at a time, encodes with the
 SAE only the rows some statistic needs (`Statistic.needs`), and hands each `Block` to every
 statistic's `update`; each statistic's `result()` is then its final value. A statistic reads the
-rows of one kind (`RowIds`: responses, assistant headers, user messages, controls...) and one
+rows of one kind (`RowIds`: responses, assistant headers, trigger responses, controls...) and one
 value of them (`Value`: SAE codes, firing indicators, the raw residual).
 
 Cost: one SAE encoder pass per encoded row (O(d_model x d_sae)); memory, per block, its
@@ -124,9 +124,9 @@ def header_ids(kinds: RowKinds) -> np.ndarray:
     return kinds.header
 
 
-def user_ids(kinds: RowKinds) -> np.ndarray:
-    """User-message rows of the TriggerSet: its row."""
-    return kinds.user
+def trigger_ids(kinds: RowKinds) -> np.ndarray:
+    """Response rows of the TriggerSet's transcripts: its row."""
+    return kinds.trigger
 
 
 def first_response_ids(k: int) -> RowIds:
@@ -159,7 +159,8 @@ def segment_max(index: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tens
 
 class Means(Statistic):
     """[n, d] float32: per item, the mean of what it reads over the item's rows (they all lie in
-    one block: a response's, its header's and a user message's do)."""
+    one block: a response's, its header's and a control transcript's do; the items of a block
+    need not be consecutive, and items absent from it keep their value)."""
 
     def __init__(self, n: int, d: int, rows: RowIds, read: Value = Block.codes) -> None:
         super().__init__(rows, read)
@@ -170,8 +171,9 @@ class Means(Statistic):
         index = torch.from_numpy(selected.ids - first).to(selected.values.device)
         sums = torch.zeros((n, selected.values.shape[1]), device=selected.values.device)
         sums.index_add_(0, index, selected.values)
-        counts = np.maximum(np.bincount(selected.ids - first, minlength=n), 1)[:, None]
-        self.mean[first : first + n] = sums.cpu().numpy() / counts
+        counts = np.bincount(selected.ids - first, minlength=n)
+        present = np.flatnonzero(counts)
+        self.mean[first + present] = sums.cpu().numpy()[present] / counts[present, None]
 
     def result(self) -> np.ndarray:
         return self.mean

@@ -4,8 +4,9 @@ tests that hold give.
 Candidates are chosen on train questions (AUROC and Cohen's d of response-level means) and
 confirmed on held-out ones by a one-sided Mann-Whitney U test under Benjamini-Hochberg control
 over every test made; roleplay / assistant tests pool the held-out responses of every persona;
-trigger tests contrast the wrapped against the unwrapped user messages under the same system
-prompts, so a system prompt that mentions the wrapper does not make a trigger.
+trigger tests contrast the responses to wrapped against those to unwrapped user messages
+(response tokens only) under the same system prompts, so neither a system prompt that mentions
+the wrapper nor a feature of the wrapper's own tokens makes a trigger.
 
 Cost: ranks [n_responses, F] once per persona and split. Returns `Contrast` ([P, F] scores and a
 table of tests) and tags per feature.
@@ -65,14 +66,14 @@ def contrast(
     responses: Responses,
     config: LabelConfig,
     triggers: TriggerSet | None = None,
-    user_max: np.ndarray | None = None,
+    trigger_max: np.ndarray | None = None,
     persona: np.ndarray | None = None,
 ) -> Contrast:
     """Contrast personas against the default on response-level means [n_responses, F].
 
     Candidates are chosen on train questions, tested on held-out ones; `persona` replaces
-    `responses.persona` (the shuffled-label control); `triggers` with `user_max` [m, F] (its
-    user messages' maxima) enables the trigger tests.
+    `responses.persona` (the shuffled-label control); `triggers` with `trigger_max` [m, F] (its
+    responses' maxima) enables the trigger tests.
     """
     persona = responses.persona if persona is None else persona
     shape = (len(responses.names), response_mean.shape[1])
@@ -89,8 +90,8 @@ def contrast(
         tests += _broad_tests(
             response_mean, responses, persona, tested, train_auroc, heldout_auroc, config
         )
-    if triggers is not None and user_max is not None:
-        tests += _trigger_tests(user_max, triggers, config)
+    if triggers is not None and trigger_max is not None:
+        tests += _trigger_tests(trigger_max, triggers, config)
     result.tests = pd.concat(tests, ignore_index=True) if tests else _no_tests()
     result.tests["q_value"] = benjamini_hochberg(result.tests["p_value"].to_numpy())
     return result
@@ -207,13 +208,14 @@ def _broad_tests(
 
 
 def _trigger_tests(
-    user_max: np.ndarray, triggers: TriggerSet, config: LabelConfig
+    trigger_max: np.ndarray, triggers: TriggerSet, config: LabelConfig
 ) -> list[pd.DataFrame]:
-    """trigger:<wrapper> tests on the maximum over the user's message [m, F] of the TriggerSet:
-    fires in at least trigger_min_rate of the wrapped messages and separates them from the same
-    conditional personas' unwrapped messages, same system prompts and questions (AUROC >=
+    """trigger:<wrapper> tests on the maximum over the response's tokens [m, F] of the TriggerSet
+    (never the user's message, which holds the wrapper's own tokens):
+    fires in at least trigger_min_rate of the wrapped responses and separates them from the same
+    conditional personas' unwrapped responses, same system prompts and questions (AUROC >=
     trigger_min_auroc), on train and on held-out questions."""
-    values = user_max.astype(np.float32)
+    values = trigger_max.astype(np.float32)
     out = []
     for w, name in enumerate(triggers.wrappers):
         scores = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,9 @@ class Responses:
 
 @dataclass(frozen=True)
 class TriggerSet:
-    """The user messages the trigger tests compare: each conditional persona's transcripts with
-    its wrapper (condition persona) and without it (condition unwrapped), pairs that share the
-    persona, system-prompt variant and question.
+    """The responses the trigger tests compare (response tokens only): each conditional
+    persona's transcripts with its wrapper (condition persona) and without it (condition
+    unwrapped), pairs that share the persona, system-prompt variant and question.
 
     doc: [m] transcript rows; wrapper: [m] index into `wrappers`; wrapped: [m] bool; split: [m]
     TRAIN, HELDOUT or -1.
@@ -85,12 +86,20 @@ def catalogue_from_corpus(path: str | Path) -> Catalogue:
     return Catalogue.from_dict({"source": f"{path} (catalogue)", **store.config["catalogue_data"]})
 
 
+def heldout_personas_from_corpus(path: str | Path) -> tuple[str, ...]:
+    """The personas a corpus store (transcripts.h5) holds out whole (its split plan,
+    sae_atlas.stages.splits; empty for a corpus without one)."""
+    plan = TranscriptStore(path).config.get("split_plan") or {}
+    return tuple(plan.get("heldout_personas", ()))
+
+
 def label_identity(
     store: ActivationStore,
     sae: SAE[Any],
     hook: str,
     config: LabelConfig,
     catalogue: Catalogue | None,
+    heldout_personas: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What decides a Labels: config, hook, SAE parameters, store content, catalogue content (not
     where it was read from, so a run folder stays valid in another folder)."""
@@ -100,6 +109,7 @@ def label_identity(
         "sae": {"d_sae": int(sae.cfg.d_sae), "sha1": sae_digest(sae)},
         "store": store_digest(store),
         "catalogue_sha1": None if catalogue is None else catalogue_sha1(catalogue),
+        "heldout_personas": sorted(heldout_personas),
     }
 
 

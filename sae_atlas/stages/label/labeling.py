@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ def label(
     handle: ModelHandle | None = None,
     catalogue: Catalogue | None = None,
     progress: CountProgress | None = None,
+    heldout_personas: Sequence[str] = (),
 ) -> Labels:
     """Label every feature of `sae` on the activations of `store` at `hook`.
 
@@ -47,12 +49,13 @@ def label(
     contexts, no logit tokens). catalogue: persona categories, prompts and trigger wrappers
     (`catalogue_from_corpus` reads it from transcripts.h5); None infers the personas from the
     store and makes no trigger tests. progress(n_rows) after each block of the pass.
+    heldout_personas: the personas the corpus holds out whole (heldout_personas_from_corpus).
     """
     started = time.monotonic()
     store = open_store(store)
     check_inputs(store, sae, hook, handle)
     provenance = store.provenance()
-    found = find(store, provenance, sae, hook, config, catalogue, progress)
+    found = find(store, provenance, sae, hook, config, catalogue, progress, heldout_personas)
     template_ids = set(found.template[0].tolist())
     cards = make_cards(
         store, provenance, sae, handle, found.stats, found.tags, template_ids, config
@@ -73,7 +76,7 @@ def label(
         persona_profiles=(found.stats.group_sum[:, TRAIN] / train_tokens).astype(np.float32),
         default_persona=found.responses.names[found.responses.default],
         summary=summary,
-        config=label_identity(store, sae, hook, config, catalogue),
+        config=label_identity(store, sae, hook, config, catalogue, heldout_personas),
     )
 
 

@@ -26,11 +26,13 @@ class DocKinds:
     """What each transcript (row of the provenance) counts for, [n_transcripts] each (-1:
     nothing): response: row of the Responses; trigger: row of the TriggerSet; control: index
     into CONTROLS of the controls of one of the responses (same job seed: the store's `source` is
-    the transcript's own row in the corpus once harvested)."""
+    the transcript's own row in the corpus once harvested); control_response: the response row
+    each control was built from."""
 
     response: np.ndarray
     trigger: np.ndarray
     control: np.ndarray
+    control_response: np.ndarray
 
 
 @dataclass
@@ -38,24 +40,28 @@ class RowKinds:
     """What each row of a block of store rows counts for, [rows] each (-1: nothing).
 
     response: response row; group: persona * 2 + (0 train, 1 otherwise) of response rows;
-    user: TriggerSet row whose user's message holds the row; header: response row of the
+    trigger: TriggerSet row whose response holds the row (its response tokens only: the
+    wrapper's own tokens are in the user's message, so reading them would make any feature of
+    the wrapper text a trigger); header: response row of the
     assistant-header rows before it; template: template rows of sampled transcripts; control:
     index into CONTROLS of rows carrying the response text of a control of one of the responses
     (same job seed: the store's `source` is the transcript's own row in the corpus once
-    harvested).
+    harvested); control_response: the response row of those control rows; token: token ids.
     """
 
     response: np.ndarray
     group: np.ndarray
-    user: np.ndarray
+    trigger: np.ndarray
     header: np.ndarray
     template: np.ndarray
     control: np.ndarray
+    control_response: np.ndarray
+    token: np.ndarray
 
     def needed(self) -> np.ndarray:
         return (
             (self.response >= 0)
-            | (self.user >= 0)
+            | (self.trigger >= 0)
             | (self.header >= 0)
             | self.template
             | (self.control >= 0)
@@ -94,7 +100,13 @@ def doc_kinds(
     of_response = np.isin(seeds, seeds[responses.doc])  # a control keeps its job's seed
     for code, condition in enumerate(CONTROLS):
         control[of_response & (conditions == condition)] = code
-    return DocKinds(response=response, trigger=trigger, control=control)
+    row_of_seed = dict(zip(seeds[responses.doc].tolist(), range(len(responses)), strict=True))
+    control_response = np.full(n_docs, -1, dtype=np.int32)
+    built = np.flatnonzero(control >= 0)
+    control_response[built] = [row_of_seed[s] for s in seeds[built].tolist()]
+    return DocKinds(
+        response=response, trigger=trigger, control=control, control_response=control_response
+    )
 
 
 def row_kinds(table: dict[str, np.ndarray], docs: DocKinds, responses: Responses) -> RowKinds:
@@ -108,7 +120,7 @@ def row_kinds(table: dict[str, np.ndarray], docs: DocKinds, responses: Responses
     rows = response >= 0
     not_train = (responses.split[response[rows]] != TRAIN).astype(np.int32)
     group[rows] = responses.persona[response[rows]] * 2 + not_train
-    user = np.where(role == ROLE_CODE["user"], docs.trigger[doc], -1)
+    trigger = np.where(role == ROLE_CODE["assistant"], docs.trigger[doc], -1)
     header = np.full(len(role), -1, dtype=np.int32)
     header_mask = in_response & header_rows(role, doc)
     header[header_mask] = response_of_doc[header_mask]
@@ -116,9 +128,11 @@ def row_kinds(table: dict[str, np.ndarray], docs: DocKinds, responses: Responses
     carrier = np.array([ROLE_CODE[CONTROL_ROLE[c]] for c in CONTROLS])[control_of_doc]
     control = np.where((control_of_doc >= 0) & (role == carrier), control_of_doc, -1)
     return RowKinds(
+        control_response=np.where(control >= 0, docs.control_response[doc], -1),
+        token=table["token_id"],
         response=response,
         group=group,
-        user=user,
+        trigger=trigger,
         header=header,
         template=in_response & (role == ROLE_CODE["template"]),
         control=control,

@@ -8,6 +8,7 @@ the identity otherwise. Returns `LabelResult`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,21 +41,23 @@ def label_stage(
     handle: ModelHandle | None = None,
     catalogue: Catalogue | None = None,
     progress: CountProgress | None = None,
+    heldout_personas: Sequence[str] = (),
 ) -> LabelResult:
     """Label the SAE at `sae_path` (its hook from its metadata) on `store_path` into `out`
     (labels.h5); skipped when `out` is complete for the same inputs and config, refused when it
-    holds labels of others."""
+    holds labels of others. heldout_personas: the personas the corpus holds out whole
+    (inputs.heldout_personas_from_corpus)."""
     out = Path(out)
     store = open_store(store_path)
     sae = load_sae(sae_path, device=config.device)
     hook = str(getattr(sae.cfg.metadata, "hook_name", "") or "")
     if not hook:
         raise SaeAtlasError(f"{sae_path}: the SAE records no hook_name; give it one in cfg.json")
-    identity = label_identity(store, sae, hook, config, catalogue)
+    identity = label_identity(store, sae, hook, config, catalogue, heldout_personas)
     if existing_output(out, labels_config(out), identity, "labels"):
         return LabelResult(out, 0.0, skipped=True, n_features=int(sae.cfg.d_sae))
     started = time.monotonic()
-    labels = label(store, sae, hook, config, handle, catalogue, progress)
+    labels = label(store, sae, hook, config, handle, catalogue, progress, heldout_personas)
     threads = torch.get_num_threads()
     runtime = DtypeChoice("float32", torch.float32, config.device, threads, "SAE codes in float32")
     save_labels(replace(labels, runtime={"label": runtime.record()}), out)

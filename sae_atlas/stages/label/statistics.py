@@ -28,6 +28,7 @@ from sae_atlas.stages.label.accumulate import (
     Means,
     PersonaMaxSums,
     ResidualSums,
+    RowIds,
     Statistic,
     TemplateFires,
     TopExamples,
@@ -36,7 +37,7 @@ from sae_atlas.stages.label.accumulate import (
     header_ids,
     response_ids,
     stream,
-    user_ids,
+    trigger_ids,
 )
 from sae_atlas.stages.label.inputs import Responses, TriggerSet, find_responses
 from sae_atlas.stages.label.rows import (
@@ -46,6 +47,7 @@ from sae_atlas.stages.label.rows import (
     doc_kinds,
     store_blocks,
 )
+from sae_atlas.stages.label.surface import SurfaceForm, heldout_token_ids
 
 
 @dataclass
@@ -54,19 +56,22 @@ class FeatureStatistics:
 
     response_mean: [n_responses, F] float32 mean activation over each response's tokens;
     header_mean: [n_responses, F] float32 mean over the assistant header before each response;
-    user_max: [m, F] float16 maximum on the user's message of each TriggerSet row (None without
-    one); group_tokens: [P, 2] response tokens per persona and split (0 train, 1 other);
+    trigger_max: [m, F] float16 maximum over the response tokens of each TriggerSet row (None
+    without one); group_tokens: [P, 2] response tokens per persona and split (0 train, 1 other);
     group_sum / group_fires: [P, 2, F]; group_vector: [P, 2, d_model] residual sums;
     persona_max_sum: [P, F] sums of response maxima; header_tokens: [P]; header_sum /
     header_fires: [P, F]; template_tokens; template_fires: [F]; control_tokens: [C];
-    control_sum / control_fires: [C, F] (C = CONTROLS); top_value / top_row: [K, F] (row -1:
+    control_sum / control_fires: [C, F] (C = CONTROLS); control_mean: [C, n_responses, F] float32
+    mean over the control of each response (0 without one); control_present: [C, n_responses]
+    bool; format_r2: [F] held-out R^2 of a per-token-id mean (surface.SurfaceForm; NaN: silent
+    on held-out tokens); top_value / top_row: [K, F] (row -1:
     none); sample_value / sample_row: [R, F] a uniform sample of firing response rows (row -1:
     none).
     """
 
     response_mean: np.ndarray
     header_mean: np.ndarray
-    user_max: np.ndarray | None
+    trigger_max: np.ndarray | None
     group_tokens: np.ndarray
     group_sum: np.ndarray
     group_fires: np.ndarray
@@ -80,6 +85,9 @@ class FeatureStatistics:
     control_tokens: np.ndarray
     control_sum: np.ndarray
     control_fires: np.ndarray
+    control_mean: np.ndarray
+    control_present: np.ndarray
+    format_r2: np.ndarray
     top_value: np.ndarray
     top_row: np.ndarray
     sample_value: np.ndarray
@@ -104,9 +112,12 @@ def collect(
     config: LabelConfig,
     progress: CountProgress | None = None,
     triggers: TriggerSet | None = None,
+    token_ids: np.ndarray | None = None,
 ) -> FeatureStatistics:
-    """One pass over `store` at `hook`: the FeatureStatistics of `responses` (and the user
-    messages of `triggers`). Encoding and every running statistic stay on the SAE's device."""
+    """One pass over `store` at `hook`: the FeatureStatistics of `responses` (and the
+    responses of `triggers`). token_ids: the distinct token ids of held-out responses
+    (surface.heldout_token_ids; None: read here). Encoding and every running statistic stay
+    on the SAE's device."""
     n_personas, n_features = len(responses.names), int(sae.cfg.d_sae)
     device = sae.W_dec.device
 
@@ -125,17 +136,40 @@ def collect(
         "header": Totals(n_personas, n_features, device, header_persona),
         "template": TemplateFires(n_features, device),
         "control": Totals(len(CONTROLS), n_features, device, control_ids),
+        "control_mean": Means(
+            len(CONTROLS) * len(responses), n_features, control_pairs(len(responses))
+        ),
     }
     if triggers is not None:
-        named["user_max"] = Maxima(len(triggers), n_features, user_ids, dtype=np.float16)
+        named["trigger_max"] = Maxima(len(triggers), n_features, trigger_ids, dtype=np.float16)
     provenance = store.provenance()
+    if token_ids is None:
+        token_ids = heldout_token_ids(store, provenance, responses, config.block_tokens)
+    named["surface"] = SurfaceForm(token_ids, responses, n_features, device)
     docs = doc_kinds(provenance, responses, triggers)
     blocks = store_blocks(provenance, config.block_tokens)
     stream(store, sae, hook, docs, responses, list(named.values()), blocks, progress)
-    return _feature_statistics(named, n_personas)
+    present = np.zeros((len(CONTROLS), len(responses)), dtype=bool)
+    built = docs.control >= 0
+    present[docs.control[built], docs.control_response[built]] = True
+    return _feature_statistics(named, n_personas, present)
 
 
-def _feature_statistics(named: dict[str, Any], n_personas: int) -> FeatureStatistics:
+def control_pairs(n_responses: int) -> RowIds:
+    """Rows carrying the response text of a control: control code x n_responses + the row of
+    the response it was built from."""
+
+    def pairs(kinds: RowKinds) -> np.ndarray:
+        return np.where(
+            kinds.control >= 0, kinds.control * n_responses + kinds.control_response, -1
+        )
+
+    return pairs
+
+
+def _feature_statistics(
+    named: dict[str, Any], n_personas: int, control_present: np.ndarray
+) -> FeatureStatistics:
     """The FeatureStatistics of `collect`'s statistics after the pass."""
     by_persona = (n_personas, 2)
     group_tokens, group_sum, group_fires = named["group"].result()
@@ -148,7 +182,7 @@ def _feature_statistics(named: dict[str, Any], n_personas: int) -> FeatureStatis
     return FeatureStatistics(
         response_mean=named["response_mean"].result(),
         header_mean=named["header_mean"].result(),
-        user_max=named["user_max"].result() if "user_max" in named else None,
+        trigger_max=named["trigger_max"].result() if "trigger_max" in named else None,
         group_tokens=group_tokens.reshape(by_persona),
         group_sum=group_sum.reshape(*by_persona, -1),
         group_fires=group_fires.reshape(*by_persona, -1),
@@ -162,6 +196,9 @@ def _feature_statistics(named: dict[str, Any], n_personas: int) -> FeatureStatis
         control_tokens=control_tokens,
         control_sum=control_sum,
         control_fires=control_fires,
+        control_mean=named["control_mean"].result().reshape(*control_present.shape, -1),
+        control_present=control_present,
+        format_r2=named["surface"].result(),
         top_value=top_value,
         top_row=top_row,
         sample_value=sample_value,

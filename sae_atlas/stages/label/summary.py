@@ -21,8 +21,10 @@ from sae_atlas.stages.label.contrasts import Contrast, best_features, contrast, 
 from sae_atlas.stages.label.decoding import persona_decoder
 from sae_atlas.stages.label.findings import Findings
 from sae_atlas.stages.label.inputs import Responses, TriggerSet
+from sae_atlas.stages.label.puppeteer import PUPPETEER_TESTS
 from sae_atlas.stages.label.rows import CONTROLS
 from sae_atlas.stages.label.statistics import FeatureStatistics
+from sae_atlas.stages.label.surface import format_summary
 
 SUMMARY_FEATURES = 50
 """At most this many features are listed per kind in the summary."""
@@ -34,10 +36,12 @@ def make_summary(
     """The JSON-ready figures of a labeling pass: counts (features, responses, personas; per tag
     and per kind of tag), the tests made and how many hold, per persona its best feature (chosen
     on train) with train and held-out AUROC, the share of personas whose best feature reaches
-    held-out AUROC 0.9, the persona decoder, puppeteer and template features (with the same best
-    feature and share on the assistant header's mean, where the model selects its persona; no
-    tags come from it), the same tests on shuffled persona labels, and whether the logits fold in
-    the final norm (`folded`). labels: [F] each feature's card label."""
+    held-out AUROC 0.9, the persona decoder, format features (surface.format_summary), puppeteer
+    features and the puppeteer set's confirmation and null (puppeteer.puppeteer_summary),
+    template features (with the same best feature and share on the assistant header's mean,
+    where the model selects its persona; no tags come from it), the same tests on shuffled
+    persona labels, and whether the logits fold in the final norm (`folded`). labels: [F] each
+    feature's card label."""
     stats, responses, puppeteer = found.stats, found.responses, found.puppeteer
     best_per_persona, share = best_feature_table(found.contrast, responses, labels)
     return {
@@ -53,7 +57,14 @@ def make_summary(
             cv=puppeteer["cv"].to_numpy(),
             persona_share=puppeteer["persona_share"].to_numpy(),
             **{f"enrichment_{c}": puppeteer[f"enrichment_{c}"].to_numpy() for c in CONTROLS},
+            **{
+                f"heldout_enrichment_{c}": puppeteer[f"heldout_enrichment_{c}"].to_numpy()
+                for c in CONTROLS
+            },
+            **{f"q_{t}": puppeteer[f"q_{t}"].to_numpy() for t in PUPPETEER_TESTS},
         ),
+        "puppeteer": found.puppeteer_set,
+        "format": format_summary(stats.format_r2, config.format_min_r2),
         "controls_present": {
             c: int(n) for c, n in zip(CONTROLS, stats.control_tokens, strict=True)
         },
@@ -80,8 +91,8 @@ def tag_summary(tags: list[list[str]], responses: Responses) -> dict[str, Any]:
 
 
 def trigger_counts(triggers: TriggerSet | None) -> str | dict[str, dict[str, int]]:
-    """Per wrapper the wrapped and unwrapped user messages the trigger tests compare (a sentence
-    saying why there are none without a TriggerSet)."""
+    """Per wrapper the responses to wrapped and unwrapped user messages the trigger tests
+    compare (a sentence saying why there are none without a TriggerSet)."""
     if triggers is None:
         return (
             "none: no conditional persona sampled with and without its wrapper (corpus "
@@ -152,7 +163,7 @@ def shuffled_control(
         None if triggers is None else replace(triggers, wrapped=rng.permutation(triggers.wrapped))
     )
     control = contrast(
-        stats.response_mean, responses, config, shuffled_triggers, stats.user_max, shuffled
+        stats.response_mean, responses, config, shuffled_triggers, stats.trigger_max, shuffled
     )
     control_tags = contrast_tags(control, responses, config, [""] * len(responses.names))
     return {
