@@ -8,7 +8,8 @@ sampling from one uniform per row and step drawn from the row's seed, finished r
 the batch), so a row's tokens depend on its prompt and seed alone (up to float rounding: in
 float32 the shared prefill samples the tokens of a whole-prompt prefill). `sample` decodes jobs
 (anything with `messages()` and a `seed`) in batches of `config.batch_size` and yields their
-`Response`s. The sampler's settings are a `CorpusConfig`'s (temperature, top_p, max_new_tokens, batch_size, dtype).
+`Response`s. The sampler's settings are a `CorpusConfig`'s (temperature, top_p, max_new_tokens,
+batch_size, dtype).
 
 Cost: one decode step per new token per batch; the default model samples about 650-750 new
 tokens/s at batch 64 in bfloat16 on an idle 2-core CPU (about 150 in float32 at batch 32, like
