@@ -84,7 +84,7 @@ def test_shared_prefill_samples_the_same_tokens(tiny, model):
     jobs = corpus_jobs(load_catalogue(), config)
     prompts = [prompt_ids(tiny, job.messages()) for job in jobs]
     _group, prefix = shared_prefixes(prompts)
-    assert len(prefix) < len(jobs) / 2 and prefix.min() > 20  # the test shares prefixes
+    assert len(prefix) < len(jobs) / 2 and prefix.min() >= 20  # the test shares prefixes
     seeds = [job.seed for job in jobs]
     stops, pad = stop_token_ids(tiny), int(tiny.tokenizer.pad_token_id or 0)
     shared = decode(model, prompts, seeds, config, stops, pad)
