@@ -65,9 +65,8 @@ def main(
     flow = flow_tables(
         regions, meta, names, names.index("assistant"), max_lag, n_bootstrap, fdr, seed=0
     )
-    print(
-        f"\nflow (attractor claims at fdr {fdr})\n{flow['flow'][FLOW_COLUMNS].round(3).to_string()}"
-    )
+    claims = flow["flow"][FLOW_COLUMNS].round(3).to_string()
+    print(f"\nflow (attractor claims at fdr {fdr})\n{claims}")
     back = flow["return_to_assistant"]
     back["value"] = [
         f"{p:.2f} [{lo:.2f}, {hi:.2f}] null {n:.2f}"
