@@ -45,6 +45,7 @@ from sae_atlas.stages.dynamics.steering import (
     steering_scores,
     steering_targets,
 )
+from sae_atlas.stages.dynamics.tables import natural_entries
 from sae_atlas.stages.dynamics.wrapper_scan import scan_wrappers
 
 
@@ -117,6 +118,12 @@ class NaturalDynamics:
     matrix: np.ndarray
     stationary: np.ndarray
     flow: dict[str, pd.DataFrame]
+
+    def entries(self) -> dict[str, pd.DataFrame | np.ndarray]:
+        """The dynamics/ entries of these rollouts (`natural_entries`)."""
+        return natural_entries(
+            self.rollouts, self.pmap, self.stationary, self.flow, self.resolution, self.matrix
+        )
 
 
 @dataclass(frozen=True)

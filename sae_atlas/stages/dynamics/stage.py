@@ -38,8 +38,6 @@ from sae_atlas.stages.dynamics.experiments import (
 )
 from sae_atlas.stages.dynamics.steering import half_life
 from sae_atlas.stages.dynamics.tables import (
-    dynamics_tables,
-    natural_arrays,
     stored_summary,
     write_entry,
 )
@@ -147,11 +145,8 @@ def dynamics_entries(
     scan: pd.DataFrame,
 ) -> dict[str, pd.DataFrame | np.ndarray]:
     """Every entry of dynamics/ but the summary, by name, in the order they are written."""
-    rollouts = natural.rollouts
     return {
-        **dynamics_tables(rollouts, natural.pmap, natural.stationary, natural.flow),
-        "resolution": natural.resolution,
-        **natural_arrays(rollouts, natural.matrix, natural.pmap),
+        **natural.entries(),
         "kick": steering.relaxation,
         "steering": steering.scores,
         "steering_responses": steering.responses,

@@ -11,6 +11,7 @@ pandas on small tables: milliseconds.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,14 @@ COLUMNS: dict[str, str] = {
 }
 """Descriptions of every column of the dynamics/ tables."""
 
+PREFIXES: dict[str, str] = {
+    "long_": "the long rollout experiment (scripts/attractors.py: more turns, seeds and starts "
+    "than the build's dynamics stage; rerun it after the stage replaces dynamics/)",
+    "selection_": "the persona-selection experiment (scripts/persona_selection.py; rerun it "
+    "after the dynamics stage replaces dynamics/)",
+}
+"""Prefixes of dynamics/ entries written by scripts rather than the stage, and what wrote them."""
+
 NUL_SYMBOL = "\u2400"
 """What a NUL character in sampled text is stored as (U+2400, the symbol for null)."""
 
@@ -187,16 +196,25 @@ def storable_text(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**escaped)
 
 
-def write_entry(writer: AtlasWriter, name: str, data: pd.DataFrame | np.ndarray | str) -> None:
-    """dynamics/<name>: a table (its columns described from COLUMNS, its text storable), an
-    array or a JSON text, described from DESCRIPTIONS."""
+def write_entry(
+    writer: AtlasWriter,
+    name: str,
+    data: pd.DataFrame | np.ndarray | str,
+    prefix: str = "",
+    descriptions: Mapping[str, str] = DESCRIPTIONS,
+    columns: Mapping[str, str] = COLUMNS,
+) -> None:
+    """dynamics/<prefix><name>: a table (its columns described from `columns`, its text
+    storable), an array or a JSON text, described from `descriptions` (with a prefix: what
+    made it, from PREFIXES, first)."""
+    description = f"{PREFIXES[prefix]}: {descriptions[name]}" if prefix else descriptions[name]
     if isinstance(data, pd.DataFrame):
-        columns = {c: COLUMNS[c] for c in data.columns}
+        described = {c: columns[c] for c in data.columns}
         writer.write_dynamics(
-            name, storable_text(data), DESCRIPTIONS[name], column_descriptions=columns
+            prefix + name, storable_text(data), description, column_descriptions=described
         )
     else:
-        writer.write_dynamics(name, data, DESCRIPTIONS[name])
+        writer.write_dynamics(prefix + name, data, description)
 
 
 def stored_summary(atlas_path: str | Path) -> dict[str, Any] | None:
@@ -298,4 +316,21 @@ def dynamics_tables(
         "drift": drift,
         "drift_baseline": drift_baseline,
         "drift_by_start": drift_by_start,
+    }
+
+
+def natural_entries(
+    natural: Rollouts,
+    pmap: PersonaMap,
+    stationary: np.ndarray,
+    flow: dict[str, pd.DataFrame],
+    resolution: pd.DataFrame,
+    matrix: np.ndarray,
+) -> dict[str, pd.DataFrame | np.ndarray]:
+    """Every dynamics/ entry of the natural rollouts, by name, in the order they are written:
+    `dynamics_tables`, the regions' resolution and `natural_arrays`."""
+    return {
+        **dynamics_tables(natural, pmap, stationary, flow),
+        "resolution": resolution,
+        **natural_arrays(natural, matrix, pmap),
     }
