@@ -113,3 +113,47 @@ def test_a_patch_with_the_runs_own_residuals_changes_nothing_and_another_does():
         np.testing.assert_array_equal(a, b)
     swapped = generate(handle, model, ids, [1, 2], config, Patch(1, 3, 0, own[::-1] * 50))
     assert any(not np.array_equal(a, b) for a, b in zip(plain, swapped, strict=True))
+
+
+def test_run_selection_on_a_tiny_run_writes_described_entries_and_figures(tmp_path):
+    import json
+
+    from test_build import tiny_config
+
+    from feature_store.atlas import Atlas, AtlasWriter
+    from sae_atlas.build import build
+    from sae_atlas.stages.dynamics.tables import write_entry
+    from sae_atlas.stages.selection import SelectionConfig, run_selection
+    from sae_atlas.stages.selection.figures import (
+        patching_figure,
+        position_curve_figure,
+        relaxation_figure,
+        return_figure,
+    )
+    from sae_atlas.stages.selection.tables import COLUMNS, DESCRIPTIONS, selection_summary
+
+    handle = tiny_handle()
+    build(tiny_config(), tmp_path, handle=handle)
+    config = SelectionConfig(n_personas=2, n_variants=3, n_questions=4, n_response=5,
+                             n_bootstrap=50, dtype="bfloat16")  # fmt: skip
+    result = run_selection(handle, tmp_path, config)
+    assert result.personas == ["pirate", "villain"]
+    n_runs = 3 * 3 * 4  # (2 personas + the default) x 3 variants x 4 questions
+    responses = result.tables["responses"]
+    assert (responses["condition"] == "none").sum() == n_runs
+    assert len(responses) == n_runs + 6 * 2 * 3 * 4  # six patched conditions per persona unit
+    summary = selection_summary(result, {})
+    with AtlasWriter.extend(tmp_path / "atlas.h5") as writer:
+        for name, table in result.tables.items():
+            write_entry(writer, name, table, "selection_", DESCRIPTIONS, COLUMNS)
+        write_entry(writer, "summary", json.dumps(summary), "selection_", DESCRIPTIONS, COLUMNS)
+    with Atlas.open(tmp_path / "atlas.h5") as atlas:
+        assert "selection_decoding" in atlas.dynamics_names()
+        for figure in (
+            position_curve_figure(atlas),
+            patching_figure(atlas),
+            relaxation_figure(atlas),
+            return_figure(atlas),
+        ):
+            assert figure is not None and figure.startswith(b"\x89PNG")
+        assert return_figure(atlas, prefix="long_") is None
