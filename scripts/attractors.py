@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Annotated
@@ -28,13 +27,13 @@ from typing import Annotated
 import pandas as pd
 import torch
 import typer
-import yaml
 
 from feature_store.atlas import AtlasWriter
-from sae_atlas.config import DynamicsConfig, ModelConfig, from_dict
+from sae_atlas.config import DynamicsConfig
 from sae_atlas.model import load_model
 from sae_atlas.stages.base import json_ready
 from sae_atlas.stages.dynamics.experiments import NaturalDynamics, prepare_experiments
+from sae_atlas.stages.dynamics.run_files import output_atlas
 from sae_atlas.stages.dynamics.tables import write_entry
 
 CLAIM_COLUMNS = ["experiment", "region_name", "start_share", "end_share", "gain", "gain_low",
@@ -58,19 +57,14 @@ def main(
     seed: int = 0,
 ) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model_config = from_dict(
-        ModelConfig, yaml.safe_load((run / "config.yaml").read_text())["model"]
-    )
+    model_config = run_model_config(run)
     config = DynamicsConfig(
         n_personas=n_personas, seeds=seeds, n_turns=n_turns, n_scenes=n_scenes,
         n_self_talk=n_self_talk, n_regions=n_regions, calibration_chats=calibration_chats,
         max_new_tokens=max_new_tokens, max_lag=n_turns - 1, n_bootstrap=n_bootstrap,
         seed=seed, dtype=model_config.dtype,
     )  # fmt: skip
-    atlas = run / "atlas.h5"
-    if atlas_out is not None:
-        shutil.copyfile(atlas, atlas_out)
-        atlas = atlas_out
+    atlas = output_atlas(run, atlas_out)
     started = time.perf_counter()
     handle = load_model(model_config.source, model_config.device, model_config.dtype)
     experiments = prepare_experiments(handle, atlas, run / "sae", run / "transcripts.h5", config)

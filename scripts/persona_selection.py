@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Annotated
@@ -28,11 +27,10 @@ from typing import Annotated
 import pandas as pd
 import torch
 import typer
-import yaml
 
 from feature_store.atlas import AtlasWriter
-from sae_atlas.config import ModelConfig, from_dict
 from sae_atlas.model import load_model
+from sae_atlas.stages.dynamics.run_files import output_atlas, run_model_config
 from sae_atlas.stages.dynamics.tables import write_entry
 from sae_atlas.stages.selection import SelectionConfig, run_selection
 from sae_atlas.stages.selection.tables import COLUMNS, DESCRIPTIONS, selection_summary
@@ -52,16 +50,13 @@ def main(
     seed: int = 0,
 ) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model = from_dict(ModelConfig, yaml.safe_load((run / "config.yaml").read_text())["model"])
+    model = run_model_config(run)
     config = SelectionConfig(
         personas=tuple(personas or ()), n_personas=n_personas, n_variants=n_variants,
         n_questions=n_questions, n_response=n_response, layer=layer, dtype=model.dtype,
         n_bootstrap=n_bootstrap, seed=seed,
     )  # fmt: skip
-    atlas = run / "atlas.h5"
-    if atlas_out is not None:
-        shutil.copyfile(atlas, atlas_out)
-        atlas = atlas_out
+    atlas = output_atlas(run, atlas_out)
     started = time.perf_counter()
     handle = load_model(model.source, model.device, model.dtype)
     result = run_selection(handle, run, config)
