@@ -33,7 +33,7 @@ from sae_atlas.config import DynamicsConfig
 from sae_atlas.model import load_model
 from sae_atlas.stages.base import json_ready
 from sae_atlas.stages.dynamics.experiments import NaturalDynamics, prepare_experiments
-from sae_atlas.stages.dynamics.run_files import output_atlas
+from sae_atlas.stages.dynamics.run_files import output_atlas, run_model_config
 from sae_atlas.stages.dynamics.tables import write_entry
 
 CLAIM_COLUMNS = ["experiment", "region_name", "start_share", "end_share", "gain", "gain_low",
