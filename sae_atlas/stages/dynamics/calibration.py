@@ -4,14 +4,16 @@ A persona's vector comes from single-turn responses, but a rollout's later turns
 contexts that move the residual on their own; nearest-centroid assignment with single-turn
 centroids then confuses turn position with persona. Here every persona of the corpus (its
 conditional personas left out) gets multi-turn chats built from its own corpus responses (its
-system prompt variant, then its answers to consecutive corpus questions as the turns; the
-default persona: its neutral-prompt and no-system responses), read without sampling; each
+system prompt variant, then its answers to consecutive corpus questions as the turns, cut to
+the rollouts' turn length; the default persona: its neutral-prompt and no-system responses),
+read without sampling; each
 region's centroid at turn t is the mean of its personas' turn-t coordinates. Resolution is
 cross-fitted: centroids from one fold of prompt variants (even / odd; the default persona's
 neutral prompts / no system prompt) assign the other fold's turns, and the share landing in
 their own persona's region is reported per turn next to the single-turn centroids' share and
-chance. Cost: one forward pass to the hook per chat (personas x variants x chats x ~n_turns x 90
-tokens), no sampling; returns arrays and a table.
+chance. Cost: one forward pass to the hook per chat (personas x variants x chats x n_turns x
+~(20 + max_new_tokens) tokens; the quick profile's 74 chats of 4 turns: 15k tokens, 23 s on
+one thread of the loaded 2-core machine), no sampling; returns arrays and a table.
 """
 
 from __future__ import annotations
@@ -65,11 +67,22 @@ def chat_groups(transcripts: str | Path, handle: ModelHandle, pmap: PersonaMap) 
     )
 
 
+def truncated(handle: ModelHandle, text: str, max_tokens: int) -> str:
+    """`text` cut to its first max_tokens tokens (as a rollout's turn of that length is)."""
+    ids = handle.tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+    return str(handle.tokenizer.decode(ids, skip_special_tokens=True)).strip()
+
+
 def calibration_chats(
-    transcripts: str | Path, handle: ModelHandle, pmap: PersonaMap, n_turns: int, n_chats: int
+    transcripts: str | Path,
+    handle: ModelHandle,
+    pmap: PersonaMap,
+    n_turns: int,
+    n_chats: int,
+    max_tokens: int,
 ) -> CalibrationChats:
     """Up to n_chats chats of n_turns corpus exchanges per group (`chat_groups`): the group's
-    first row's system prompt, then consecutive (question, response) pairs."""
+    first row's system prompt, then consecutive (question, response cut to max_tokens) pairs."""
     chats: list[Messages] = []
     rows = []
     region = dict(zip(pmap.personas["name"].astype(str), pmap.personas["region"], strict=True))
@@ -79,7 +92,7 @@ def calibration_chats(
             turns = block.iloc[k * n_turns : (k + 1) * n_turns]
             chat = [] if system is None else [message("system", system)]
             for q, a in zip(turns["question"], turns["text"], strict=True):
-                chat += [message("user", q), message("assistant", a)]
+                chat += [message("user", q), message("assistant", truncated(handle, a, max_tokens))]
             chats.append(chat)
             name = str(block["persona"].iloc[0])
             rows.append({"persona": name, "region": region[name], "fold": block["fold"].iloc[0]})
@@ -134,10 +147,11 @@ def calibrate(
     hook: str,
     n_turns: int,
     n_chats: int,
+    max_tokens: int,
 ) -> tuple[PersonaMap, pd.DataFrame]:
-    """`pmap` with turn centroids [n_turns, r, k] from every calibration chat, and the
-    resolution table (`resolution`)."""
-    built = calibration_chats(transcripts, handle, pmap, n_turns, n_chats)
+    """`pmap` with turn centroids [n_turns, r, k] from every calibration chat (answers cut to
+    max_tokens, the rollouts' turn length), and the resolution table (`resolution`)."""
+    built = calibration_chats(transcripts, handle, pmap, n_turns, n_chats, max_tokens)
     coords = pmap.coords(turn_activations(handle, built.chats, hook, n_turns).means)
     region = built.rows["region"].to_numpy()
     centroids = turn_centroids(coords, region, pmap.centroids)

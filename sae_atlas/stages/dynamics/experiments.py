@@ -162,6 +162,7 @@ class Experiments:
             self.inputs.hook,
             config.n_turns,
             config.calibration_chats,
+            config.max_new_tokens,
         )
         rollouts = natural_rollouts(
             self.handle, pmap, self.bank, config, self.inputs.hook, self.model
