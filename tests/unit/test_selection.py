@@ -87,12 +87,20 @@ def test_paired_effects_find_the_header_effect_and_not_the_control():
 
 def test_half_gap_length_and_censoring():
     curves = np.array([[1.0, 0.8, 0.5, 0.2], [1.0, 0.9, 0.8, 0.7], [-1.0, 0, 0, 0]])
-    np.testing.assert_array_equal(half_gap_length(curves), [3, 5, 5])
-    gaps = {"persona": np.tile([1.0, 0.6, 0.4, 0.1], (6, 1))}
+    np.testing.assert_array_equal(half_gap_length(curves, window=1), [3, 5, 5])
+    np.testing.assert_array_equal(half_gap_length(curves, window=2), [3, 5, 5])  # 0.9 .65 .35
+    decay = np.tile(0.7 ** np.arange(12), (6, 1))
+    gaps = {"persona": decay, "flat": np.ones((6, 12))}
     persona = np.array(["a", "a", "a", "b", "b", "b"])
     curves_table, lengths = gap_curves(gaps, persona, np.arange(6) % 3, 100, 0)
-    assert set(lengths["half_gap_length"]) == {3} and (lengths["censored"] == 0).all()
-    assert len(curves_table) == 3 * 4
+    lengths = lengths.set_index(["condition", "persona"])
+    assert lengths.loc[("persona", "all"), "half_gap_length"] == 3  # 4-token means halve at 3
+    assert lengths.loc[("persona", "all"), "retained"] == pytest.approx(0.7**8)
+    assert lengths.loc[("flat", "a"), "half_gap_length"] == 13
+    assert (
+        lengths.loc[("flat", "a"), "censored"] == 1 and lengths.loc[("flat", "a"), "retained"] == 1
+    )
+    assert len(curves_table) == 2 * 3 * 12
 
 
 def test_a_patch_with_the_runs_own_residuals_changes_nothing_and_another_does():

@@ -31,8 +31,9 @@ DESCRIPTIONS: dict[str, str] = {
     "run's assistant-axis projection minus the condition's, mean and bootstrap 95% interval "
     "over questions",
     "relaxation": "per condition and persona: the first response token at which the mean "
-    "assistant-axis gap is at most half its token-1 value (n_response + 1: never), its bootstrap "
-    "95% interval over questions and the share of resamples censored",
+    "assistant-axis gap (running mean over 4 tokens) is at most half its first value "
+    "(n_response + 1: never), its bootstrap 95% interval over questions and the share of "
+    "resamples censored; the share of the gap retained at the end of the response read",
     "responses": "every sampled response: the grid's runs (condition none) and each patched "
     "condition's (per unit: its persona, variant, question)",
     "summary": "JSON: config, personas, header length, layer, headline numbers",
@@ -62,10 +63,14 @@ COLUMNS: dict[str, str] = {
     "n": "units",
     "score": "classifier or features",
     "token": "response token (1-based)",
-    "half_gap_length": "first response token where the mean gap is <= half its token-1 value "
-    "(n_response + 1: never)",
+    "half_gap_length": "first response token where the mean gap (running mean over 4 tokens) "
+    "is <= half its first window's value (n_response + 1: never)",
     "censored": "share of bootstrap resamples in which the gap never halves",
-    "gap_token_1": "mean gap at response token 1",
+    "gap_first": "mean gap over response tokens 1-4",
+    "retained": "mean gap over the last 4 response tokens over the mean over the first 4 (1: "
+    "no relaxation, 0: back at the default)",
+    "retained_low": "lower end of retained's bootstrap 95% interval over questions",
+    "retained_high": "upper end of retained's bootstrap 95% interval over questions",
     "variant": "system-prompt variant",
     "question": "question index",
     "text": "the response",
