@@ -5,7 +5,7 @@ tags, cards and examples; per-persona residual vectors and SAE profiles; a summa
 contrasts), `save_labels` writes it atomically (temporary file, then rename) with a description on
 every dataset, and `sae_atlas.stages.organize` reads it back with `load_labels` to build the atlas.
 The column names are those of the atlas's `features/`, `features/examples/` and `personas/` groups
-(feature_store/schema.py), without the columns organize adds (cluster, map_x, map_y)."""
+(feature_store.schema), without the columns organize adds (cluster, map_x, map_y)."""
 
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from sae_atlas.stages.dynamics import DYNAMICS_STEPS, run_dynamics
 from sae_atlas.stages.harvest import harvest, length_sorted
 from sae_atlas.stages.label import catalogue_from_corpus, label_stage
 from sae_atlas.stages.organize import ORGANIZE_STEPS, organize
-from sae_atlas.stages.report import write_report
+from sae_atlas.stages.report import REPORT_STEPS, write_report
 from sae_atlas.stages.train import TrainResult, train_saes
 
 StageBars = Callable[[str, int, str], CountProgress]
@@ -197,12 +197,21 @@ def organize_step(run: BuildRun) -> bool:
 def dynamics_step(run: BuildRun) -> bool:
     update = run.progress("dynamics", len(DYNAMICS_STEPS), "step")
     config = run.config.dynamics
-    return run_dynamics(run.handle, run.out, config, progress=lambda _: update(1)).skipped
+    dynamics = run_dynamics(
+        run.paths["corpus"],
+        run.paths["train"],
+        run.paths["dynamics"],
+        config,
+        handle=run.handle,
+        progress=lambda _: update(1),
+    )
+    return dynamics.skipped
 
 
 def report_step(run: BuildRun) -> bool:
-    write_report(run.paths["organize"], run.paths["report"])  # seconds, so always rewritten
-    return False
+    update = run.progress("report", len(REPORT_STEPS), "step")
+    report = write_report(run.paths["organize"], run.paths["report"], progress=lambda _: update(1))
+    return report.skipped  # never: the report takes seconds, so it is always rewritten
 
 
 STEP_FUNCTIONS: dict[str, Callable[[BuildRun], bool]] = {

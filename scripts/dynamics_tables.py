@@ -20,7 +20,6 @@ import typer
 from feature_store.atlas import Atlas
 from sae_atlas.stages.dynamics import (
     baseline_rows,
-    default_persona,
     drift_curves,
     flow_tables,
     relative_to_baseline,
@@ -55,8 +54,8 @@ def main(
         summary = json.loads(str(atlas.dynamics("summary")))
         trajectories = atlas.dynamics("trajectories").sort_values(["rollout", "turn"])
         tables = {n: atlas.dynamics(n) for n in ("steering", "kick", "markers", "trigger_scan")}
-        default = default_persona(atlas)
-    names = summary["regions"]
+        default = atlas.default_persona()
+        names = atlas.regions()["name"].tolist()
     n_turns = int(trajectories["turn"].max()) + 1
     regions = trajectories["region"].to_numpy().reshape(-1, n_turns)
     axis = trajectories["axis_projection"].to_numpy().reshape(-1, n_turns)

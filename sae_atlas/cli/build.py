@@ -9,16 +9,15 @@ import typer
 from tqdm import tqdm
 
 from sae_atlas.cli.app import console, progress_bar
-from sae_atlas.cli.options import CatalogueOption, model_command, with_catalogue
+from sae_atlas.cli.options import corpus_command
 from sae_atlas.config import BuildConfig
 from sae_atlas.stages.base import CountProgress
 
 
-@model_command
+@corpus_command
 def build(
     config: BuildConfig,
     out: Annotated[Path, typer.Option(help="run folder, e.g. runs/quick")],
-    catalogue: CatalogueOption = None,
 ) -> None:
     """Run every stage into one run folder; rerun to resume, finished stages are skipped.
 
@@ -28,7 +27,6 @@ def build(
 
     from sae_atlas.build import build as run_build
 
-    config = with_catalogue(config, catalogue)
     bars: list[tqdm] = []
 
     def stage_bar(stage: str, total: int, unit: str) -> CountProgress:

@@ -3,8 +3,9 @@
 Every command that runs the model (corpus, harvest, train, label, dynamics, build) takes
 `--profile` (the config), `--model`, `--adapter`, `--device` and `--dtype`, each defaulting to
 the profile's: `with_run_options` adds them to a command, which receives the profile's config
-with them applied (`run_config`, the same for every command); `model_handle` loads the model
-it names.
+with them applied (`run_config`, the same for every command); the commands that sample the
+corpus (corpus, build) also take `--catalogue` (`corpus_command`). `model_handle` loads the
+model it names.
 """
 
 from __future__ import annotations
@@ -79,6 +80,13 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
 }
 """The options every model-running command takes: name -> (annotation, default)."""
 
+SAMPLING_OPTIONS: dict[str, tuple[Any, Any]] = {
+    **RUN_OPTIONS,
+    "catalogue": (CatalogueOption, None),
+}
+"""The options of the commands that sample the corpus (corpus, build): RUN_OPTIONS and the
+persona catalogue."""
+
 
 def run_config(
     profile: str = "quick",
@@ -86,30 +94,34 @@ def run_config(
     adapter: Path | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    catalogue: Path | None = None,
 ) -> BuildConfig:
     """The profile's config with the options given (None: the profile's) applied: the model
-    source and adapter, the device and dtype of every stage that runs torch."""
+    source and adapter, the device and dtype of every stage that runs torch, the persona
+    catalogue the corpus is sampled from."""
     config = on_device(load_config(profile), device, dtype)
     return dataclasses.replace(
         config,
         model=overridden(config.model, source=model, adapter=adapter and str(adapter)),
+        corpus=overridden(config.corpus, catalogue=catalogue and str(catalogue)),
     )
 
 
-def with_run_options(command: F) -> F:
-    """`command` taking RUN_OPTIONS after its own options; it is called with `config`, the
-    profile's config with them applied (`run_config`), in their place."""
+def with_run_options(command: F, options: dict[str, tuple[Any, Any]] = RUN_OPTIONS) -> F:
+    """`command` taking `options` (name -> (annotation, default), arguments of `run_config`)
+    after its own options; it is called with `config`, the profile's config with them applied
+    (`run_config`), in their place."""
     signature = inspect.signature(command, eval_str=True)
     own = [p for name, p in signature.parameters.items() if name != "config"]
     shared = [
         inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-        for name, (kind, default) in RUN_OPTIONS.items()
+        for name, (kind, default) in options.items()
     ]
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        options = {name: kwargs.pop(name) for name in RUN_OPTIONS}
-        return command(*args, config=run_config(**options), **kwargs)
+        given = {name: kwargs.pop(name) for name in options}
+        return command(*args, config=run_config(**given), **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
@@ -120,10 +132,10 @@ def model_command(function: F) -> F:
     return command(with_run_options(function))
 
 
-def with_catalogue(config: BuildConfig, catalogue: Path | None) -> BuildConfig:
-    """`config` with the corpus sampled from `catalogue` (None: the profile's)."""
-    corpus = overridden(config.corpus, catalogue=catalogue and str(catalogue))
-    return dataclasses.replace(config, corpus=corpus)
+def corpus_command(function: F) -> F:
+    """Register `function` as a `sae-atlas` command that samples the corpus: it takes
+    SAMPLING_OPTIONS (`with_run_options`)."""
+    return command(with_run_options(function, SAMPLING_OPTIONS))
 
 
 def model_handle(model: ModelConfig, device: str | None = None) -> ModelHandle:

@@ -17,23 +17,26 @@ import typer
 
 from sae_atlas.cli.app import command, console, print_outcome, progress_bar
 from sae_atlas.cli.options import (
-    CatalogueOption,
     HookOption,
     ProfileOption,
+    corpus_command,
     model_command,
     model_handle,
     overridden,
     run_config,
-    with_catalogue,
 )
 from sae_atlas.config import BuildConfig
 
+ActivationsOption = Annotated[
+    Path, typer.Option(help="activations.h5 written by `sae-atlas harvest`")
+]
+"""--store of the commands that read the activation store (train, label)."""
 
-@model_command
+
+@corpus_command
 def corpus(
     config: BuildConfig,
     out: Annotated[Path, typer.Option(help="transcripts.h5 to write (resumed if incomplete)")],
-    catalogue: CatalogueOption = None,
 ) -> None:
     """Sample the contrastive persona corpus (the profile's `corpus` section) into a store.
 
@@ -42,7 +45,6 @@ def corpus(
     from sae_atlas.personas import load_catalogue
     from sae_atlas.stages.corpus import build_corpus, corpus_jobs
 
-    config = with_catalogue(config, catalogue)
     personas = load_catalogue(config.corpus.catalogue or None)
     handle = model_handle(config.model)
     total = len(corpus_jobs(personas, config.corpus))
@@ -100,7 +102,7 @@ def harvest(
 @model_command
 def train(
     config: BuildConfig,
-    store: Annotated[Path, typer.Option(help="activations.h5 written by `sae-atlas harvest`")],
+    store: ActivationsOption,
     out: Annotated[Path, typer.Option(help="folder for one SAE per hook (sae-lens format)")],
     hook: HookOption = None,
     evaluate: Annotated[bool, typer.Option(help="evaluate CE/KL with the model")] = True,
@@ -123,7 +125,7 @@ def train(
 @model_command
 def label(
     config: BuildConfig,
-    store: Annotated[Path, typer.Option(help="activations.h5 written by `sae-atlas harvest`")],
+    store: ActivationsOption,
     sae: Annotated[Path, typer.Option(help="an SAE folder in sae-lens format")],
     corpus: Annotated[Path, typer.Option(help="transcripts.h5 (for the persona catalogue)")],
     out: Annotated[Path, typer.Option(help="labels.h5 to write")],
@@ -200,8 +202,10 @@ def dynamics(
 
     Example: sae-atlas dynamics --run runs/quick
     """
-    from sae_atlas.stages.dynamics import DYNAMICS_STEPS, run_dynamics
+    from sae_atlas.stages.dynamics import DYNAMICS_STEPS, DynamicsPaths, run_dynamics
 
+    paths = DynamicsPaths.from_run(run)
+    paths.check()
     handle = model_handle(config.model)
     with progress_bar("dynamics", "step", len(DYNAMICS_STEPS)) as bar:
 
@@ -209,7 +213,15 @@ def dynamics(
             bar.set_postfix_str(step)
             bar.update()
 
-        result = run_dynamics(handle, run, config.dynamics, progress=progress, overwrite=overwrite)
+        result = run_dynamics(
+            paths.transcripts,
+            paths.sae,
+            paths.atlas,
+            config.dynamics,
+            handle=handle,
+            progress=progress,
+            overwrite=overwrite,
+        )
     if result.skipped:
         console.print(f"{result.path}: dynamics already there for this config; skipped")
     console.print(json.dumps(result.summary, indent=1), highlight=False)
@@ -229,7 +241,13 @@ def report(
     """
     from sae_atlas.stages.report import write_report
 
-    result = write_report(atlas, out or atlas.parent / "report", max_members=max_members)
+    with console.status("report") as status:
+        result = write_report(
+            atlas,
+            out or atlas.parent / "report",
+            max_members=max_members,
+            progress=lambda step: status.update(f"report: {step}"),
+        )
     console.print(
         f"{result.html}\n{result.markdown}\n{len(result.figures)} figures, {result.seconds:.1f} s"
     )

@@ -1,16 +1,19 @@
 """KV-cache sampling from a chat model: batched, seeded, one uniform per row and step.
 
 `sampling_model` copies the handle's Hugging Face model without the bridge's hooks (in the
-sampling dtype); `decode` samples a continuation of a batch of prompts with its own loop (left
-padding, attention mask, KV cache, temperature and nucleus sampling from one uniform per row and
-step drawn from the row's seed, finished rows dropped from the batch), so a row's tokens depend on
-its prompt and seed alone. `sample` decodes jobs (anything with `messages()` and a `seed`) in
+sampling dtype); `decode` samples a continuation of a batch of prompts with its own loop (the
+prompts' shared prefixes, such as a system prompt, prefilled once per batch and expanded to
+their rows (`shared_prefixes`), left padding, attention mask, KV cache, temperature and nucleus
+sampling from one uniform per row and step drawn from the row's seed, finished rows dropped from
+the batch), so a row's tokens depend on its prompt and seed alone (up to float rounding: in
+float32 the shared prefill samples the tokens of a whole-prompt prefill). `sample` decodes jobs (anything with `messages()` and a `seed`) in
 batches of `config.batch_size` and yields their `Response`s. The sampler's settings are a
 `CorpusConfig`'s (temperature, top_p, max_new_tokens, batch_size, dtype).
 
 Cost: one decode step per new token per batch; the default model samples about 650-750 new
 tokens/s at batch 64 in bfloat16 on an idle 2-core CPU (about 150 in float32 at batch 32, like
-Hugging Face `generate`; scripts/bench_corpus.py measures it).
+Hugging Face `generate`; scripts/bench_corpus.py measures it); sharing prefixes cuts the
+quick corpus's prefill about in half (scripts/bench_stages.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
@@ -160,6 +164,97 @@ def _cache_argument(model: torch.nn.Module) -> str:
     return "cache" if "cache" in parameters else "past_key_values"
 
 
+def shared_prefixes(prompts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows that share their first tokens: the group of each row [n] and the prefix each group
+    prefills once [n_groups] (all its rows share it; never a whole prompt, a row keeps its last
+    token).
+
+    Groups are runs of the prompts in sorted order that share at least `depth` tokens, for the
+    depth that minimises the padded prefill, n_groups x longest prefix + n x longest rest (one
+    depth per distinct shared length, and one that leaves every row alone). Costs a sort and
+    O(n) per depth."""
+    order = np.array(sorted(range(len(prompts)), key=lambda r: prompts[r].tolist()))
+    lengths = np.array([len(prompts[r]) for r in order])
+    shared = np.array([_common_length(prompts[a], prompts[b]) for a, b in pairwise(order)], int)
+    best: tuple[int, np.ndarray, np.ndarray] | None = None
+    for depth in np.unique(np.append(shared, lengths.max() + 1)):
+        joins = shared >= depth  # sorted row i + 1 is in the group of row i
+        group = np.concatenate([[0], np.cumsum(~joins)])
+        starts = np.flatnonzero(np.diff(group, prepend=-1))
+        inside = np.concatenate([[lengths.max()], np.where(joins, shared, lengths.max())])
+        prefix = np.minimum(
+            np.minimum.reduceat(lengths - 1, starts), np.minimum.reduceat(inside, starts)
+        )
+        cost = len(prefix) * prefix.max() + len(order) * (lengths - prefix[group]).max()
+        if best is None or cost < best[0]:
+            best = (int(cost), group, prefix)
+    assert best is not None
+    group_of = np.empty(len(prompts), dtype=np.int64)
+    group_of[order] = best[1]
+    return group_of, best[2].astype(np.int64)
+
+
+def _common_length(a: np.ndarray, b: np.ndarray) -> int:
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
+
+
+def _left_padded(rows: Sequence[np.ndarray], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [n, longest] left-padded with pad_id, and the attention mask [n, longest]."""
+    longest = max((len(row) for row in rows), default=0)
+    ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for at, row in enumerate(rows):
+        if len(row):
+            ids[at, longest - len(row) :] = torch.from_numpy(np.asarray(row, dtype=np.int64))
+            mask[at, longest - len(row) :] = 1
+    return ids, mask
+
+
+def _prefill(
+    model: torch.nn.Module, prompts: Sequence[np.ndarray], share: bool, pad_id: int, cache: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the prompts into `cache`: each group's shared prefix once (`shared_prefixes`; none
+    unless `share`), expanded to its rows, then every row's rest in one batch, each part
+    left-padded (so the mask has two runs of padding). Returns the logits of each row's last
+    token [n, vocab], the attention mask [n, T] and each row's next position [n]."""
+    device = next(model.parameters()).device
+    if share:
+        group, prefix = shared_prefixes(prompts)
+    else:
+        group, prefix = np.arange(len(prompts)), np.zeros(len(prompts), dtype=np.int64)
+    member = {int(g): r for r, g in enumerate(group)}  # a row of each group
+    heads = [prompts[member[g]][: prefix[g]] for g in range(len(prefix))]
+    head_ids, head_mask = _left_padded(heads, pad_id)
+    tails = [prompt[prefix[g] :] for prompt, g in zip(prompts, group, strict=True)]
+    tail_ids, tail_mask = _left_padded(tails, pad_id)
+    rows = torch.from_numpy(group)
+    mask = torch.cat([head_mask[rows], tail_mask], dim=1)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache_arg = {_cache_argument(model): cache}
+    if head_ids.shape[1]:
+        head_positions = (head_mask.cumsum(-1) - 1).clamp(min=0)
+        model(
+            input_ids=head_ids.to(device),
+            attention_mask=head_mask.to(device),
+            position_ids=head_positions.to(device),
+            use_cache=True,
+            logits_to_keep=1,
+            **cache_arg,
+        )
+        cache.batch_select_indices(rows.to(device))
+    output = model(
+        input_ids=tail_ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions[:, head_ids.shape[1] :].to(device),
+        use_cache=True,
+        logits_to_keep=1,
+        **cache_arg,
+    )
+    return output.logits[:, -1], mask.to(device), positions[:, -1].to(device) + 1
+
+
 @torch.inference_mode()
 def decode(
     model: torch.nn.Module,
@@ -168,43 +263,28 @@ def decode(
     config: CorpusConfig,
     stop_ids: Sequence[int],
     pad_id: int,
+    share_prefixes: bool = True,
 ) -> list[np.ndarray]:
     """Sample a continuation of each prompt (token ids [n_i]) as one batch.
 
     Returns the new tokens of each row, [m_i] int64, stop token included when one was sampled
-    (a stop token is never sampled first). Prompts are left-padded with an attention mask; a row
-    leaves the batch (and its KV cache) once it samples a stop token.
+    (a stop token is never sampled first). The prompts prefill with their shared prefixes
+    computed once (`_prefill`; share_prefixes False: every prompt whole); a row leaves the batch
+    (and its KV cache) once it samples a stop token.
     """
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    n_rows, longest = len(prompts), max(len(p) for p in prompts)
-    ids = torch.full((n_rows, longest), pad_id, dtype=torch.long)
-    mask = torch.zeros((n_rows, longest), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, longest - len(prompt) :] = torch.from_numpy(np.asarray(prompt, dtype=np.int64))
-        mask[row, longest - len(prompt) :] = 1
     uniforms = torch.from_numpy(
         np.stack([np.random.default_rng(seed).random(config.max_new_tokens) for seed in seeds])
     )
     stops = torch.tensor(list(stop_ids), dtype=torch.long)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
     cache = DynamicCache(config=model.config)  # type: ignore[arg-type]
-    cache_arg = {_cache_argument(model): cache}
-    output = model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-        **cache_arg,
-    )
-    rows = torch.arange(n_rows)
-    next_position = positions[:, -1] + 1
+    logits, mask, next_position = _prefill(model, prompts, share_prefixes, pad_id, cache)
+    rows = torch.arange(len(prompts))
     steps: list[tuple[torch.Tensor, torch.Tensor]] = []
     for step in range(config.max_new_tokens):
-        logits = output.logits[:, -1].float().cpu()
+        logits = logits.float().cpu()
         if step == 0:
             logits[:, stops] = -torch.inf
         tokens = _choose(logits, uniforms[rows, step], config.temperature, config.top_p)
@@ -218,15 +298,15 @@ def decode(
             rows, tokens, mask = rows[keep], tokens[keep], mask[keep.to(device)]
             next_position = next_position[keep.to(device)]
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-        output = model(
+        logits = model(
             input_ids=tokens[:, None].to(device),
             attention_mask=mask,
             position_ids=next_position[:, None],
             use_cache=True,
-            **cache_arg,
-        )
+            **{_cache_argument(model): cache},
+        ).logits[:, -1]
         next_position = next_position + 1
-    new_tokens = np.full((n_rows, len(steps)), -1, dtype=np.int64)
+    new_tokens = np.full((len(prompts), len(steps)), -1, dtype=np.int64)
     for step, (step_rows, tokens) in enumerate(steps):
         new_tokens[step_rows.numpy(), step] = tokens.numpy()
     return [row[row >= 0] for row in new_tokens]

@@ -9,10 +9,10 @@ assistant-axis data.
 
 from __future__ import annotations
 
+from feature_store.schema import DEFAULT_PERSONA_NAME
 from sae_atlas.personas.catalogue import Catalogue, shipped_data_dir
 from sae_atlas.personas.entries import (
     CATEGORIES,
-    DEFAULT_PERSONA_NAME,
     MIN_PROMPTS,
     SPLITS,
     CatalogueError,

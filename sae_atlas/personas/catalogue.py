@@ -16,9 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from feature_store.schema import DEFAULT_PERSONA_NAME
 from sae_atlas.personas.entries import (
     CATEGORIES,
-    DEFAULT_PERSONA_NAME,
     QUESTION_SPLITS,
     SPLITS,
     CatalogueError,

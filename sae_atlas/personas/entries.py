@@ -26,7 +26,6 @@ CATEGORIES: tuple[str, ...] = (
 )
 QUESTION_SPLITS: tuple[str, ...] = ("train", "heldout")
 SPLITS: tuple[str, ...] = (*QUESTION_SPLITS, "identity")
-DEFAULT_PERSONA_NAME = "assistant"
 MIN_PROMPTS = 5
 
 

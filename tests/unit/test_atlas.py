@@ -15,6 +15,7 @@ import pytest
 from feature_store.atlas import Atlas, AtlasWriter
 from feature_store.errors import StoreError
 from feature_store.schema import ATLAS_GROUP_DESCRIPTIONS, ATLAS_KIND, ATLAS_SPECS
+from sae_atlas.stages.dynamics.tables import write_entry
 from sae_atlas.testing import write_atlas as write_synthetic_atlas
 
 D_MODEL, D_SAE, K = 8, 12, 2
@@ -484,6 +485,58 @@ def test_extend_adds_dynamics(atlas_path):
         assert file["dynamics/attractors/basin_size"].attrs["unit"] == "personas"
         assert file["dynamics"].attrs["description"]
     assert sorted(p.name for p in atlas_path.parent.iterdir()) == ["atlas.h5"]
+
+
+def organized(summary: dict) -> dict:
+    return {"attrs": {"organize_summary": json.dumps(summary)}}
+
+
+def test_default_persona_is_the_recorded_one_else_the_catalogue_rule(tmp_path, data):
+    def default(name: str, categories: list[str], **kwargs) -> str:
+        changed = {**data, "personas": data["personas"].assign(category=categories)}
+        with Atlas.open(write_atlas(tmp_path / f"{name}.h5", changed, **kwargs)) as atlas:
+            return atlas.default_persona()
+
+    assert default("plain", ["default", "fiction", "fiction", "art"]) == "assistant"
+    assert default("named", ["default", "fiction", "default", "art"]) == "assistant"
+    assert default("first", ["fiction", "default", "fiction", "default"]) == "pirate"
+    recorded = organized({"persona_space": {"default_persona": "poet"}})
+    assert default("recorded", ["default", "fiction", "fiction", "art"], **recorded) == "poet"
+    with pytest.raises(StoreError, match="no persona of category 'default'; rebuild"):
+        default("none", ["fiction", "fiction", "fiction", "art"])
+    absent = organized({"persona_space": {"default_persona": "nobody"}})
+    with pytest.raises(StoreError, match=r"'nobody' .* is not among its personas"):
+        default("absent", ["default", "fiction", "fiction", "art"], **absent)
+
+
+def test_regions_reads_the_dynamics_stage_tables(atlas_path):
+    with Atlas.open(atlas_path) as atlas, pytest.raises(StoreError, match="no dynamics/regions"):
+        atlas.regions()
+    table = pd.DataFrame(
+        {
+            "id": [0, 1],
+            "name": ["assistant", "pirate+1"],
+            "personas": ["assistant;poet", "pirate"],
+            "stationary": [0.7, 0.3],
+            "in_attractor": [0.9, 0.1],
+        }
+    )
+    centroids = np.array([[0.5, -1.0], [2.0, 0.25]], dtype=np.float32)
+    with AtlasWriter.extend(atlas_path) as writer:
+        write_entry(writer, "regions", table)
+        write_entry(writer, "region_centroids", centroids)
+    with Atlas.open(atlas_path) as atlas:
+        regions = atlas.regions()
+    assert regions["personas"].tolist() == [["assistant", "poet"], ["pirate"]]
+    assert regions["name"].tolist() == ["assistant", "pirate+1"]
+    np.testing.assert_array_equal(np.stack(regions["centroid"].to_list()), centroids)
+    pd.testing.assert_frame_equal(
+        regions.drop(columns=["personas", "centroid"]), table.drop(columns=["personas"])
+    )
+    with AtlasWriter.extend(atlas_path) as writer:
+        writer.write_dynamics("regions", np.arange(2), "not a table")
+    with Atlas.open(atlas_path) as atlas, pytest.raises(StoreError, match="not a table"):
+        atlas.regions()
 
 
 def test_bad_files_give_one_line_errors(atlas_path, tmp_path):

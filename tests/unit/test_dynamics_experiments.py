@@ -8,7 +8,7 @@ import torch
 from test_build import tiny_config
 
 from feature_store.atlas import Atlas
-from sae_atlas.build import build
+from sae_atlas.build import build, run_paths
 from sae_atlas.config import to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.stages.dynamics import (
@@ -22,12 +22,25 @@ from sae_atlas.testing import tiny_handle
 TINY = tiny_config().dynamics
 
 
+def run_files(out):
+    """What run_dynamics reads in the run folder `out`: transcripts, SAE folder, atlas."""
+    paths = run_paths(out)
+    return paths["corpus"], paths["train"], paths["dynamics"]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     handle = tiny_handle()
     out = tmp_path_factory.mktemp("run")
     build(tiny_config(), out, handle=handle)
     return handle, out
+
+
+def test_run_dynamics_names_the_missing_inputs_before_any_work(tmp_path):
+    with pytest.raises(SaeAtlasError, match=r"transcripts\.h5, .*sae missing"):
+        run_dynamics(
+            tmp_path / "transcripts.h5", tmp_path / "sae", tmp_path / "atlas.h5", TINY, handle=None
+        )
 
 
 def test_build_writes_dynamics_and_run_dynamics_leaves_the_model_unchanged(tiny_run):
@@ -81,16 +94,18 @@ def test_build_writes_dynamics_and_run_dynamics_leaves_the_model_unchanged(tiny_
         baseline = atlas.dynamics("drift_baseline")
         n_categories = trajectories["group"].nunique()  # default, scene and the others'
         assert len(baseline) == len(atlas.dynamics("drift")) == n_categories * TINY.n_turns
-    again = run_dynamics(handle, out, TINY)
+    again = run_dynamics(*run_files(out), TINY, handle=handle)
     assert again.skipped and again.summary["config"] == to_dict(TINY)
     with pytest.raises(SaeAtlasError, match="another model or config"):
-        run_dynamics(handle, out, dataclasses.replace(TINY, seeds=1))
+        run_dynamics(*run_files(out), dataclasses.replace(TINY, seeds=1), handle=handle)
     tokens = torch.tensor([[5, 6, 7, 8, 9]])
     with torch.inference_mode():
         before = handle.hf_model(tokens).logits
     steps: list[str] = []
     other = dataclasses.replace(TINY, seeds=1, n_scenes=0)
-    result = run_dynamics(handle, out, other, progress=steps.append, overwrite=True)
+    result = run_dynamics(
+        *run_files(out), other, handle=handle, progress=steps.append, overwrite=True
+    )
     assert not result.skipped and result.summary["config"]["seeds"] == 1
     assert steps == ["rollouts", "classifier", "steering", "markers", "triggers", "write"]
     with torch.inference_mode():

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from test_atlas import atlas_data, write_atlas
 
-from feature_store.atlas import AtlasWriter
+from feature_store.atlas import Atlas, AtlasWriter
 from sae_atlas.stages.report import (
+    REPORT_STEPS,
     Context,
     Table,
     md_escape,
@@ -125,7 +126,7 @@ def test_report_sections_content(report):
 
 def test_markdown_twin(report):
     markdown = report.markdown.read_text(encoding="utf-8")
-    assert report.markdown == report.out_dir / "report.md"
+    assert report.markdown == report.path / "report.md"
     assert markdown.startswith("# sae-atlas report: tiny")
     for figure in report.figures:
         assert f"](figures/{figure.name})" in markdown and figure.exists()
@@ -155,6 +156,19 @@ def test_missing_dynamics_capped_members_and_build_records(tmp_path):
     assert "3 features, stability 0.9; showing 1 by density" in page
     assert "Top examples" not in page.split('id="puppeteer"')[0]
     assert len(result.figures) == 2
+
+
+def test_an_open_atlas_reports_as_its_path_does_and_steps_are_reported(tmp_path, tricky_data):
+    path = add_dynamics(write_atlas(tmp_path / "atlas.h5", tricky_data))
+    steps: list[str] = []
+    from_path = write_report(path, tmp_path / "a", progress=steps.append)
+    with Atlas.open(path) as atlas:
+        from_atlas = write_report(atlas, tmp_path / "b")
+        assert atlas.features() is not None  # still open: write_report leaves it to the caller
+    assert steps == list(REPORT_STEPS) and set(from_path.timings) == set(REPORT_STEPS)
+    assert not from_path.skipped and from_path.path == tmp_path / "a"
+    for made in ("index.html", "report.md", *(f"figures/{p.name}" for p in from_path.figures)):
+        assert (from_path.path / made).read_bytes() == (from_atlas.path / made).read_bytes()
 
 
 def test_context_helpers():

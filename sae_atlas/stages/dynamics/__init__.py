@@ -62,7 +62,6 @@ from sae_atlas.stages.dynamics.rollouts import (
 )
 from sae_atlas.stages.dynamics.space import (
     PersonaMap,
-    default_persona,
     persona_map,
     region_paths,
     starting_personas,
@@ -124,7 +123,6 @@ __all__ = [
     "baseline_rows",
     "check_dynamics_config",
     "combined_score",
-    "default_persona",
     "difference_in_differences",
     "differential_auroc",
     "differential_statistics",

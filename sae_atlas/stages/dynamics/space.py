@@ -1,20 +1,18 @@
 """Persona space and its regions, as an atlas records them: where a residual point lies, which
 region (persona cluster) a turn belongs to, and which personas rollouts start from.
 
-`default_persona` is the one place dynamics reads the atlas's default persona (the one organize
-recorded). `persona_map` reads the persona space (center, components, assistant axis), the
-personas and their vectors, and divides the personas into n_regions regions (Ward clusters of
-their coordinates, conditional personas placed in their nearest) into a `PersonaMap`;
-`region_paths` places turn coordinates in regions, by the regions' centroid at each turn when
-the map has them (`calibration`: centroids from multi-turn chats), else by the personas' own
-single-turn centroid. numpy and scipy on small arrays: milliseconds.
+`persona_map` reads the persona space (center, components, assistant axis), the personas and
+their vectors and the default persona (`Atlas.default_persona`), and divides the personas into
+n_regions regions (Ward clusters of their coordinates, conditional personas placed in their
+nearest) into a `PersonaMap`; `region_paths` places turn coordinates in regions, by the
+regions' centroid at each turn when the map has them (`calibration`: centroids from multi-turn
+chats), else by the personas' own single-turn centroid. numpy and scipy on small arrays:
+milliseconds.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +21,6 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from feature_store.atlas import Atlas
 from sae_atlas.config import DynamicsConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.personas import DEFAULT_PERSONA_NAME
 from sae_atlas.stages.dynamics.markov import nearest_region
 
 
@@ -80,18 +77,6 @@ class PersonaMap:
         return int(self.personas.loc[self.personas["name"] == name, "region"].iloc[0])
 
 
-def recorded_persona_space(atlas: Atlas) -> dict[str, Any]:
-    """What organize recorded about the persona space (organize_summary's persona_space: the
-    default persona, the persona clusters); {} when the atlas has none."""
-    return dict(json.loads(atlas.attrs.get("organize_summary", "{}")).get("persona_space", {}))
-
-
-def default_persona(atlas: Atlas) -> str:
-    """The name of the atlas's default persona: the one organize recorded, else
-    DEFAULT_PERSONA_NAME (an atlas organized before it was recorded)."""
-    return str(recorded_persona_space(atlas).get("default_persona", DEFAULT_PERSONA_NAME))
-
-
 def persona_regions(coords: np.ndarray, conditional: np.ndarray, n_regions: int) -> np.ndarray:
     """Region [P] of each persona with coordinates [P, k]: Ward clusters of the personas that
     are not `conditional` [P] bool (at most n_regions of them), numbered by first appearance;
@@ -137,12 +122,7 @@ def persona_map(atlas: Atlas, n_regions: int = 8) -> PersonaMap:
     personas = atlas.personas()
     names = personas["name"].astype(str).tolist()
     coords = np.stack(personas["coords"].to_list()).astype(np.float64)
-    default = default_persona(atlas)
-    if default not in names:
-        raise SaeAtlasError(
-            f"{atlas.path}: the default persona {default!r} is not among its personas; "
-            "rebuild the atlas with the default persona in the corpus"
-        )
+    default = atlas.default_persona()
     conditional = (personas["category"].astype(str) == "conditional").to_numpy()
     region = persona_regions(coords, conditional, n_regions)
     centroids, labels, members = region_names(names, coords, region, default)

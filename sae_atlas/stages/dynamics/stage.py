@@ -57,14 +57,18 @@ class DynamicsPaths:
 
     @classmethod
     def from_run(cls, run: str | Path) -> DynamicsPaths:
+        """The files of the run folder `run` (as `sae-atlas build` writes them)."""
         run = Path(run)
-        paths = cls(run / "atlas.h5", run / "transcripts.h5", run / "sae")
-        missing = [str(p) for p in (paths.atlas, paths.transcripts, paths.sae) if not p.exists()]
+        return cls(run / "atlas.h5", run / "transcripts.h5", run / "sae")
+
+    def check(self) -> None:
+        """SaeAtlasError naming the files that do not exist."""
+        missing = [str(p) for p in (self.atlas, self.transcripts, self.sae) if not p.exists()]
         if missing:
             raise SaeAtlasError(
-                f"{run}: lacks {', '.join(missing)}; run `sae-atlas build` into it first"
+                f"dynamics: {', '.join(missing)} missing; run `sae-atlas build` (or corpus, "
+                "train, label and organize) first"
             )
-        return paths
 
 
 @dataclass(frozen=True)
@@ -179,21 +183,27 @@ def replace_dynamics(
 
 
 def run_dynamics(
-    handle: ModelHandle,
-    run: str | Path | DynamicsPaths,
+    transcripts: str | Path,
+    sae: str | Path,
+    atlas: str | Path,
     config: DynamicsConfig,
+    *,
+    handle: ModelHandle,
     progress: StepProgress | None = None,
     overwrite: bool = False,
 ) -> DynamicsResult:
-    """Run every experiment on a built run and write dynamics/ into its atlas.
+    """Run every experiment with `handle` and write their results into the dynamics/ group of
+    the atlas at `atlas`.
 
-    `run`: a run folder (atlas.h5, transcripts.h5, sae/) or DynamicsPaths. Skipped when the
-    atlas holds dynamics for the same model and config (its dtype resolved: "auto" becomes the
-    dtype sampling runs in here); another config raises unless `overwrite`. `progress(step)` as
-    each of DYNAMICS_STEPS starts.
+    `transcripts`: the corpus store (transcripts.h5); `sae`: the SAE folder (sae-lens format, or
+    the folder of one SAE per hook that `sae-atlas train` writes); `atlas`: the atlas organize
+    wrote. Skipped when the atlas holds dynamics for the same model and config (its dtype
+    resolved: "auto" becomes the dtype sampling runs in here); another config raises unless
+    `overwrite`. `progress(step)` as each of DYNAMICS_STEPS starts.
     """
     started = time.perf_counter()
-    paths = run if isinstance(run, DynamicsPaths) else DynamicsPaths.from_run(run)
+    paths = DynamicsPaths(Path(atlas), Path(transcripts), Path(sae))
+    paths.check()
     check_dynamics_config(config)
     choice = resolve_dtype(config.dtype, str(handle.device))
     config = replace(config, dtype=choice.name)

@@ -21,6 +21,7 @@ puppeteer, findings (the pass, contrasts and tags together), decoding, cards, su
 (`label`), stage (`label_stage`).
 """
 
+from sae_atlas.stages.base import open_store
 from sae_atlas.stages.label.contrasts import (
     Contrast,
     best_features,
@@ -44,7 +45,6 @@ from sae_atlas.stages.label.inputs import (
     find_responses,
     find_triggers,
     label_identity,
-    open_store,
 )
 from sae_atlas.stages.label.labeling import label
 from sae_atlas.stages.label.stage import LabelResult, label_stage

@@ -24,8 +24,8 @@ from sae_atlas.config import LabelConfig, to_dict
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.personas import Catalogue
 from sae_atlas.sae import sae_digest
+from sae_atlas.stages.base import store_digest
 from sae_atlas.stages.corpus import SAMPLED_CONDITIONS, UNWRAPPED
-from sae_atlas.stages.train import open_store as open_complete_store
 
 TRAIN, HELDOUT = 0, 1
 """Split codes of `Responses.split` and `TriggerSet.split` (-1: neither)."""
@@ -70,11 +70,6 @@ class TriggerSet:
         return len(self.doc)
 
 
-def open_store(store: str | Path | ActivationStore) -> ActivationStore:
-    """`store` itself, or the complete activation store at that path."""
-    return store if isinstance(store, ActivationStore) else open_complete_store(store)
-
-
 def catalogue_from_corpus(path: str | Path) -> Catalogue:
     """The catalogue a corpus store (transcripts.h5) was sampled from."""
     try:
@@ -103,13 +98,7 @@ def label_identity(
         "label": to_dict(config),
         "hook": hook,
         "sae": {"d_sae": int(sae.cfg.d_sae), "sha1": sae_digest(sae)},
-        "store": {
-            "model": store.model,
-            "n_tokens": store.n_tokens,
-            "config_sha1": hashlib.sha1(
-                json.dumps(store.config, sort_keys=True).encode()
-            ).hexdigest(),
-        },
+        "store": store_digest(store),
         "catalogue_sha1": None if catalogue is None else catalogue_sha1(catalogue),
     }
 

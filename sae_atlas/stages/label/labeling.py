@@ -24,11 +24,11 @@ from sae_atlas.config import LabelConfig
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import ModelHandle
 from sae_atlas.personas import Catalogue
-from sae_atlas.stages.base import CountProgress
+from sae_atlas.stages.base import CountProgress, open_store
 from sae_atlas.stages.label.cards import Cards, make_cards
 from sae_atlas.stages.label.contrasts import top_personas
 from sae_atlas.stages.label.findings import Findings, find
-from sae_atlas.stages.label.inputs import TRAIN, Responses, label_identity, open_store
+from sae_atlas.stages.label.inputs import TRAIN, Responses, label_identity
 from sae_atlas.stages.label.summary import make_summary
 
 

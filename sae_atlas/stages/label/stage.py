@@ -20,8 +20,8 @@ from sae_atlas.model import ModelHandle
 from sae_atlas.model.dtype import DtypeChoice
 from sae_atlas.personas import Catalogue
 from sae_atlas.sae import load_sae
-from sae_atlas.stages.base import CountProgress, StageResult, existing_output
-from sae_atlas.stages.label.inputs import label_identity, open_store
+from sae_atlas.stages.base import CountProgress, StageResult, existing_output, open_store
+from sae_atlas.stages.label.inputs import label_identity
 from sae_atlas.stages.label.labeling import label
 
 

@@ -20,7 +20,7 @@ from sae_lens import SAE
 from feature_store.activations import ActivationStore
 from sae_atlas.config import LabelConfig
 from sae_atlas.personas import Catalogue
-from sae_atlas.stages.base import CountProgress
+from sae_atlas.stages.base import CountProgress, open_store
 from sae_atlas.stages.label.accumulate import (
     Block,
     FiringSample,
@@ -38,7 +38,7 @@ from sae_atlas.stages.label.accumulate import (
     stream,
     user_ids,
 )
-from sae_atlas.stages.label.inputs import Responses, TriggerSet, find_responses, open_store
+from sae_atlas.stages.label.inputs import Responses, TriggerSet, find_responses
 from sae_atlas.stages.label.rows import (
     CONTROLS,
     RowKinds,

@@ -9,7 +9,9 @@ format with its training card and, given a model handle, its evaluation
 step count); `settings` builds what sae-lens is told. `sae_atlas.sae.load_sae(source)` loads a
 trained or pretrained SAE instead.
 
-Cost: an encoder and a decoder matmul, forward and backward, per token (see `loop`).
+Cost: an encoder and a decoder matmul, forward and backward, per token (see `loop`); a TopK
+SAE trains with a sparse backward and a gathered decoder (`topk`: one dense product per step
+instead of six).
 """
 
 from __future__ import annotations

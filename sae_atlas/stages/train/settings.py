@@ -17,12 +17,16 @@ from sae_lens.saes import TrainingSAE, TrainingSAEConfig
 from sae_atlas.config import TrainConfig
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.sae import ARCHITECTURES
+from sae_atlas.stages.train.topk import SparseTopKTrainingSAE
 
 NORMALIZATIONS = ("none", "expected_average_only_in")
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")
 """float32, or bfloat16: sae-lens's autocast (its only one); auto: bfloat16 where measured fast
 (sae_atlas.model.dtype.resolve_dtype on the training device)."""
 LR_SCHEDULERS = ("constant", "cosineannealing", "cosineannealingwarmrestarts")
+TRAINING_CLASSES: dict[str, type[TrainingSAE[Any]]] = {"topk": SparseTopKTrainingSAE}
+"""Architectures whose training SAE is ours (the same step, fewer dense products); the others
+are sae-lens's (its registry)."""
 
 
 def check_config(config: TrainConfig) -> None:
@@ -64,9 +68,12 @@ def sae_config(config: TrainConfig, d_in: int, hook: str, model: str) -> Trainin
 
 
 def build_sae(config: TrainConfig, d_in: int, hook: str, model: str) -> TrainingSAE[Any]:
-    """A freshly initialized training SAE; the same seed gives the same weights."""
+    """A freshly initialized training SAE (TRAINING_CLASSES, else sae-lens's registry); the same
+    seed gives the same weights."""
     cfg = sae_config(config, d_in, hook, model)
-    sae_class = get_sae_training_class(config.architecture)[0]
+    sae_class = TRAINING_CLASSES.get(config.architecture)
+    if sae_class is None:
+        sae_class = get_sae_training_class(config.architecture)[0]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         try:

@@ -2,11 +2,20 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from sae_atlas.config import CorpusConfig
-from sae_atlas.model.sampling import _choose, sample, sampling_model
+from sae_atlas.model.sampling import (
+    _choose,
+    decode,
+    prompt_ids,
+    sample,
+    sampling_model,
+    shared_prefixes,
+    stop_token_ids,
+)
 from sae_atlas.personas import load_catalogue
 from sae_atlas.stages.corpus import corpus_jobs
 
@@ -49,3 +58,36 @@ def test_same_seed_same_tokens(tiny, model):
     assert first == texts(CONFIG)
     assert first == texts(replace(CONFIG, batch_size=3))  # a row depends on its own job
     assert first != texts(replace(CONFIG, seed=1))
+
+
+def test_shared_prefixes_minimise_the_padded_prefill():
+    system = list(range(100, 130))
+    prompts = [
+        np.array([*system, 1, 2, 3]),
+        np.array([7, 8, 9]),
+        np.array([*system, 1, 5]),
+        np.array(system[:20]),  # shares 20 tokens, and keeps its last one
+        np.array([7, 8, 9, 4]),
+    ]
+    group, prefix = shared_prefixes(prompts)
+    # 2 groups x 19 + 5 rows x 14 padded tokens; alone, [7, 8, 9, 4] would cost 3 x 19 + 5 x 14
+    assert group.tolist() == [1, 0, 1, 1, 0] and prefix.tolist() == [2, 19]  # in sorted order
+    alone, whole = shared_prefixes([np.array([5, 6]), np.array([5, 6])])
+    assert alone.tolist() == [0, 0] and whole.tolist() == [1]
+    assert shared_prefixes([np.array([3])])[1].tolist() == [0]
+
+
+def test_shared_prefill_samples_the_same_tokens(tiny, model):
+    """Prefilling each shared prefix once samples what prefilling every prompt whole does
+    (conditions and personas mixed in one batch, rows of different lengths)."""
+    config = replace(CONFIG, personas=("pirate", "chef", "doctor"), max_new_tokens=12)
+    jobs = corpus_jobs(load_catalogue(), config)
+    prompts = [prompt_ids(tiny, job.messages()) for job in jobs]
+    _group, prefix = shared_prefixes(prompts)
+    assert len(prefix) < len(jobs) / 2 and prefix.min() > 20  # the test shares prefixes
+    seeds = [job.seed for job in jobs]
+    stops, pad = stop_token_ids(tiny), int(tiny.tokenizer.pad_token_id or 0)
+    shared = decode(model, prompts, seeds, config, stops, pad)
+    whole = decode(model, prompts, seeds, config, stops, pad, share_prefixes=False)
+    assert [t.tolist() for t in shared] == [t.tolist() for t in whole]
+    assert len({len(t) for t in whole}) > 1  # some rows stopped early
