@@ -167,7 +167,8 @@ def generate(
     patch: Patch | None = None,
 ) -> list[np.ndarray]:
     """New tokens of each run (stop token dropped), sampled in batches of config.batch_size,
-    with `patch` applied when given."""
+    with `patch` applied when given; every prompt prefills whole, in one forward pass (the
+    patch counts positions from its end, and patched and unpatched runs pair exactly)."""
     stop_ids = stop_token_ids(handle)
     pad_id = int(handle.tokenizer.pad_token_id or 0)
     out: list[np.ndarray] = []
@@ -182,6 +183,7 @@ def generate(
                 config,
                 stop_ids,
                 pad_id,
+                share_prefixes=False,
             )
         out += [t[~np.isin(t, stop_ids)] for t in tokens]
     return out
