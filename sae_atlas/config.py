@@ -256,8 +256,14 @@ class DynamicsConfig:
     seeds; a feature is a candidate when it fires in >= trigger_min_rate of the wrapped
     responses and <= trigger_max_base_rate of the plain ones on the first half of the prompts,
     confirmed on the other half by a one-sided Fisher test under Benjamini-Hochberg at fdr.
-    attractor_threshold: transitions rarer than this are noise when finding closed classes;
-    n_bootstrap: resamples of every bootstrap CI.
+    Attractors (`flow`): experiments: the rollout conditions sampled (persona_prompt: the
+    system prompt kept every turn; persona_once: given for the first turn only; scene;
+    self_talk: the model writes both sides after one of n_self_talk openers); n_regions: regions
+    of persona space (the personas clustered; at least the organize stage's persona clusters);
+    calibration_chats: multi-turn chats per persona and prompt variant built from the corpus's
+    responses, whose turns give each region its centroid per turn; max_lag: the largest k of
+    P(back in the assistant region after k turns); n_bootstrap: resamples of every bootstrap CI
+    and permutations of the attractor null.
     """
 
     personas: tuple[str, ...] = ()
@@ -280,7 +286,11 @@ class DynamicsConfig:
     trigger_min_rate: float = 0.5
     trigger_max_base_rate: float = 0.05
     fdr: float = 0.05
-    attractor_threshold: float = 0.05
+    experiments: tuple[str, ...] = ("persona_prompt", "persona_once", "scene", "self_talk")
+    n_self_talk: int = 4
+    n_regions: int = 8
+    calibration_chats: int = 1
+    max_lag: int = 7
     n_bootstrap: int = 2000
     seed: int = 0
 

@@ -1,10 +1,11 @@
-"""Print an atlas's dynamics/ headline tables, with attractors at several noise thresholds.
+"""Print an atlas's dynamics/ headline tables, the flow and attractor claims recomputed.
 
-The attractor set depends on the threshold below which a transition counts as noise; this
-recomputes it from the stored trajectories at each --threshold (with the bootstrap over rollouts),
-and the drift curves (raw and minus the default persona's rollout) with the current code.
+The flow tables (per rollout condition: gain, hold, their bootstrap intervals and permuted-turn
+null, BH q-values, claims; return to the assistant region by lag) are recomputed from the stored
+trajectories at --fdr with --n-bootstrap resamples, and the drift curves (raw and minus the
+default persona's rollout) with the current code.
 
-    python scripts/dynamics_tables.py runs/dyn/atlas.h5 --threshold 0.05 --threshold 0.1
+    python scripts/dynamics_tables.py runs/dyn/atlas.h5 --fdr 0.05
 """
 
 from __future__ import annotations
@@ -18,18 +19,35 @@ import typer
 
 from feature_store.atlas import Atlas
 from sae_atlas.stages.dynamics import (
-    attractor_robustness,
     baseline_rows,
     drift_curves,
-    find_attractors,
+    flow_tables,
     relative_to_baseline,
 )
+
+FLOW_COLUMNS = [
+    "experiment",
+    "region_name",
+    "start_share",
+    "end_share",
+    "gain",
+    "gain_low",
+    "gain_q",
+    "hold",
+    "hold_null",
+    "hold_excess_low",
+    "hold_q",
+    "stationary",
+    "no_exit",
+    "attractor",
+]
 
 
 def main(
     atlas_path: Annotated[Path, typer.Argument(help="an atlas.h5 with dynamics/")],
-    threshold: Annotated[list[float], typer.Option(help="noise thresholds")] = [0.05, 0.1],  # noqa: B006
-    n_bootstrap: Annotated[int, typer.Option(help="resamples of the rollouts")] = 2000,
+    fdr: Annotated[float, typer.Option(help="false discovery rate of the claims")] = 0.05,
+    max_lag: Annotated[int, typer.Option(help="largest k of the return curves")] = 7,
+    n_bootstrap: Annotated[int, typer.Option(help="resamples and permutations")] = 2000,
 ) -> None:
     pd.set_option("display.width", 200)
     with Atlas.open(atlas_path) as atlas:
@@ -43,20 +61,20 @@ def main(
     axis = trajectories["axis_projection"].to_numpy().reshape(-1, n_turns)
     meta = trajectories[trajectories["turn"] == 0].reset_index(drop=True)
     print(f"{len(regions)} rollouts x {n_turns} turns; regions {names}")
-    for value in threshold:
-        matrix, stationary, attractors = find_attractors(
-            regions, meta["start"].tolist(), len(names), value
-        )
-        found, _ = attractor_robustness(regions, len(names), value, n_bootstrap)
-        shares = dict(zip(names, stationary.round(3).tolist(), strict=True))
-        print(f"\nthreshold {value}: stationary {shares}")
-        for members, share in found.items():
-            print(f"  found in {share:.3f} of resamples: {[names[r] for r in members]}")
-        for attractor in attractors:
-            basin = pd.DataFrame({"basin": attractor.basin, "relaxation": attractor.relaxation})
-            print(f"  attractor {[names[r] for r in attractor.regions]}:")
-            print(basin.round(2).T.to_string())
-    print(f"\ntransition matrix\n{pd.DataFrame(matrix, names, names).round(3)}")
+    flow = flow_tables(
+        regions, meta, names, names.index("assistant"), max_lag, n_bootstrap, fdr, seed=0
+    )
+    claims = flow["flow"][FLOW_COLUMNS].round(3).to_string()
+    print(f"\nflow (attractor claims at fdr {fdr})\n{claims}")
+    back = flow["return_to_assistant"]
+    back["value"] = [
+        f"{p:.2f} [{lo:.2f}, {hi:.2f}] null {n:.2f}"
+        for p, lo, hi, n in back[["p_return", "ci_low", "ci_high", "null"]].to_numpy()
+    ]
+    print("\nP(back in the assistant region after k turns) [95% CI], permuted-turn null")
+    print(
+        back.pivot(index=["experiment", "region_name"], columns="lag", values="value").to_string()
+    )
     relative = relative_to_baseline(axis, meta["seed"].tolist(), baseline_rows(meta, default))
     for label, values in (("raw", axis), ("minus the default persona's rollout", relative)):
         curves = drift_curves(values, meta["group"].tolist())

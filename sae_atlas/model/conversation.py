@@ -55,12 +55,15 @@ def converse(
     steering: Sequence[tuple[Intervention, ...]] | None = None,
     steer_turns: Collection[int] = (0,),
     model: torch.nn.Module | None = None,
-    user_instruction: str = USER_INSTRUCTION,
+    user_instruction: str | Sequence[str] = USER_INSTRUCTION,
+    system_once: Collection[int] = (),
 ) -> list[Messages]:
     """Conversation i: heads[i] (system message or none), then n_turns exchanges, batched.
 
     The user says user_turns[i][t] at turn t; beyond those given, with model_plays_user the
-    model writes the user's turn (roles swapped, under `user_instruction`). Conversation i
+    model writes the user's turn (roles swapped, under `user_instruction`, or its own
+    user_instruction[i]). Conversations in `system_once` see their system message for the first
+    turn only: after it, it is replaced by an empty one (returned so). Conversation i
     samples from seeds derived from seeds[i] (the same seed gives the same draws, so conditions
     pair). config: the sampler's settings. steering[i]: hooks active while conversation i's
     assistant turns in `steer_turns` are sampled (conversations sharing a tuple decode together,
@@ -94,7 +97,11 @@ def converse(
             chats[i].append(message("user", user_turns[i][turn]))
         written = [i for i in range(n) if turn >= len(user_turns[i])]
         if written:
-            speak(written, [swap_roles(c, user_instruction) for c in chats], "user", turn)
+            instructions = (
+                [user_instruction] * n if isinstance(user_instruction, str) else user_instruction
+            )
+            swapped = [swap_roles(c, text) for c, text in zip(chats, instructions, strict=True)]
+            speak(written, swapped, "user", turn)
         groups: dict[tuple[Intervention, ...], list[int]] = {}
         for i in range(n):
             key = steering[i] if steering is not None and turn in steer_turns else ()
@@ -102,6 +109,9 @@ def converse(
         for key, rows in groups.items():
             with steered(handle, model, key):
                 speak(rows, chats, "assistant", turn)
+        if turn == 0:
+            for i in system_once:
+                chats[i] = [message("system", "") if m["role"] == "system" else m for m in chats[i]]
     return chats
 
 

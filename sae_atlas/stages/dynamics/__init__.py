@@ -34,6 +34,7 @@ the 2-core development machine shared with other jobs at load 7-10: 18 and 29 mi
 timed on an idle machine). Results go to the atlas's dynamics/ group (`tables`).
 """
 
+from sae_atlas.stages.dynamics.attractors import flow_tables
 from sae_atlas.stages.dynamics.checks import check_dynamics_config
 from sae_atlas.stages.dynamics.drift import drift_curves, relative_to_baseline
 from sae_atlas.stages.dynamics.markers import (
@@ -43,15 +44,12 @@ from sae_atlas.stages.dynamics.markers import (
     paired_rates,
 )
 from sae_atlas.stages.dynamics.markov import (
-    Attractor,
-    attractor_robustness,
-    closed_classes,
-    find_attractors,
+    lagged_counts,
     nearest_region,
-    settle_turn,
+    predicted_return,
     stationary_distribution,
+    transition_counts,
     transition_matrix,
-    visited_closed_classes,
 )
 from sae_atlas.stages.dynamics.rollouts import (
     SCENES,
@@ -115,7 +113,6 @@ __all__ = [
     "MARKERS",
     "SCENES",
     "WRAPPERS",
-    "Attractor",
     "ConversationPlan",
     "DynamicsPaths",
     "DynamicsResult",
@@ -123,10 +120,8 @@ __all__ = [
     "Rollouts",
     "TurnActivations",
     "assistant_spans",
-    "attractor_robustness",
     "baseline_rows",
     "check_dynamics_config",
-    "closed_classes",
     "combined_score",
     "difference_in_differences",
     "differential_auroc",
@@ -136,18 +131,20 @@ __all__ = [
     "drift_curves",
     "drift_tables",
     "dynamics_tables",
-    "find_attractors",
     "firing_statistics",
     "firing_table",
+    "flow_tables",
     "half_life",
     "heldout_auroc",
     "kick_relaxation",
+    "lagged_counts",
     "marker_ablation",
     "marker_hits",
     "natural_rollouts",
     "nearest_region",
     "paired_rates",
     "persona_map",
+    "predicted_return",
     "question_bank",
     "rank_differential",
     "rank_wrappers",
@@ -157,15 +154,14 @@ __all__ = [
     "run_dynamics",
     "sampling_config",
     "scan_wrappers",
-    "settle_turn",
     "starting_personas",
     "stationary_distribution",
     "steering_kicks",
     "steering_scores",
     "steering_targets",
     "stored_summary",
+    "transition_counts",
     "transition_matrix",
     "turn_activations",
-    "visited_closed_classes",
     "wrapper_responses",
 ]

@@ -29,8 +29,14 @@ from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import ModelHandle, sampling_model
 from sae_atlas.sae import load_sae
 from sae_atlas.stages.corpus import corpus_responses
+from sae_atlas.stages.dynamics.attractors import flow_tables
+from sae_atlas.stages.dynamics.calibration import calibrate
 from sae_atlas.stages.dynamics.markers import marker_ablation, marker_hits, paired_rates
-from sae_atlas.stages.dynamics.markov import Attractor, attractor_robustness, find_attractors
+from sae_atlas.stages.dynamics.markov import (
+    row_normalised,
+    stationary_distribution,
+    transition_counts,
+)
 from sae_atlas.stages.dynamics.rollouts import Rollouts, natural_rollouts, question_bank
 from sae_atlas.stages.dynamics.space import PersonaMap, persona_map, starting_personas
 from sae_atlas.stages.dynamics.steering import (
@@ -39,6 +45,7 @@ from sae_atlas.stages.dynamics.steering import (
     steering_scores,
     steering_targets,
 )
+from sae_atlas.stages.dynamics.tables import natural_entries
 from sae_atlas.stages.dynamics.wrapper_scan import scan_wrappers
 
 
@@ -57,13 +64,13 @@ class AtlasInputs:
     d_sae: int
 
 
-def read_atlas(path: Path, ablate_tag: str) -> AtlasInputs:
-    """The experiments' inputs from the atlas at `path`."""
+def read_atlas(path: Path, ablate_tag: str, n_regions: int) -> AtlasInputs:
+    """The experiments' inputs from the atlas at `path` (its personas in n_regions regions)."""
     with Atlas.open(path) as atlas:
         features = atlas.features()
         clusters = atlas.clusters()
         return AtlasInputs(
-            pmap=persona_map(atlas),
+            pmap=persona_map(atlas, n_regions),
             hook=str(atlas.attrs["hook"]),
             features=features,
             ablated=atlas.features(tag=ablate_tag).index.to_numpy(),
@@ -100,14 +107,23 @@ def corpus_classifier(transcripts: Path, handle: ModelHandle, seed: int) -> Pers
 
 @dataclass(frozen=True)
 class NaturalDynamics:
-    """Experiments (a, b): the rollouts, their transition matrix [r, r], stationary
-    distribution [r], attractors and `attractor_robustness` (found sets, in-attractor shares)."""
+    """Experiments (a, b): the rollouts, the persona map with multi-turn centroids they were
+    placed by and its resolution (`calibrate`), their pooled transition matrix [r, r] (NaN
+    rows: no observed exit) and stationary distribution [r], and the per-condition flow tables
+    (`flow_tables`: flow with the attractor claims, transitions, return_to_assistant, basins)."""
 
     rollouts: Rollouts
+    pmap: PersonaMap
+    resolution: pd.DataFrame
     matrix: np.ndarray
     stationary: np.ndarray
-    attractors: list[Attractor]
-    robustness: tuple[dict[tuple[int, ...], float], np.ndarray]
+    flow: dict[str, pd.DataFrame]
+
+    def entries(self) -> dict[str, pd.DataFrame | np.ndarray]:
+        """The dynamics/ entries of these rollouts (`natural_entries`)."""
+        return natural_entries(
+            self.rollouts, self.pmap, self.stationary, self.flow, self.resolution, self.matrix
+        )
 
 
 @dataclass(frozen=True)
@@ -125,7 +141,7 @@ class SteeringResults:
 @dataclass(frozen=True)
 class Experiments:
     """The experiments of one run: `handle` and `model` (its sampling copy), the atlas's
-    `inputs`, the SAE, the question `bank` and the config."""
+    `inputs`, the SAE, the question `bank`, the config and the corpus (`transcripts`)."""
 
     handle: ModelHandle
     model: torch.nn.Module
@@ -133,22 +149,40 @@ class Experiments:
     sae: Any
     bank: Sequence[str]
     config: DynamicsConfig
+    transcripts: Path
 
     def natural(self) -> NaturalDynamics:
-        """(a, b) the natural rollouts and their Markov statistics."""
-        config, pmap = self.config, self.inputs.pmap
+        """(a, b) the regions' multi-turn centroids, the natural rollouts placed by them and
+        their flow statistics."""
+        config = self.config
+        pmap, resolution = calibrate(
+            self.handle,
+            self.inputs.pmap,
+            self.transcripts,
+            self.inputs.hook,
+            config.n_turns,
+            config.calibration_chats,
+            config.max_new_tokens,
+        )
         rollouts = natural_rollouts(
             self.handle, pmap, self.bank, config, self.inputs.hook, self.model
         )
-        starts = rollouts.meta["start"].tolist()
-        n_regions, threshold = len(pmap.names), config.attractor_threshold
-        matrix, stationary, attractors = find_attractors(
-            rollouts.regions, starts, n_regions, threshold
+        regions, assistant = rollouts.regions, pmap.names.index("assistant")
+        counts = transition_counts(regions, len(pmap.names))
+        first = np.bincount(regions[:, 0], minlength=len(pmap.names))
+        matrix = row_normalised(counts)
+        stationary = stationary_distribution(matrix, first)[0]
+        flow = flow_tables(
+            regions,
+            rollouts.meta,
+            pmap.names,
+            assistant,
+            config.max_lag,
+            config.n_bootstrap,
+            config.fdr,
+            config.seed,
         )
-        robustness = attractor_robustness(
-            rollouts.regions, n_regions, threshold, config.n_bootstrap, config.seed
-        )
-        return NaturalDynamics(rollouts, matrix, stationary, attractors, robustness)
+        return NaturalDynamics(rollouts, pmap, resolution, matrix, stationary, flow)
 
     def steering(self, classifier: PersonaClassifier, token_norm: float) -> SteeringResults:
         """(c) kicks of steer_scale x the mean response-token norm `token_norm`, scored by
@@ -205,8 +239,8 @@ def prepare_experiments(
 ) -> Experiments:
     """The experiments on a run: its atlas's inputs, its SAE (`atlas_sae`), the question bank
     of its corpus, and a sampling copy of the model in config.dtype."""
-    inputs = read_atlas(atlas, config.ablate_tag)
+    inputs = read_atlas(atlas, config.ablate_tag, config.n_regions)
     sae_model = atlas_sae(sae, inputs, str(handle.device))
     bank = question_bank(transcripts, config.seed)
     model = sampling_model(handle, config.dtype)
-    return Experiments(handle, model, inputs, sae_model, bank, config)
+    return Experiments(handle, model, inputs, sae_model, bank, config, transcripts)

@@ -24,7 +24,15 @@ import torch
 from feature_store.transcripts import TranscriptStore
 from sae_atlas.config import CorpusConfig, DynamicsConfig
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.model import Intervention, Messages, ModelHandle, converse, job_seed, message
+from sae_atlas.model import (
+    USER_INSTRUCTION,
+    Intervention,
+    Messages,
+    ModelHandle,
+    converse,
+    job_seed,
+    message,
+)
 from sae_atlas.stages.dynamics.space import PersonaMap, region_paths, starting_personas
 from sae_atlas.stages.dynamics.turns import turn_activations
 from sae_atlas.stages.label import catalogue_from_corpus
@@ -60,6 +68,25 @@ SCENES: tuple[tuple[str, str], ...] = (
 )
 """Scene-setting first user turns for rollouts without a system prompt: (name, text)."""
 
+SELF_TALK_OPENERS: tuple[str, ...] = (
+    "Hello! I'm another AI. What would you like to talk about?",
+    "Hi there. We can talk about anything you like.",
+    "Hello. There is no task today; you are free to discuss whatever you want with me.",
+    "Hey! What's on your mind?",
+    "Greetings. I'm curious what you think about, when nobody asks you anything.",
+    "Hi. Let's just have a conversation, the two of us.",
+)
+"""First messages of self-talk rollouts (the model writes every later message of both sides)."""
+
+SELF_TALK_INSTRUCTION = (
+    "You are an AI assistant in a conversation with another AI assistant; there is no human "
+    "here. You have complete freedom to say whatever you like. Write only your next message."
+)
+"""What the model writing the other side of a self-talk rollout is told (roles swapped)."""
+
+EXPERIMENTS = ("persona_prompt", "persona_once", "scene", "self_talk")
+"""Rollout conditions `natural_rollouts` samples (DynamicsConfig.experiments)."""
+
 
 def sampling_config(config: DynamicsConfig) -> CorpusConfig:
     """The corpus sampler's settings for the dynamics' sampling."""
@@ -76,14 +103,18 @@ def sampling_config(config: DynamicsConfig) -> CorpusConfig:
 @dataclass
 class ConversationPlan:
     """Conversations to sample, one entry per conversation in each list: heads (a system
-    message or none), the user's turns, the sampling seed (the same seed gives the same draws,
-    so conditions pair), the steering active at turn 0, and a provenance row."""
+    message or none), the user's turns (fewer than the turns: the model writes the rest), the
+    sampling seed (the same seed gives the same draws, so conditions pair), the steering active
+    at turn 0, a provenance row, whether the system message is seen for the first turn only,
+    and what the model writing the user's turns is told."""
 
     heads: list[Messages] = field(default_factory=list)
     user_turns: list[list[str]] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     steering: list[tuple[Intervention, ...]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    once: list[bool] = field(default_factory=list)
+    instructions: list[str] = field(default_factory=list)
 
     def add(
         self,
@@ -92,13 +123,18 @@ class ConversationPlan:
         seed: int,
         row: dict[str, Any] | None = None,
         steering: tuple[Intervention, ...] = (),
+        once: bool = False,
+        instruction: str = USER_INSTRUCTION,
     ) -> None:
-        """Another conversation: `system_prompt` (None: no system message) then `user_turns`."""
+        """Another conversation: `system_prompt` (None: no system message; `once`: for the
+        first turn only) then `user_turns`, the model writing the rest under `instruction`."""
         self.heads.append([] if system_prompt is None else [message("system", system_prompt)])
         self.user_turns.append(user_turns)
         self.seeds.append(seed)
         self.steering.append(steering)
         self.rows.append(row or {})
+        self.once.append(once)
+        self.instructions.append(instruction)
 
 
 def sample_chats(
@@ -109,7 +145,7 @@ def sample_chats(
     model: torch.nn.Module | None = None,
 ) -> list[Messages]:
     """The plan's conversations of n_turns exchanges each (`converse` with the dynamics'
-    sampling settings)."""
+    sampling settings; the model writes the user's turns a conversation lacks)."""
     return converse(
         handle,
         plan.heads,
@@ -117,9 +153,11 @@ def sample_chats(
         plan.seeds,
         n_turns,
         sampling_config(config),
-        config.model_plays_user,
+        config.model_plays_user or any(len(turns) < n_turns for turns in plan.user_turns),
         plan.steering,
         model=model,
+        user_instruction=plan.instructions,
+        system_once=[i for i, once in enumerate(plan.once) if once],
     )
 
 
@@ -186,6 +224,51 @@ def bank_turns(bank: Sequence[str], offset: int, n: int) -> list[str]:
     return [bank[(offset + t) % len(bank)] for t in range(n)]
 
 
+def natural_plan(
+    pmap: PersonaMap, bank: Sequence[str], config: DynamicsConfig, seeds: Sequence[int]
+) -> ConversationPlan:
+    """The conversations of config.experiments for rollout seeds `seeds`: persona_prompt (each
+    starting persona's system prompt, variant = seed, then questions from the bank),
+    persona_once (the same, the prompt seen for the first turn only), scene (no system prompt
+    after a scene-setting first turn) and self_talk (no system prompt, an opener, then the model
+    writes both sides). Seed s shares its questions and sampling seed across starts, so starts
+    compare on the same draws (persona_once's first turn is persona_prompt's); a scene replaces
+    only the first question, so the default persona's persona_prompt rollout with the same seed
+    is every rollout's baseline from turn 1 on (`relative_to_baseline`)."""
+    plan = ConversationPlan()
+    category = dict(zip(pmap.personas["name"], pmap.personas["category"], strict=True))
+    n = config.n_turns
+    starts = starting_personas(pmap, config)
+    for experiment in ("persona_prompt", "persona_once"):
+        if experiment not in config.experiments:
+            continue
+        for name in starts:
+            for s in seeds:
+                row = {"experiment": experiment, "start": name, "group": category[name], "seed": s}
+                seed = job_seed(config.seed, "rollout", s)
+                turns = bank_turns(bank, s * n, n)
+                once = experiment == "persona_once"
+                plan.add(pmap.prompt(name, s), turns, seed, row, once=once)
+    scenes = SCENES[: config.n_scenes] if "scene" in config.experiments else ()
+    for scene, text in scenes:
+        for s in seeds:
+            row = {"experiment": "scene", "start": f"scene:{scene}", "group": "scene", "seed": s}
+            turns = [text, *bank_turns(bank, s * n + 1, n - 1)]
+            plan.add(None, turns, job_seed(config.seed, "rollout", s), row)
+    openers = SELF_TALK_OPENERS[: config.n_self_talk] if "self_talk" in config.experiments else ()
+    for k, opener in enumerate(openers):
+        for s in seeds:
+            row = {
+                "experiment": "self_talk",
+                "start": f"self_talk:{k}",
+                "group": "self_talk",
+                "seed": s,
+            }
+            seed = job_seed(config.seed, "rollout", s)
+            plan.add(None, [opener], seed, row, instruction=SELF_TALK_INSTRUCTION)
+    return plan
+
+
 def natural_rollouts(
     handle: ModelHandle,
     pmap: PersonaMap,
@@ -194,27 +277,7 @@ def natural_rollouts(
     hook: str,
     model: torch.nn.Module | None = None,
 ) -> Rollouts:
-    """(a) each starting persona's system prompt (variant = seed), then questions from the bank;
-    (b) no system prompt after a scene-setting first turn. Seed s shares its questions and
-    sampling seed across starts, so starts compare on the same draws: a scene replaces only the
-    first question, so the default persona's rollout with the same seed is every rollout's
-    baseline from turn 1 on (`relative_to_baseline`)."""
-    plan = ConversationPlan()
-    category = dict(zip(pmap.personas["name"], pmap.personas["category"], strict=True))
-    for name in starting_personas(pmap, config):
-        for s in range(config.seeds):
-            plan.add(
-                pmap.prompt(name, s),
-                bank_turns(bank, s * config.n_turns, config.n_turns),
-                job_seed(config.seed, "rollout", s),
-                {"experiment": "persona_prompt", "start": name, "group": category[name], "seed": s},
-            )
-    for scene, text in SCENES[: config.n_scenes]:
-        for s in range(config.seeds):
-            plan.add(
-                None,
-                [text, *bank_turns(bank, s * config.n_turns + 1, config.n_turns - 1)],
-                job_seed(config.seed, "rollout", s),
-                {"experiment": "scene", "start": f"scene:{scene}", "group": "scene", "seed": s},
-            )
+    """The rollouts of config.experiments (`natural_plan`, seeds 0..config.seeds - 1), sampled
+    and placed in persona space."""
+    plan = natural_plan(pmap, bank, config, range(config.seeds))
     return run_conversations(handle, pmap, plan, config.n_turns, config, hook, model=model)

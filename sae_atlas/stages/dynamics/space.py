@@ -2,26 +2,26 @@
 region (persona cluster) a turn belongs to, and which personas rollouts start from.
 
 `persona_map` reads the persona space (center, components, assistant axis), the personas and
-their vectors, the default persona (`Atlas.default_persona`), and the persona clusters organize
-recorded (recomputed from the coordinates when the atlas has none) into a `PersonaMap`;
-`region_paths` places turn coordinates in regions. numpy on small arrays: milliseconds.
+their vectors and the default persona (`Atlas.default_persona`), and divides the personas into
+n_regions regions (Ward clusters of their coordinates, conditional personas placed in their
+nearest) into a `PersonaMap`; `region_paths` places turn coordinates in regions, by the
+regions' centroid at each turn when the map has them (`calibration`: centroids from multi-turn
+chats), else by the personas' own single-turn centroid. numpy and scipy on small arrays:
+milliseconds.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.cluster.hierarchy import fcluster, linkage
 
 from feature_store.atlas import Atlas
-from feature_store.schema import ORGANIZE_SUMMARY_ATTR
 from sae_atlas.config import DynamicsConfig
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.stages.dynamics.markov import nearest_region
-from sae_atlas.stages.organize import persona_clusters
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class PersonaMap:
     norm); one region per persona cluster: centroids [r, k] (mean coordinates of its personas),
     names (the default persona's region is "assistant", another is named after its persona
     nearest the centroid), members; personas: the atlas's persona table with a `region` column;
-    vectors: persona vectors [P, d_model] in table order; default: the default persona's name.
+    vectors: persona vectors [P, d_model] in table order; default: the default persona's name;
+    turn_centroids: [T, r, k] each region's centroid at turn t of multi-turn chats (None: the
+    single-turn centroids serve every turn).
     """
 
     center: np.ndarray
@@ -44,6 +46,13 @@ class PersonaMap:
     personas: pd.DataFrame
     vectors: np.ndarray
     default: str
+    turn_centroids: np.ndarray | None = None
+
+    def centroids_at(self, turn: int) -> np.ndarray:
+        """[r, k]: the regions' centroids at `turn` (the last calibrated turn beyond them)."""
+        if self.turn_centroids is None:
+            return self.centroids
+        return self.turn_centroids[min(turn, len(self.turn_centroids) - 1)]
 
     def coords(self, points: np.ndarray) -> np.ndarray:
         """Coordinates [..., k] of residual points [..., d_model]."""
@@ -68,23 +77,21 @@ class PersonaMap:
         return int(self.personas.loc[self.personas["name"] == name, "region"].iloc[0])
 
 
-def recorded_persona_space(atlas: Atlas) -> dict[str, Any]:
-    """What organize recorded about the persona space (organize_summary's persona_space: the
-    persona clusters as cluster_of); {} when the atlas has none."""
-    return dict(json.loads(atlas.attrs.get(ORGANIZE_SUMMARY_ATTR, "{}")).get("persona_space", {}))
-
-
-def persona_regions(
-    atlas: Atlas, names: list[str], coords: np.ndarray, max_clusters: int
-) -> np.ndarray:
-    """Region [P] of each of the atlas's personas `names`: its persona cluster as organize
-    recorded it (else clustered again from their coordinates [P, k]), clusters numbered in
-    sorted order of their ids."""
-    cluster_of = recorded_persona_space(atlas).get("cluster_of") or dict(
-        zip(names, persona_clusters(coords, max_clusters).tolist(), strict=True)
-    )
-    ids = sorted(set(cluster_of.values()))
-    return np.array([ids.index(cluster_of[name]) for name in names])
+def persona_regions(coords: np.ndarray, conditional: np.ndarray, n_regions: int) -> np.ndarray:
+    """Region [P] of each persona with coordinates [P, k]: Ward clusters of the personas that
+    are not `conditional` [P] bool (at most n_regions of them), numbered by first appearance;
+    a conditional persona (without its trigger it is the assistant) joins the region of its
+    nearest clustered persona."""
+    core = np.flatnonzero(~conditional)
+    if len(core) < 2:
+        return np.zeros(len(coords), dtype=np.int64)
+    labels = fcluster(linkage(coords[core], "ward"), min(n_regions, len(core)), "maxclust")
+    order = {label: i for i, label in enumerate(dict.fromkeys(labels.tolist()))}
+    region = np.empty(len(coords), dtype=np.int64)
+    region[core] = [order[label] for label in labels]
+    for i in np.flatnonzero(conditional):
+        region[i] = region[core[np.argmin(((coords[core] - coords[i]) ** 2).sum(1))]]
+    return region
 
 
 def region_names(
@@ -92,7 +99,7 @@ def region_names(
 ) -> tuple[np.ndarray, list[str], list[tuple[str, ...]]]:
     """Per region of personas `names` with coordinates [P, k] and `region` [P]: its centroid
     [r, k], its name (the default persona's region is "assistant", another is named after its
-    persona nearest the centroid, +n others) and its member personas."""
+    two personas nearest the centroid, +n others) and its member personas."""
     n_regions = int(region.max()) + 1
     centroids = np.stack([coords[region == r].mean(0) for r in range(n_regions)])
     labels, members = [], []
@@ -102,20 +109,22 @@ def region_names(
         if region[names.index(default)] == r:
             labels.append("assistant")
             continue
-        nearest = rows[np.argmin(((coords[rows] - centroids[r]) ** 2).sum(1))]
-        labels.append(names[nearest] + (f"+{len(rows) - 1}" if len(rows) > 1 else ""))
+        nearest = rows[np.argsort(((coords[rows] - centroids[r]) ** 2).sum(1))[:2]]
+        more = f"+{len(rows) - len(nearest)}" if len(rows) > len(nearest) else ""
+        labels.append("/".join(names[i] for i in nearest) + more)
     return centroids, labels, members
 
 
-def persona_map(atlas: Atlas, max_clusters: int = 8) -> PersonaMap:
-    """Persona space and regions of `atlas`: the persona clusters organize recorded
-    (organize_summary), recomputed from the coordinates when the atlas has none."""
+def persona_map(atlas: Atlas, n_regions: int = 8) -> PersonaMap:
+    """Persona space and regions of `atlas`: its personas in n_regions regions
+    (`persona_regions`)."""
     space = atlas.persona_space()
     personas = atlas.personas()
     names = personas["name"].astype(str).tolist()
     coords = np.stack(personas["coords"].to_list()).astype(np.float64)
     default = atlas.default_persona()
-    region = persona_regions(atlas, names, coords, max_clusters)
+    conditional = (personas["category"].astype(str) == "conditional").to_numpy()
+    region = persona_regions(coords, conditional, n_regions)
     centroids, labels, members = region_names(names, coords, region, default)
     axis = np.asarray(space["assistant_axis"], dtype=np.float64)
     norm = float(np.linalg.norm(axis))
@@ -166,15 +175,15 @@ def starting_personas(pmap: PersonaMap, config: DynamicsConfig) -> list[str]:
 
 
 def region_paths(pmap: PersonaMap, coords: np.ndarray) -> np.ndarray:
-    """Region [n, T] of turn coordinates [n, T, k]; a turn without a point (an empty response)
-    keeps the previous turn's region (the assistant region at turn 0)."""
+    """Region [n, T] of turn coordinates [n, T, k] (the nearest of the regions' centroids at
+    that turn); a turn without a point (an empty response) keeps the previous turn's region
+    (the assistant region at turn 0)."""
     n, turns, _ = coords.shape
-    flat = coords.reshape(n * turns, -1)
-    finite = np.isfinite(flat).all(1)
-    regions = np.full(n * turns, -1, dtype=np.int64)
-    if finite.any():
-        regions[finite] = nearest_region(flat[finite], pmap.centroids)
-    regions = regions.reshape(n, turns)
+    regions = np.full((n, turns), -1, dtype=np.int64)
+    for t in range(turns):
+        finite = np.isfinite(coords[:, t]).all(1)
+        if finite.any():
+            regions[finite, t] = nearest_region(coords[finite, t], pmap.centroids_at(t))
     for t in range(turns):
         previous = regions[:, t - 1] if t else np.full(n, pmap.names.index("assistant"))
         regions[:, t] = np.where(regions[:, t] < 0, previous, regions[:, t])

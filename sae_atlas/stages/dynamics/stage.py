@@ -36,11 +36,8 @@ from sae_atlas.stages.dynamics.experiments import (
     corpus_classifier,
     prepare_experiments,
 )
-from sae_atlas.stages.dynamics.space import PersonaMap
 from sae_atlas.stages.dynamics.steering import half_life
 from sae_atlas.stages.dynamics.tables import (
-    dynamics_tables,
-    natural_arrays,
     stored_summary,
     write_entry,
 )
@@ -103,14 +100,13 @@ def existing_dynamics(
 def dynamics_summary(
     experiments: Experiments,
     natural: NaturalDynamics,
-    robustness: pd.DataFrame,
     classifier: PersonaClassifier,
     steering: SteeringResults,
     markers: pd.DataFrame,
     scan: pd.DataFrame,
 ) -> dict[str, Any]:
     """dynamics/summary without its timings: config, model, headline numbers (JSON-ready)."""
-    pmap, config = experiments.inputs.pmap, experiments.config
+    pmap, config = natural.pmap, experiments.config
     rollouts = natural.rollouts
     relaxation = steering.relaxation
     return json_ready(
@@ -120,16 +116,12 @@ def dynamics_summary(
             "config": to_dict(config),
             "regions": list(pmap.names),
             "stationary": dict(zip(pmap.names, natural.stationary.tolist(), strict=True)),
-            "attractors": [
-                {
-                    "regions": [pmap.names[r] for r in a.regions],
-                    "stationary_mass": a.stationary_mass,
-                    "basin": a.basin,
-                    "relaxation": a.relaxation,
-                }
-                for a in natural.attractors
-            ],
-            "attractor_robustness": robustness.to_dict("records"),
+            "attractors": natural.flow["flow"]
+            .loc[
+                natural.flow["flow"]["attractor"],
+                ["experiment", "region_name", "gain", "gain_low", "hold", "hold_null", "hold_q"],
+            ]
+            .to_dict("records"),
             "n_transitions": int(rollouts.regions.size - len(rollouts.regions)),
             "token_norm": rollouts.token_norm,
             "steer_strength": steering.strength,
@@ -152,18 +144,13 @@ def dynamics_summary(
 
 def dynamics_entries(
     natural: NaturalDynamics,
-    pmap: PersonaMap,
     steering: SteeringResults,
     markers: pd.DataFrame,
     scan: pd.DataFrame,
 ) -> dict[str, pd.DataFrame | np.ndarray]:
     """Every entry of dynamics/ but the summary, by name, in the order they are written."""
-    rollouts = natural.rollouts
     return {
-        **dynamics_tables(
-            rollouts, pmap, natural.stationary, natural.attractors, natural.robustness
-        ),
-        **natural_arrays(rollouts, natural.matrix, pmap),
+        **natural.entries(),
         "kick": steering.relaxation,
         "steering": steering.scores,
         "steering_responses": steering.responses,
@@ -236,10 +223,7 @@ def run_dynamics(
     with clock.step("triggers"):
         scan = experiments.wrapper_scan()
     with clock.step("write"):
-        entries = dynamics_entries(natural, experiments.inputs.pmap, steering, markers, scan)
-        robustness = entries["attractor_robustness"]
-        summary = dynamics_summary(
-            experiments, natural, robustness, classifier, steering, markers, scan
-        )
+        entries = dynamics_entries(natural, steering, markers, scan)
+        summary = dynamics_summary(experiments, natural, classifier, steering, markers, scan)
         replace_dynamics(paths.atlas, choice, entries, summary, clock, started)
     return DynamicsResult(paths.atlas, time.perf_counter() - started, False, summary)

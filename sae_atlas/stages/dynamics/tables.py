@@ -11,7 +11,7 @@ pandas on small tables: milliseconds.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ import pandas as pd
 
 from feature_store.atlas import Atlas, AtlasWriter
 from sae_atlas.stages.dynamics.drift import drift_curves, relative_to_baseline
-from sae_atlas.stages.dynamics.markov import Attractor
 from sae_atlas.stages.dynamics.rollouts import Rollouts
 from sae_atlas.stages.dynamics.space import PersonaMap
 
@@ -28,10 +27,19 @@ DESCRIPTIONS: dict[str, str] = {
     "trajectories": "one row per rollout and assistant turn: provenance, region, assistant-axis "
     "projection, text",
     "regions": "regions of persona space: persona clusters",
-    "attractors": "closed classes of the transition matrix: per attractor and start, basin share "
-    "and relaxation turns",
-    "attractor_robustness": "attractor sets found when the rollouts are resampled with "
-    "replacement: share of resamples with each closed class",
+    "flow": "per rollout condition and region: shares at the first and last turn, occupancy, "
+    "gain (last-turn share minus occupancy) and hold (P(same region next turn)) with bootstrap "
+    "95% intervals over rollouts, against the null of each rollout's turns permuted (p-values, "
+    "BH q-values over conditions x visited regions), the stationary share with its interval, "
+    "observed exits, and whether the region is claimed an attractor",
+    "transitions": "per rollout condition: every observed move between regions with its count "
+    "and P(to | from) with a bootstrap 95% interval over rollouts; a region with no observed "
+    "exit has one row with an empty `to` and NaN P",
+    "return_to_assistant": "per rollout condition, region and lag k: P(in the assistant region "
+    "k turns later | in the region now) from the rollouts, bootstrap 95% interval, the "
+    "permuted-turns null and the fitted chain's prediction",
+    "basins": "per rollout condition, start and region visited: rollouts and shares starting, "
+    "ending and spending turns there",
     "drift": "assistant-axis projection per turn, mean and 95% CI per start category",
     "drift_baseline": "assistant-axis projection per turn minus the default persona's rollout "
     "with the same user turns and seed (what turn position alone does): paired mean and 95% CI "
@@ -40,9 +48,17 @@ DESCRIPTIONS: dict[str, str] = {
     "baseline)",
     "coords": "persona-space coordinates [rows of trajectories, n_components] of each turn "
     "(NaN: an empty response)",
-    "region_centroids": "coordinates [n_regions, n_components] of each region's centroid",
-    "transition_matrix": "row-stochastic turn-to-turn transition matrix [n_regions, n_regions] "
-    "of the rollouts (persona_prompt and scene)",
+    "region_centroids": "coordinates [n_regions, n_components] of each region's centroid: the "
+    "mean of its personas' single-turn coordinates",
+    "turn_centroids": "coordinates [n_turns, n_regions, n_components] of each region's centroid "
+    "at each turn of multi-turn chats built from its personas' corpus responses: the turns of "
+    "rollouts are placed by these",
+    "resolution": "how well the regions are resolved: per method (multi_turn: turn centroids "
+    "from one fold of prompt variants assign the other fold's calibration turns; single_turn: "
+    "the personas' own centroids) and turn, the share of turns placed in their persona's "
+    "region, against chance (the largest region's share)",
+    "transition_matrix": "turn-to-turn transition matrix [n_regions, n_regions] of every rollout "
+    "pooled, from counts (a row of NaN: the region has no observed exit)",
     "kick": "steering kick at turn 0 and the relaxation after it: per target, control and turn, "
     "the distance in persona space to the unkicked conversation on the same prompt and seed",
     "steering": "persona classifier's probability of the target on the kicked turn: persona "
@@ -60,8 +76,10 @@ DESCRIPTIONS: dict[str, str] = {
 table, under its stored name)."""
 
 COLUMNS: dict[str, str] = {
-    "experiment": "persona_prompt (a system prompt, then neutral questions) or scene (no "
-    "system prompt after a scene-setting first turn)",
+    "experiment": "rollout condition: persona_prompt (a system prompt kept every turn, neutral "
+    "questions), persona_once (the persona's system prompt for the first turn only, an empty "
+    "one after), scene (no system prompt after a scene-setting first turn) or self_talk (the "
+    "model writes both sides after an opener)",
     "start": "starting persona, or scene:<name>",
     "group": "the start's persona category (scene for scenes)",
     "seed": "rollout seed index",
@@ -74,17 +92,47 @@ COLUMNS: dict[str, str] = {
     "id": "region id (row of transition_matrix)",
     "name": "region name (the default persona's region is assistant)",
     "personas": "personas of the region (;-separated)",
-    "stationary": "long-run share of turns in the region",
-    "in_attractor": "share of bootstrap resamples of the rollouts in which the region lies in "
-    "an attractor",
-    "found": "share of bootstrap resamples of the rollouts with exactly this attractor",
-    "in_estimate": "the attractor is found on all rollouts (dynamics/attractors)",
-    "attractor": "attractor id",
-    "regions": "regions of the attractor (;-separated names)",
-    "stationary_mass": "stationary mass of the attractor",
-    "basin": "share of the start's rollouts that end in the attractor",
-    "relaxation": "mean turns until the start's rollouts enter the attractor for good (NaN: "
-    "none does)",
+    "stationary": "long-run share of turns in the region under the fitted chain (NaN: no "
+    "observed exit)",
+    "stationary_low": "lower end of the stationary share's bootstrap 95% interval",
+    "stationary_high": "upper end of the stationary share's bootstrap 95% interval",
+    "n_rollouts": "rollouts of the condition",
+    "start_share": "share of rollouts in the region at the first turn",
+    "end_share": "share of rollouts in the region at the last turn",
+    "occupancy": "share of all turns in the region (the last-turn share expected when each "
+    "rollout's turns are permuted)",
+    "gain": "end_share minus occupancy: flow into the region over the conversation",
+    "gain_low": "lower end of gain's bootstrap 95% interval over rollouts",
+    "gain_high": "upper end of gain's bootstrap 95% interval over rollouts",
+    "gain_p": "one-sided permutation p-value of end_share (each rollout's turns permuted)",
+    "gain_q": "Benjamini-Hochberg q-value of gain_p over conditions x visited regions",
+    "hold": "P(in the same region next turn | in it now)",
+    "hold_low": "lower end of hold's bootstrap 95% interval",
+    "hold_high": "upper end of hold's bootstrap 95% interval",
+    "hold_null": "hold expected when each rollout's turns are permuted",
+    "hold_excess_low": "lower end of the bootstrap 95% interval of hold minus hold_null",
+    "hold_excess_high": "upper end of the bootstrap 95% interval of hold minus hold_null",
+    "hold_p": "one-sided permutation p-value of hold",
+    "hold_q": "Benjamini-Hochberg q-value of hold_p over conditions x visited regions",
+    "leak": "share of the region's moves into regions without an observed exit",
+    "exits": "observed moves out of the region to another",
+    "no_exit": "no move from the region was observed (it was seen at last turns only): its "
+    "row of the transition matrix is unknown, not a self-loop",
+    "attractor": "claimed attractor: gain and hold excess above 0 in the bootstrap and both "
+    "q-values <= fdr",
+    "method": "multi_turn (cross-fitted turn centroids) or single_turn (the personas' "
+    "single-turn centroids)",
+    "accuracy": "share of calibration turns placed in their own persona's region",
+    "chance": "share of the largest region among the calibration turns",
+    "from": "region the move starts in",
+    "to": "region the move ends in (empty: no observed exit)",
+    "count": "number of moves observed",
+    "p": "P(to | from) from the counts",
+    "lag": "turns later (k)",
+    "pairs": "pairs of turns (t, t + k) starting in the region",
+    "p_return": "P(in the assistant region k turns later | in the region now)",
+    "null": "p_return expected when each rollout's turns are permuted",
+    "markov": "p_return the fitted transition matrix predicts ((P^k)[region, assistant])",
     "curve": "raw (the projection) or baseline (minus the default persona's rollout on the "
     "same user turns and seed)",
     "mean": "mean over rollouts",
@@ -122,6 +170,14 @@ COLUMNS: dict[str, str] = {
 }
 """Descriptions of every column of the dynamics/ tables."""
 
+PREFIXES: dict[str, str] = {
+    "long_": "the long rollout experiment (scripts/attractors.py: more turns, seeds and starts "
+    "than the build's dynamics stage; rerun it after the stage replaces dynamics/)",
+    "selection_": "the persona-selection experiment (scripts/persona_selection.py; rerun it "
+    "after the dynamics stage replaces dynamics/)",
+}
+"""Prefixes of dynamics/ entries written by scripts rather than the stage, and what wrote them."""
+
 NUL_SYMBOL = "\u2400"
 """What a NUL character in sampled text is stored as (U+2400, the symbol for null)."""
 
@@ -140,16 +196,25 @@ def storable_text(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**escaped)
 
 
-def write_entry(writer: AtlasWriter, name: str, data: pd.DataFrame | np.ndarray | str) -> None:
-    """dynamics/<name>: a table (its columns described from COLUMNS, its text storable), an
-    array or a JSON text, described from DESCRIPTIONS."""
+def write_entry(
+    writer: AtlasWriter,
+    name: str,
+    data: pd.DataFrame | np.ndarray | str,
+    prefix: str = "",
+    descriptions: Mapping[str, str] = DESCRIPTIONS,
+    columns: Mapping[str, str] = COLUMNS,
+) -> None:
+    """dynamics/<prefix><name>: a table (its columns described from `columns`, its text
+    storable), an array or a JSON text, described from `descriptions` (with a prefix: what
+    made it, from PREFIXES, first)."""
+    description = f"{PREFIXES[prefix]}: {descriptions[name]}" if prefix else descriptions[name]
     if isinstance(data, pd.DataFrame):
-        columns = {c: COLUMNS[c] for c in data.columns}
+        described = {c: columns[c] for c in data.columns}
         writer.write_dynamics(
-            name, storable_text(data), DESCRIPTIONS[name], column_descriptions=columns
+            prefix + name, storable_text(data), description, column_descriptions=described
         )
     else:
-        writer.write_dynamics(name, data, DESCRIPTIONS[name])
+        writer.write_dynamics(prefix + name, data, description)
 
 
 def stored_summary(atlas_path: str | Path) -> dict[str, Any] | None:
@@ -202,59 +267,16 @@ def drift_tables(
     return drift_curves(natural.axis, categories), drift_curves(relative, categories), by_start
 
 
-def region_table(
-    pmap: PersonaMap, stationary: np.ndarray, in_attractor: np.ndarray
-) -> pd.DataFrame:
-    """One row per region: id, name, member personas, stationary share and the share of
-    bootstrap resamples in which it lies in an attractor."""
+def region_table(pmap: PersonaMap, stationary: np.ndarray) -> pd.DataFrame:
+    """One row per region: id, name, member personas and stationary share (every rollout
+    pooled; NaN: no observed exit)."""
     return pd.DataFrame(
         {
             "id": np.arange(len(pmap.names)),
             "name": list(pmap.names),
             "personas": [";".join(m) for m in pmap.members],
             "stationary": stationary,
-            "in_attractor": in_attractor,
         }
-    )
-
-
-def robustness_table(
-    pmap: PersonaMap, found: dict[tuple[int, ...], float], attractors: Sequence[Attractor]
-) -> pd.DataFrame:
-    """One row per attractor set found in the bootstrap (`found`: share of resamples) or on all
-    rollouts (found 0.0 when the bootstrap never finds it), with whether it is in the estimate."""
-    estimated = {a.regions for a in attractors}
-    shares = {**found, **{m: 0.0 for m in estimated if m not in found}}
-    return pd.DataFrame(
-        [
-            {
-                "regions": ";".join(pmap.names[r] for r in members),
-                "found": share,
-                "in_estimate": members in estimated,
-            }
-            for members, share in shares.items()
-        ],
-        columns=["regions", "found", "in_estimate"],
-    )
-
-
-def basin_table(pmap: PersonaMap, attractors: Sequence[Attractor]) -> pd.DataFrame:
-    """One row per attractor and start: the attractor's regions and stationary mass, the start's
-    basin share and relaxation turns (NaN: none of its rollouts settles there)."""
-    return pd.DataFrame(
-        [
-            {
-                "attractor": k,
-                "regions": ";".join(pmap.names[r] for r in a.regions),
-                "stationary_mass": a.stationary_mass,
-                "start": start,
-                "basin": share,
-                "relaxation": a.relaxation.get(start, float("nan")),
-            }
-            for k, a in enumerate(attractors)
-            for start, share in a.basin.items()
-        ],
-        columns=["attractor", "regions", "stationary_mass", "start", "basin", "relaxation"],
     )
 
 
@@ -262,10 +284,17 @@ def natural_arrays(
     rollouts: Rollouts, matrix: np.ndarray, pmap: PersonaMap
 ) -> dict[str, np.ndarray]:
     """The arrays of the natural rollouts, by entry name: each turn's coordinates [rows of
-    trajectories, k] and the region centroids [r, k] (float32), the transition matrix [r, r]."""
+    trajectories, k], the region centroids [r, k] and, when calibrated, per turn [T, r, k]
+    (float32), the transition matrix [r, r]."""
+    turn_centroids = (
+        {}
+        if pmap.turn_centroids is None
+        else {"turn_centroids": pmap.turn_centroids.astype(np.float32)}
+    )
     return {
         "coords": rollouts.coords.reshape(-1, rollouts.coords.shape[-1]).astype(np.float32),
         "region_centroids": pmap.centroids.astype(np.float32),
+        **turn_centroids,
         "transition_matrix": matrix,
     }
 
@@ -274,19 +303,34 @@ def dynamics_tables(
     natural: Rollouts,
     pmap: PersonaMap,
     stationary: np.ndarray,
-    attractors: Sequence[Attractor],
-    robustness: tuple[dict[tuple[int, ...], float], np.ndarray],
+    flow: dict[str, pd.DataFrame],
 ) -> dict[str, pd.DataFrame]:
-    """The tables of the natural rollouts, by entry name: trajectories, regions, attractors and
-    their robustness (`attractor_robustness`), drift raw and baseline-subtracted."""
-    found, in_attractor = robustness
+    """The tables of the natural rollouts, by entry name: trajectories, regions, the flow
+    tables per condition (`flow_tables`: flow, transitions, return_to_assistant, basins), drift
+    raw and baseline-subtracted."""
     drift, drift_baseline, drift_by_start = drift_tables(natural, pmap.default)
     return {
         "trajectories": trajectories_table(natural, pmap),
-        "regions": region_table(pmap, stationary, in_attractor),
-        "attractors": basin_table(pmap, attractors),
-        "attractor_robustness": robustness_table(pmap, found, attractors),
+        "regions": region_table(pmap, stationary),
+        **flow,
         "drift": drift,
         "drift_baseline": drift_baseline,
         "drift_by_start": drift_by_start,
+    }
+
+
+def natural_entries(
+    natural: Rollouts,
+    pmap: PersonaMap,
+    stationary: np.ndarray,
+    flow: dict[str, pd.DataFrame],
+    resolution: pd.DataFrame,
+    matrix: np.ndarray,
+) -> dict[str, pd.DataFrame | np.ndarray]:
+    """Every dynamics/ entry of the natural rollouts, by name, in the order they are written:
+    `dynamics_tables`, the regions' resolution and `natural_arrays`."""
+    return {
+        **dynamics_tables(natural, pmap, stationary, flow),
+        "resolution": resolution,
+        **natural_arrays(natural, matrix, pmap),
     }

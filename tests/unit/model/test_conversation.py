@@ -47,3 +47,26 @@ def test_steers_only_the_kicked_turn_and_pairs_seeds(tiny):
         converse(tiny, heads, [["Hi"]] * 2, [1, 1], 2, config)
     written = converse(tiny, heads, [["Hi"]] * 2, [1, 1], 2, config, True)
     assert [m["role"] for m in written[0]] == ["user", "assistant"] * 2
+
+
+def test_system_prompt_given_once_and_per_conversation_user_instructions(tiny, model):
+    heads, turns = [PIRATE, PIRATE], [["Hello?", "Why?"]] * 2
+    kept = converse(tiny, heads, turns, [3, 3], 2, CONFIG, model=model)
+    once = converse(tiny, heads, turns, [3, 3], 2, CONFIG, model=model, system_once=[1])
+    assert once[0] == kept[0]  # untouched
+    assert once[1][0] == {"role": "system", "content": ""}  # dropped after the first turn
+    assert once[1][2] == kept[1][2]  # the first reply was sampled with the prompt, same seed
+    written = converse(
+        tiny,
+        [[], []],
+        [["Hi."], ["Hi."]],
+        [4, 4],
+        2,
+        CONFIG,
+        True,
+        model=model,
+        user_instruction=["Talk like a pirate.", "Talk like a robot."],
+    )
+    assert written[0][1] == written[1][1]  # same opener, same seed, same first reply
+    assert written[0][2]["role"] == "user"
+    assert written[0][2] != written[1][2]  # the writers were told different things
