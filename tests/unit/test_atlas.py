@@ -518,7 +518,6 @@ def test_regions_reads_the_dynamics_stage_tables(atlas_path):
             "name": ["assistant", "pirate+1"],
             "personas": ["assistant;poet", "pirate"],
             "stationary": [0.7, 0.3],
-            "in_attractor": [0.9, 0.1],
         }
     )
     centroids = np.array([[0.5, -1.0], [2.0, 0.25]], dtype=np.float32)

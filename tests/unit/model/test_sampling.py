@@ -83,8 +83,8 @@ def test_shared_prefill_samples_the_same_tokens(tiny, model):
     config = replace(CONFIG, personas=("pirate", "chef", "doctor"), max_new_tokens=12)
     jobs = corpus_jobs(load_catalogue(), config)
     prompts = [prompt_ids(tiny, job.messages()) for job in jobs]
-    _group, prefix = shared_prefixes(prompts)
-    assert len(prefix) < len(jobs) / 2 and prefix.min() >= 20  # the test shares prefixes
+    group, prefix = shared_prefixes(prompts)
+    assert np.bincount(group).max() >= 3 and prefix.max() > 20  # the test shares prefixes
     seeds = [job.seed for job in jobs]
     stops, pad = stop_token_ids(tiny), int(tiny.tokenizer.pad_token_id or 0)
     shared = decode(model, prompts, seeds, config, stops, pad)
