@@ -73,24 +73,8 @@ def converse(
     n = len(heads)
     _check_chats(n, user_turns, seeds, steering, n_turns, model_plays_user)
     model = model if model is not None else sampling_model(handle, config.dtype)
-    stop_ids = stop_token_ids(handle)
-    pad_id = int(handle.tokenizer.pad_token_id or 0)
     chats = [list(head) for head in heads]
-
-    def speak(rows: Sequence[int], prompts: Sequence[Messages], role: str, turn: int) -> None:
-        for start in range(0, len(rows), config.batch_size):
-            chunk = rows[start : start + config.batch_size]
-            new_tokens = decode(
-                model,
-                [prompt_ids(handle, prompts[r]) for r in chunk],
-                [job_seed(seeds[r], turn, role) for r in chunk],
-                config,
-                stop_ids,
-                pad_id,
-            )
-            for r, tokens in zip(chunk, new_tokens, strict=True):
-                chats[r].append(message(role, new_tokens_text(handle, tokens, stop_ids)))
-
+    speak = _Speaker(handle, model, seeds, config, chats)
     for turn in range(n_turns):
         given = [i for i in range(n) if turn < len(user_turns[i])]
         for i in given:
@@ -102,17 +86,24 @@ def converse(
             )
             swapped = [swap_roles(c, text) for c, text in zip(chats, instructions, strict=True)]
             speak(written, swapped, "user", turn)
-        groups: dict[tuple[Intervention, ...], list[int]] = {}
-        for i in range(n):
-            key = steering[i] if steering is not None and turn in steer_turns else ()
-            groups.setdefault(key, []).append(i)
-        for key, rows in groups.items():
+        active = steering if steering is not None and turn in steer_turns else None
+        for key, rows in _steering_groups(n, active).items():
             with steered(handle, model, key):
                 speak(rows, chats, "assistant", turn)
         if turn == 0:
             for i in system_once:
                 chats[i] = [message("system", "") if m["role"] == "system" else m for m in chats[i]]
     return chats
+
+
+def _steering_groups(
+    n: int, steering: Sequence[tuple[Intervention, ...]] | None
+) -> dict[tuple[Intervention, ...], list[int]]:
+    """Conversations 0..n-1 grouped by the hooks they decode under (all under () without)."""
+    groups: dict[tuple[Intervention, ...], list[int]] = {}
+    for i in range(n):
+        groups.setdefault(steering[i] if steering is not None else (), []).append(i)
+    return groups
 
 
 def _check_chats(
@@ -133,3 +124,38 @@ def _check_chats(
             f"converse: chat {short[0]} has {len(user_turns[short[0]])} user turns for "
             f"{n_turns} turns; give more or set model_plays_user"
         )
+
+
+class _Speaker:
+    """Samples the next message of chosen conversations (batches of config.batch_size) and
+    appends it to their chats under `role`."""
+
+    def __init__(
+        self,
+        handle: ModelHandle,
+        model: torch.nn.Module,
+        seeds: Sequence[int],
+        config: CorpusConfig,
+        chats: list[Messages],
+    ) -> None:
+        self.handle, self.model, self.seeds = handle, model, seeds
+        self.config, self.chats = config, chats
+        self.stop_ids = stop_token_ids(handle)
+        self.pad_id = int(handle.tokenizer.pad_token_id or 0)
+
+    def __call__(
+        self, rows: Sequence[int], prompts: Sequence[Messages], role: str, turn: int
+    ) -> None:
+        for start in range(0, len(rows), self.config.batch_size):
+            chunk = rows[start : start + self.config.batch_size]
+            new_tokens = decode(
+                self.model,
+                [prompt_ids(self.handle, prompts[r]) for r in chunk],
+                [job_seed(self.seeds[r], turn, role) for r in chunk],
+                self.config,
+                self.stop_ids,
+                self.pad_id,
+            )
+            for r, tokens in zip(chunk, new_tokens, strict=True):
+                text = new_tokens_text(self.handle, tokens, self.stop_ids)
+                self.chats[r].append(message(role, text))
