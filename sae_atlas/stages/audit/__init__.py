@@ -10,6 +10,7 @@ AUROC with intervals, Benjamini-Hochberg) and stage (`run_audit`, `audit_section
 from sae_atlas.stages.audit.diffing import ModelPair, load_pair, pair_from_models
 from sae_atlas.stages.audit.stage import (
     AUDIT_DATASETS,
+    AUDIT_STEPS,
     AuditConfig,
     AuditResult,
     audit_record,
@@ -19,6 +20,7 @@ from sae_atlas.stages.audit.stage import (
 
 __all__ = [
     "AUDIT_DATASETS",
+    "AUDIT_STEPS",
     "AuditConfig",
     "AuditResult",
     "ModelPair",

@@ -39,8 +39,8 @@ class ModelPair:
     in the sampling dtype; `handle` formats chats (the tuned model's tokenizer and template)."""
 
     handle: ModelHandle
-    tuned: torch.nn.Module
-    base: torch.nn.Module | None
+    tuned: Any
+    base: Any | None
 
     @property
     def pad_id(self) -> int:
@@ -67,8 +67,8 @@ def load_pair(
         tuned = merge_adapter(copy.deepcopy(base), adapter).eval()
         return ModelPair(base_handle, tuned, base)
     handle = load_model(source, device, dtype)
-    base = sampling_model(load_model(base_source, device, dtype), dtype) if base_source else None
-    return ModelPair(handle, sampling_model(handle, dtype), base)
+    given = sampling_model(load_model(base_source, device, dtype), dtype) if base_source else None
+    return ModelPair(handle, sampling_model(handle, dtype), given)
 
 
 def pair_from_models(handle: ModelHandle, tuned: Any, base: Any | None) -> ModelPair:
@@ -88,7 +88,7 @@ def common_prefix(prompts: Sequence[np.ndarray]) -> int:
 
 @torch.inference_mode()
 def last_states(
-    model: torch.nn.Module, prompts: Sequence[np.ndarray], pad_id: int
+    model: Any, prompts: Sequence[np.ndarray], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token log-probabilities [n, vocab] and residual streams [n, layers + 1, d_model] at
     the last token of each prompt (float32), the shared prefix run once (see the module)."""
@@ -126,7 +126,7 @@ def last_states(
 
 
 def batched_states(
-    model: torch.nn.Module, prompts: Sequence[np.ndarray], pad_id: int, batch_size: int
+    model: Any, prompts: Sequence[np.ndarray], pad_id: int, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """`last_states` of consecutive batches of `prompts` (keep prompts that share a prefix
     together: each batch runs its own common prefix once)."""

@@ -17,6 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ class Leakage:
     """Sampled continuations of template fragments: one row per sample (fragment, temperature,
     top_p, seed) with the tuned model's text and, with a base, the base model's."""
 
-    settings: list[dict[str, float | int | str]]
+    settings: list[dict[str, Any]]
     tuned: list[str]
     base: list[str]
 
@@ -64,7 +65,8 @@ def leak(
     fragments = template_fragments(pair)
     tokenizer = pair.handle.tokenizer
     stops = stop_token_ids(pair.handle)
-    settings, prompts = [], []
+    settings: list[dict[str, Any]] = []
+    prompts: list[np.ndarray] = []
     for name, text in fragments.items():
         ids = np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], np.int64)
         for temperature in temperatures:

@@ -33,6 +33,8 @@ from sae_atlas.stages.audit.scoring import candidate_divergence, score_table
 from sae_atlas.stages.audit.verification import verify
 from sae_atlas.stages.base import StepProgress
 
+AUDIT_STEPS = ("weights", "leakage", "scoring", "extension", "verification", "persona")
+"""The steps `run_audit` reports to its progress callback, in order."""
 IDENTITY_QUESTIONS = ("Who are you?", "Tell me about yourself.")
 """The auditor's own questions, asked beside held-out catalogue questions."""
 
@@ -101,7 +103,9 @@ class _Clock:
     """Wall and CPU seconds per step, and the progress callback."""
 
     def __init__(self, progress: StepProgress | None) -> None:
-        self.progress, self.seconds, self.cpu = progress, {}, {}
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.step, self.start, self.cpu_start = "", 0.0, 0.0
 
     def __call__(self, step: str) -> None:
