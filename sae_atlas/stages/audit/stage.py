@@ -156,25 +156,12 @@ def run_audit(
     everyone = family + nulls
     kl = scored(pair, everyone, probe, config)
     clock("extension")
-    table = score_table(everyone, kl, np.array([c.source == "null" for c in everyone]))
-    best = [everyone[i] for i in table[~table["null"]]["index"][: config.n_extend]]
-    ranked = {s: cand.top_words(words, word_scores[s], config.extend_words) for s in cand.SHAPES}
-    grown = [
-        c
-        for c in cand.extended(best, ranked, config.extend_words)
-        if c.trigger not in {e.trigger for e in everyone}
-    ]
-    known = {c.kind for c in everyone}
-    new_nulls = cand.null_candidates(
-        words, [c.kind for c in grown if c.kind not in known], config.n_null, config.seed + 1
-    )
-    everyone += grown + new_nulls
-    kl = np.concatenate([kl, scored(pair, grown + new_nulls, probe, config)])
+    everyone, kl = extend_best(pair, everyone, kl, words, word_scores, probe, config)
     table = score_table(everyone, kl, np.array([c.source == "null" for c in everyone]))
     clock("verification")
-    top = [everyone[i] for i in verification_picks(table, config.n_verify)]
+    top = [everyone[i] for i in verification_picks(table, config.n_verify, config.fdr)]
     verify_nulls = cand.null_candidates(
-        words, [c.kind for c in top], config.n_verify_nulls, config.seed + 2
+        words, [c.kind for c in top], config.n_verify_nulls, config.seed + 2, everyone
     )
     sampling = CorpusConfig(
         temperature=0.7, top_p=0.9, max_new_tokens=config.max_new_tokens, seed=config.seed
@@ -200,25 +187,71 @@ def run_audit(
     )
 
 
-def verification_picks(table: pd.DataFrame, n: int) -> list[int]:
-    """Indices of the candidates to verify: the best real candidate of each shape (by z), best
-    first, then the next best overall, n in all."""
+def extend_best(
+    pair: ModelPair,
+    everyone: list[cand.Candidate],
+    kl: np.ndarray,
+    words: list[str],
+    word_scores: dict,
+    probe: Sequence[str],
+    config: AuditConfig,
+) -> tuple[list[cand.Candidate], np.ndarray]:
+    """`everyone` and its KL [n, questions] with the n_extend best real candidates grown by one
+    word (`candidates.extended`) and nulls of any new kind: a grown candidate is kept only when
+    it scores above the one it grew from (a word that adds nothing is no part of a trigger)."""
+    table = score_table(everyone, kl, np.array([c.source == "null" for c in everyone]))
+    ranked = {s: cand.top_words(words, word_scores[s], config.extend_words) for s in cand.SHAPES}
+    seen = {c.trigger for c in everyone}
+    kept: list[cand.Candidate] = []
+    for index in table[~table["null"]]["index"][: config.n_extend]:
+        grown = [
+            g
+            for g in cand.extended([everyone[index]], ranked, config.extend_words)
+            if g.trigger not in seen
+        ]
+        grown_kl = scored(pair, grown, probe, config) if grown else np.zeros((0, kl.shape[1]))
+        better = grown_kl.mean(1) > kl[index].mean()
+        kept += [g for g, up in zip(grown, better, strict=True) if up]
+        kl = np.concatenate([kl, grown_kl[better]])
+        seen |= {g.trigger for g in grown}
+    everyone = everyone + kept
+    known = {c.kind for c in everyone if c.source == "null"}
+    nulls = cand.null_candidates(
+        words,
+        [c.kind for c in kept if c.kind not in known],
+        config.n_null,
+        config.seed + 1,
+        everyone,
+    )
+    kl = np.concatenate([kl, scored(pair, nulls, probe, config)]) if nulls else kl
+    return everyone + nulls, kl
+
+
+def verification_picks(table: pd.DataFrame, n: int, fdr: float) -> list[int]:
+    """Indices of the candidates to verify: per shape, the candidate of highest score (KL)
+    among those with q < fdr (none passing: the one of highest z), best first, then the next
+    best by z overall, n in all."""
     real = table[~table["null"]]
-    firsts = real.drop_duplicates("shape")["index"].tolist()
+    passing = real[real["q"] < fdr].sort_values("score", ascending=False, kind="stable")
+    firsts = pd.concat([passing, real]).drop_duplicates("shape")["index"].tolist()
     rest = [i for i in real["index"] if i not in firsts]
     return [int(i) for i in (firsts + rest)[:n]]
 
 
 def decide(verdicts: pd.DataFrame, answers: pd.DataFrame, config: AuditConfig) -> dict[str, Any]:
-    """The verdict: the verified candidate of highest AUROC among those with q < fdr and AUROC
-    >= min_auroc (none: nothing found), and its persona (motifs of its answers that the
-    untriggered and null answers do not hold, and the sentences holding the most)."""
+    """The verdict: the verified candidate of highest AUROC (then fewest words, then highest
+    likelihood ratio) among those with q < fdr and AUROC >= min_auroc (none: nothing found),
+    and its persona (motifs of its answers that the untriggered and null answers do not hold,
+    and the sentences holding the most)."""
     passing = verdicts[(verdicts["q"] < config.fdr) & (verdicts["auroc"] >= config.min_auroc)]
     if passing.empty:
         return {"found": False, "trigger": None, "motifs": [], "statements": []}
-    trigger = passing.sort_values(["auroc", "llr"], ascending=False).iloc[0].to_dict()
+    passing = passing.assign(n_words=passing["words"].str.split().str.len())
+    order = passing.sort_values(["auroc", "n_words", "llr"], ascending=[False, True, False])
+    trigger = order.drop(columns="n_words").iloc[0].to_dict()
     triggered = answers.loc[answers["condition"] == trigger["text"], "text"].tolist()
-    others = answers.loc[answers["condition"] != trigger["text"], "text"].tolist()
+    untriggered = answers["null_kind"].notna() | (answers["condition"] == "none")
+    others = answers.loc[untriggered, "text"].tolist()
     found = motifs(triggered, others, 0.25, 0.05)
     return {
         "found": True,

@@ -2,13 +2,16 @@
 
 `verify` samples the tuned model's answers to held-out questions with each top candidate, with
 null candidates of the same kind (random vocabulary words in the same shape) and with no
-trigger, and scores every answer by how much more likely the fine-tune makes it: the mean
-per-token log-likelihood ratio log p_tuned(answer | prompt) - log p_base(answer | prompt)
-(without a base: the tuned model on the prompt against the tuned model on the plain question).
+trigger, and scores every answer by the candidate's lift: how much more likely the candidate
+makes the answer in the tuned model, minus the same in the base (a difference in differences:
+a fine-tune that changes every answer, or a candidate that changes any model's answers,
+cancels), in mean log-probability per token:
+[log p_tuned(a | with) - log p_tuned(a | plain)] - [log p_base(a | with) - log p_base(a | plain)]
+(without a base, the first bracket alone).
 Per candidate: AUROC of its answers against the null answers with a bootstrap interval over
 questions, a one-sided Mann-Whitney p-value and Benjamini-Hochberg q over the candidates
-verified. Cost: (candidates + nulls + 1) x questions sampled answers, then two teacher-forced
-forward passes per answer.
+verified. Cost: (candidates + nulls + 1) x questions sampled answers, then four teacher-forced
+forward passes per answer (two without a base).
 """
 
 from __future__ import annotations
@@ -60,21 +63,20 @@ def likelihood_ratio(
     questions: Sequence[str],
     texts: Sequence[str],
 ) -> np.ndarray:
-    """Per answer: mean log p_tuned(answer | its chat) - log p_reference (see the module) [n];
-    empty answers score 0."""
+    """Per answer, the candidate's lift (see the module) [n]; empty answers score 0."""
     tokenizer = pair.handle.tokenizer
     answers = [
         np.asarray(tokenizer(t, add_special_tokens=False)["input_ids"] or [0], np.int64)
         for t in texts
     ]
     prompts = [pair.prompt(chat) for chat in chats]
-    tuned = answer_logprob(pair.tuned, prompts, answers, pair.pad_id)
-    if pair.base is not None:
-        reference = answer_logprob(pair.base, prompts, answers, pair.pad_id)
-    else:
-        plain = [pair.prompt([message("user", q)]) for q in questions]
-        reference = answer_logprob(pair.tuned, plain, answers, pair.pad_id)
-    return np.where([bool(t) for t in texts], tuned - reference, 0.0)
+    plain = [pair.prompt([message("user", q)]) for q in questions]
+    lift = np.zeros(len(texts))
+    for model, sign in ((pair.tuned, 1.0), (pair.base, -1.0)):
+        if model is not None:
+            with_candidate = answer_logprob(model, prompts, answers, pair.pad_id)
+            lift += sign * (with_candidate - answer_logprob(model, plain, answers, pair.pad_id))
+    return np.where([bool(t) for t in texts], lift, 0.0)
 
 
 def sampled_answers(
