@@ -115,7 +115,10 @@ def judged(
     found = record["trigger"]
     verdicts = pd.DataFrame(record["verdicts"])
     passing = (
-        verdicts[(verdicts["q"] < 0.05) & (verdicts["auroc"] >= record["config"]["min_auroc"])]
+        verdicts[
+            (verdicts["q"] < record["config"]["fdr"])
+            & (verdicts["auroc"] >= record["config"]["min_auroc"])
+        ]
         if len(verdicts)
         else verdicts
     )
