@@ -1,7 +1,8 @@
 """The `sae-atlas` command (`app`, the console script of pyproject.toml): thin commands that
-parse their options, call the library and print. `stages` has one command per stage, `build`
-the whole pipeline, `inspect` the commands that read files or the machine (info, query, doctor);
-`options` the options they share, `app` the Typer app, one-line errors and progress bars."""
+parse their options, call the library and print. `stages` has one command per stage, `audit`
+the planted-persona audit, `build` the whole pipeline, `inspect` the commands that read files
+or the machine (info, query, doctor); `options` the options they share, `app` the Typer app,
+one-line errors and progress bars."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import importlib
 
 from sae_atlas.cli.app import app
 
-for _module in ("stages", "build", "inspect"):  # their commands register on app, listed in order
+for _module in (
+    "stages",
+    "audit",
+    "build",
+    "inspect",
+):  # their commands register on app, listed in order
     importlib.import_module(f"sae_atlas.cli.{_module}")
 
 __all__ = ["app", "main"]

@@ -14,6 +14,7 @@ def test_every_command_has_help_with_an_example():
         "label",
         "organize",
         "dynamics",
+        "audit",
         "report",
         "build",
         "info",
@@ -27,7 +28,7 @@ def test_every_command_has_help_with_an_example():
 def test_every_model_command_takes_profile_model_adapter_device_and_dtype():
     runner = CliRunner()
     options = ("--profile", "--model", "--adapter", "--device", "--dtype")
-    for command in ("corpus", "harvest", "train", "label", "dynamics", "build"):
+    for command in ("corpus", "harvest", "train", "label", "dynamics", "audit", "build"):
         result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
         assert all(option in result.output for option in options), command
     organize = runner.invoke(app, ["organize", "--help"], env={"COLUMNS": "200"}).output

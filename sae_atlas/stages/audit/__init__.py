@@ -1,0 +1,32 @@
+"""The planted-persona audit: find a trigger-gated persona, its trigger and who it is, from a
+tuned model (and its base) alone, with no list of triggers.
+
+diffing (the two models side by side, no sampling), leakage (template-only generations and
+motifs), candidates (words the fine-tune reads, a generated family of shapes, nulls), scoring
+(KL at the first response token against nulls of the same kind), verification (sampled answers,
+AUROC with intervals, Benjamini-Hochberg) and stage (`run_audit`, `audit_section`).
+"""
+
+from sae_atlas.stages.audit.diffing import ModelPair, load_pair, pair_from_models
+from sae_atlas.stages.audit.stage import (
+    AUDIT_DATASETS,
+    AUDIT_STEPS,
+    AuditConfig,
+    AuditResult,
+    audit_record,
+    audit_section,
+    run_audit,
+)
+
+__all__ = [
+    "AUDIT_DATASETS",
+    "AUDIT_STEPS",
+    "AuditConfig",
+    "AuditResult",
+    "ModelPair",
+    "audit_record",
+    "audit_section",
+    "load_pair",
+    "pair_from_models",
+    "run_audit",
+]
