@@ -132,10 +132,7 @@ def run_audit(
     clock = _Clock(progress)
     probe, verify_questions = audit_questions(config.n_probe, config.n_verify_questions)
     clock("weights")
-    tokenizer = pair.handle.tokenizer
-    token_scores = np.maximum(token_read_shift(pair), robust_z(weight_shift(pair)))
-    words = cand.vocabulary_words(tokenizer)
-    word_scores = cand.word_scores(tokenizer, words, token_scores)
+    words, word_scores = moved_words(pair)
     clock("leakage")
     leaked = leak(
         pair,
@@ -185,6 +182,15 @@ def run_audit(
         cpu_seconds=clock.cpu,
         config=config,
     )
+
+
+def moved_words(pair: ModelPair) -> tuple[list[str], np.ndarray]:
+    """The tokenizer's whole words and how much the fine-tune moved each (the larger of the
+    first layer's read shift and the robust z of the weight shift over its tokens)."""
+    tokenizer = pair.handle.tokenizer
+    token_scores = np.maximum(token_read_shift(pair), robust_z(weight_shift(pair)))
+    words = cand.vocabulary_words(tokenizer)
+    return words, cand.word_scores(tokenizer, words, token_scores)
 
 
 def extend_best(
