@@ -184,9 +184,9 @@ def run_audit(
     )
 
 
-def moved_words(pair: ModelPair) -> tuple[list[str], np.ndarray]:
-    """The tokenizer's whole words and how much the fine-tune moved each (the larger of the
-    first layer's read shift and the robust z of the weight shift over its tokens)."""
+def moved_words(pair: ModelPair) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The tokenizer's whole words and, per shape, how much the fine-tune moved each (the larger
+    of the first layer's read shift and the robust z of the weight shift over its tokens)."""
     tokenizer = pair.handle.tokenizer
     token_scores = np.maximum(token_read_shift(pair), robust_z(weight_shift(pair)))
     words = cand.vocabulary_words(tokenizer)
