@@ -53,14 +53,14 @@ def main(
     model = run_model_config(run)
     config = SelectionConfig(
         personas=tuple(personas or ()), n_personas=n_personas, n_variants=n_variants,
-        n_questions=n_questions, n_response=n_response, layer=layer, dtype=model.dtype,
+        n_questions=n_questions, max_new_tokens=n_response, layer=layer, dtype=model.dtype,
         n_bootstrap=n_bootstrap, seed=seed,
     )  # fmt: skip
     atlas = output_atlas(run, atlas_out)
     started = time.perf_counter()
     handle = load_model(model.source, model.device, model.dtype)
     result = run_selection(handle, run, config)
-    record = {k: v for k, v in dataclasses.asdict(config).items() if k != "sampler"}
+    record = dataclasses.asdict(config)
     summary = selection_summary(result, record) | {"seconds": time.perf_counter() - started}
     with AtlasWriter.extend(atlas) as writer:
         for name, table in result.tables.items():

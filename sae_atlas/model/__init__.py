@@ -34,6 +34,7 @@ from sae_atlas.model.loading import (
 )
 from sae_atlas.model.sampling import (
     Response,
+    SamplerSettings,
     check_sampling,
     decode,
     job_seed,
@@ -64,6 +65,7 @@ __all__ = [
     "Messages",
     "ModelHandle",
     "Response",
+    "SamplerSettings",
     "ablate_features",
     "adapted_model_id",
     "add_direction",

@@ -13,13 +13,13 @@ messages.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model.handle import Messages, ModelHandle, message
 from sae_atlas.model.sampling import (
+    SamplerSettings,
     decode,
     job_seed,
     new_tokens_text,
@@ -28,9 +28,6 @@ from sae_atlas.model.sampling import (
     stop_token_ids,
 )
 from sae_atlas.model.steering import Intervention, steered
-
-if TYPE_CHECKING:  # the config module imports this package (DEFAULT_MODEL)
-    from sae_atlas.config import CorpusConfig
 
 USER_INSTRUCTION = (
     "You are role-playing a curious person chatting with an AI assistant. Write only the "
@@ -50,7 +47,7 @@ def converse(
     user_turns: Sequence[Sequence[str]],
     seeds: Sequence[int],
     n_turns: int,
-    config: CorpusConfig,
+    config: SamplerSettings,
     model_plays_user: bool = False,
     steering: Sequence[tuple[Intervention, ...]] | None = None,
     steer_turns: Collection[int] = (0,),
@@ -135,7 +132,7 @@ class _Speaker:
         handle: ModelHandle,
         model: torch.nn.Module,
         seeds: Sequence[int],
-        config: CorpusConfig,
+        config: SamplerSettings,
         chats: list[Messages],
     ) -> None:
         self.handle, self.model, self.seeds = handle, model, seeds

@@ -8,8 +8,8 @@ sampling from one uniform per row and step drawn from the row's seed, finished r
 the batch), so a row's tokens depend on its prompt and seed alone (up to float rounding: in
 float32 the shared prefill samples the tokens of a whole-prompt prefill). `sample` decodes jobs
 (anything with `messages()` and a `seed`) in batches of `config.batch_size` and yields their
-`Response`s. The sampler's settings are a `CorpusConfig`'s (temperature, top_p, max_new_tokens,
-batch_size, dtype).
+`Response`s. The sampler's settings are any `SamplerSettings` (temperature, top_p, max_new_tokens,
+batch_size, seed, dtype: a CorpusConfig, DynamicsConfig or SelectionConfig).
 
 Cost: one decode step per new token per batch; the default model samples about 650-750 new
 tokens/s at batch 64 in bfloat16 on an idle 2-core CPU (about 150 in float32 at batch 32, like
@@ -25,7 +25,7 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -34,12 +34,32 @@ from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model.dtype import DTYPE_NAMES, resolve_dtype
 from sae_atlas.model.handle import Messages, ModelHandle
 
-if TYPE_CHECKING:  # the config module imports this package (DEFAULT_MODEL)
-    from sae_atlas.config import CorpusConfig
-
 TOPK_CANDIDATES = 256
 """Nucleus sampling looks at the top TOPK_CANDIDATES tokens first (exact whenever their mass
 reaches top_p; rows where it does not fall back to a full sort)."""
+
+
+class SamplerSettings(Protocol):
+    """The sampler's settings: any config with these six fields (CorpusConfig, DynamicsConfig,
+    SelectionConfig, ...); seed is the base of every job's own seed."""
+
+    @property
+    def temperature(self) -> float: ...
+
+    @property
+    def top_p(self) -> float: ...
+
+    @property
+    def max_new_tokens(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def dtype(self) -> str: ...
 
 
 class SamplingJob(Protocol):
@@ -69,7 +89,7 @@ def job_seed(base: int, *key: object) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def check_sampling(config: CorpusConfig) -> None:
+def check_sampling(config: SamplerSettings) -> None:
     """SaeAtlasError naming the field when a sampler setting cannot work."""
     if config.dtype not in DTYPE_NAMES:
         raise SaeAtlasError(
@@ -261,7 +281,7 @@ def decode(
     model: torch.nn.Module,
     prompts: Sequence[np.ndarray],
     seeds: Sequence[int],
-    config: CorpusConfig,
+    config: SamplerSettings,
     stop_ids: Sequence[int],
     pad_id: int,
     share_prefixes: bool = True,
@@ -326,7 +346,7 @@ def prompt_ids(handle: ModelHandle, messages: Messages) -> np.ndarray:
 def sample(
     handle: ModelHandle,
     jobs: Sequence[JobT],
-    config: CorpusConfig,
+    config: SamplerSettings,
     progress: Callable[[int], None] | None = None,
     model: torch.nn.Module | None = None,
 ) -> Iterator[list[Response[JobT]]]:

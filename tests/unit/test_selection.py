@@ -142,7 +142,7 @@ def test_run_selection_on_a_tiny_run_writes_described_entries_and_figures(tmp_pa
 
     handle = tiny_handle()
     build(tiny_config(), tmp_path, handle=handle)
-    config = SelectionConfig(n_personas=2, n_variants=3, n_questions=4, n_response=5,
+    config = SelectionConfig(n_personas=2, n_variants=3, n_questions=4, max_new_tokens=5,
                              n_bootstrap=50, dtype="bfloat16")  # fmt: skip
     result = run_selection(handle, tmp_path, config)
     assert result.personas == ["pirate", "villain"]

@@ -58,7 +58,6 @@ from sae_atlas.stages.dynamics.rollouts import (
     natural_rollouts,
     question_bank,
     run_conversations,
-    sampling_config,
 )
 from sae_atlas.stages.dynamics.space import (
     PersonaMap,
@@ -152,7 +151,6 @@ __all__ = [
     "relative_to_baseline",
     "run_conversations",
     "run_dynamics",
-    "sampling_config",
     "scan_wrappers",
     "starting_personas",
     "stationary_distribution",

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from feature_store.transcripts import TranscriptStore
-from sae_atlas.config import CorpusConfig, DynamicsConfig
+from sae_atlas.config import DynamicsConfig
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import (
     USER_INSTRUCTION,
@@ -88,18 +88,6 @@ EXPERIMENTS = ("persona_prompt", "persona_once", "scene", "self_talk")
 """Rollout conditions `natural_rollouts` samples (DynamicsConfig.experiments)."""
 
 
-def sampling_config(config: DynamicsConfig) -> CorpusConfig:
-    """The corpus sampler's settings for the dynamics' sampling."""
-    return CorpusConfig(
-        temperature=config.temperature,
-        top_p=config.top_p,
-        max_new_tokens=config.max_new_tokens,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        dtype=config.dtype,
-    )
-
-
 @dataclass
 class ConversationPlan:
     """Conversations to sample, one entry per conversation in each list: heads (a system
@@ -145,14 +133,14 @@ def sample_chats(
     model: torch.nn.Module | None = None,
 ) -> list[Messages]:
     """The plan's conversations of n_turns exchanges each (`converse` with the dynamics'
-    sampling settings; the model writes the user's turns a conversation lacks)."""
+    config as the sampler's settings; the model writes the user's turns a conversation lacks)."""
     return converse(
         handle,
         plan.heads,
         plan.user_turns,
         plan.seeds,
         n_turns,
-        sampling_config(config),
+        config,
         config.model_plays_user or any(len(turns) < n_turns for turns in plan.user_turns),
         plan.steering,
         model=model,

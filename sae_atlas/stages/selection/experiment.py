@@ -8,7 +8,7 @@ patched conditions (`patching`) and scores every response by the persona classif
 the corpus (P(unit's persona)), by the unit's persona's SAE features (the n_features with the
 largest profile difference to the default persona in the atlas: their summed activation, mean
 over response tokens) and by the assistant-axis projection per response token (`relaxation`).
-Cost: (1 + 6 x personas/(personas + 1)) x the grid's runs sampled to n_response tokens, one
+Cost: (1 + 6 x personas/(personas + 1)) x the grid's runs sampled to max_new_tokens tokens, one
 forward pass per sampled run, and the corpus classifier's training (see `SelectionConfig`).
 Returns `SelectionResult` (tables).
 """
@@ -16,7 +16,7 @@ Returns `SelectionResult` (tables).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,6 @@ import torch
 
 from feature_store.atlas import Atlas
 from sae_atlas.classifier import PersonaClassifier
-from sae_atlas.config import CorpusConfig
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import ModelHandle, hook_layer, sampling_model
 from sae_atlas.personas.catalogue import Catalogue
@@ -63,15 +62,16 @@ from sae_atlas.stages.selection.runs import (
 class SelectionConfig:
     """personas (empty: n_personas of the corpus, spread over categories, each with at least
     n_variants system prompts); n_variants prompt variants and n_questions questions per
-    persona (the default persona: its neutral prompts); n_response tokens sampled per run
-    (temperature, top_p, batch_size, dtype: the sampler's); layer (None: the atlas's hook) of
-    the patches; n_features persona features scored; n_bootstrap resamples of questions."""
+    persona (the default persona: its neutral prompts); max_new_tokens sampled per run (the
+    config is the sampler's settings: temperature, top_p, batch_size, seed, dtype); layer (None:
+    the atlas's hook) of the patches; n_features persona features scored; n_bootstrap resamples
+    of questions."""
 
     personas: tuple[str, ...] = ()
     n_personas: int = 6
     n_variants: int = 5
     n_questions: int = 6
-    n_response: int = 24
+    max_new_tokens: int = 24
     layer: int | None = None
     n_features: int = 8
     temperature: float = 0.7
@@ -80,18 +80,6 @@ class SelectionConfig:
     dtype: str = "auto"
     n_bootstrap: int = 1000
     seed: int = 0
-    sampler: CorpusConfig = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        sampler = CorpusConfig(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            max_new_tokens=self.n_response,
-            batch_size=self.batch_size,
-            seed=self.seed,
-            dtype=self.dtype,
-        )
-        object.__setattr__(self, "sampler", sampler)
 
 
 @dataclass(frozen=True)
@@ -233,7 +221,7 @@ def patched_scores(
         start, stop = (header, 0) if plan.where == "header" else (2 * header, header)
         patch = Patch(layer, start, stop, values)
         target = [ids[t] for t in plan.target]
-        tokens = generate(reader.handle, model, target, seeds[plan.target], config.sampler, patch)
+        tokens = generate(reader.handle, model, target, seeds[plan.target], config, patch)
         texts[plan.name] = texts_of(reader.handle, tokens)
         acts = reader.read([prompts[t] for t in plan.target], tokens)
         scores[plan.name] = reader.scores(acts, texts[plan.name], units.persona.tolist())
@@ -301,11 +289,11 @@ def run_selection(handle: ModelHandle, run: Path, config: SelectionConfig) -> Se
         raise SaeAtlasError(f"{inputs.hook}: not a residual hook; pass a layer")
     features = persona_features(run / "atlas.h5", personas, inputs.pmap.default, config.n_features)
     sae = atlas_sae(run / "sae", inputs, str(handle.device))
-    index = PositionIndex(headers.pop(), config.n_response)
+    index = PositionIndex(headers.pop(), config.max_new_tokens)
     reader = Reader(handle, inputs.hook, sae, inputs.pmap, classifier, features, index)
     model = sampling_model(handle, config.dtype)
     ids = [p.token_ids.astype(np.int64) for p in prompts]
-    tokens = generate(handle, model, ids, grid["seed"].to_numpy(), config.sampler)
+    tokens = generate(handle, model, ids, grid["seed"].to_numpy(), config)
     texts = texts_of(handle, tokens)
     acts = reader.read(prompts, tokens)
     tables = decoding_tables(reader, acts, grid, config)

@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sae_atlas.config import CorpusConfig
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import (
     ChatTokens,
     Intervention,
     ModelHandle,
+    SamplerSettings,
     decode,
     decoder_layers,
     job_seed,
@@ -163,7 +163,7 @@ def generate(
     model: torch.nn.Module,
     prompts: Sequence[np.ndarray],
     seeds: Sequence[int],
-    config: CorpusConfig,
+    config: SamplerSettings,
     patch: Patch | None = None,
 ) -> list[np.ndarray]:
     """New tokens of each run (stop token dropped), sampled in batches of config.batch_size,
