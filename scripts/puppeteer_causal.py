@@ -1,12 +1,12 @@
-"""The puppeteer's causal test on a finished run: zero, resample and add its puppeteer features
+"""The puppeteer's causal test on a finished run: zero, resample, add and cap its puppeteer features
 while the model plays personas, against matched random feature sets (same count, firing
 frequency, activation scale, decoder norm), scored by the persona classifier's P(persona),
 non-format assistant markers, the assistant-axis projection and KL (sae_atlas.stages.label.causal).
 
 Prompts: the run's held-out personas first, then others, under held-out system prompts on
 held-out questions. Prints the effects table and writes JSON (effects and per-answer scores).
-Cost (defaults, quick atlas, 2 busy CPU cores): 10 personas x 4 questions x (1 + 3 x 6)
-conditions = 760 answers of 32 tokens, about 10-20 minutes.
+Cost (defaults, quick atlas, 2 busy CPU cores): 10 personas x 4 questions x (1 + 4 x 6)
+conditions = 1,000 answers of 32 tokens, about 15-30 minutes.
 
     python scripts/puppeteer_causal.py runs/quick-honest --out runs/bench/puppeteer_causal.json
 """

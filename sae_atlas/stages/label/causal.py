@@ -2,8 +2,8 @@
 compare with the same edits of matched random feature sets.
 
 Prompts: personas (held-out ones first) under their held-out system prompts, on held-out
-questions. Each prompt is answered once unedited and once under each edit (edits: zero,
-resample, add) of the puppeteer set and of each matched random set (matched.matched_sets: same
+questions. Each prompt is answered once unedited and once under each edit (edits.EDITS: zero,
+resample, add, cap at the default persona's mean) of the puppeteer set and of each matched random set (matched.matched_sets: same
 count, firing frequency, activation scale, decoder norm), all with the prompt's own sampling
 seed, so every answer pairs with the unedited one. Scores per answer: the persona classifier's
 P(persona) (sae_atlas.classifier), whether it shows a non-format assistant marker (the dynamics'
@@ -15,7 +15,7 @@ the random sets' mean effect on the same prompt: the paired difference's mean an
 interval over prompts, a Wilcoxon signed-rank p-value, BH over the family (edits x scores), and
 the puppeteer's rank among the random sets' mean effects.
 
-Cost: (1 + 3 x (1 + n_random)) x prompts sampled answers of max_new_tokens, plus two teacher-
+Cost: (1 + 4 x (1 + n_random)) x prompts sampled answers of max_new_tokens, plus two teacher-
 forced passes per answer (scores, KL). Returns per-answer and per-prompt tables and the effects.
 """
 
@@ -238,7 +238,8 @@ def effects(
 class CausalSetup:
     """What the causal test needs: the model (handle and a plain `sampling_model` copy), the
     SAE and its hook, the persona classifier, the assistant axis [d_model], a code bank
-    [B, d_sae] (edits.code_bank), each feature's activation scale [d_sae] (mean where it fires),
+    [B, d_sae] (edits.code_bank), each feature's activation scale [d_sae] (mean where it fires,
+    for add), its ceiling [d_sae] (mean over the default persona's response tokens, for cap),
     the sampler's settings and a seed."""
 
     handle: ModelHandle
@@ -249,6 +250,7 @@ class CausalSetup:
     axis: np.ndarray
     bank: np.ndarray
     scale: np.ndarray
+    ceiling: np.ndarray
     sampling: CorpusConfig
     seed: int = 0
 
@@ -261,7 +263,9 @@ def puppeteer_causal(
     conditions: dict[str, tuple[Intervention, ...]] = {"unedited": ()}
     named = [("puppeteer", puppeteer), *((f"random{j}", s) for j, s in enumerate(random_sets))]
     for name, features in named:
-        edits = feature_edits(setup.hook, setup.sae, features, setup.bank, setup.scale, setup.seed)
+        edits = feature_edits(
+            setup.hook, setup.sae, features, setup.bank, setup.scale, setup.ceiling, setup.seed
+        )
         for edit, intervention in edits.items():
             conditions[f"{edit}:{name}"] = (intervention,)
     table = answers(setup.handle, setup.model, prompts, conditions, setup.sampling)
@@ -334,7 +338,7 @@ def run_setup(
 ) -> tuple[CausalSetup, Labels, np.ndarray]:
     """The CausalSetup of a finished run (classifier trained on its corpus, assistant axis: the
     default persona's vector minus the mean of the others', code bank of bank_size train response
-    tokens), its Labels and the matching keys [d_sae, 3] of its features."""
+    tokens, cap ceilings: the default persona's SAE profile), its Labels and the matching keys [d_sae, 3] of its features."""
     labels = load_labels(inputs.path / "labels.h5")
     decoder_norm = inputs.sae.W_dec.detach().float().norm(dim=1).cpu().numpy()
     features = labels.features
@@ -361,6 +365,7 @@ def run_setup(
         axis=axis.astype(np.float32),
         bank=code_bank(inputs.store, inputs.sae, inputs.hook, bank_size, seed),
         scale=features["mean_act"].to_numpy(np.float32),
+        ceiling=labels.persona_profiles[default].astype(np.float32),
         sampling=sampling,
         seed=seed,
     )
