@@ -28,6 +28,8 @@ from feature_store.schema import ROLE_CODE
 from sae_atlas.model.steering import Intervention, ablate_features
 
 EDITS: tuple[str, ...] = ("zero", "resample", "add", "cap")
+CAP_RULE = "each feature capped at its mean activation over the default persona's response tokens"
+"""The ceiling the causal test's cap edit uses (the same rule for the matched random sets)."""
 
 
 def _index(features: Sequence[int]) -> torch.Tensor:
