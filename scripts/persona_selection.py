@@ -13,6 +13,13 @@ the atlas (--atlas-out: a copy) and a JSON summary, and prints the headline tabl
 
     nice -n 10 python scripts/persona_selection.py /work/runs/quick --atlas-out /tmp/atlas.h5 \
         --json /tmp/selection.json
+
+The relaxation alone, on longer responses (no patched runs; the grid's persona and default runs
+read to 64 tokens; the relaxation table reports a gap that does not halve as censored, "> n"):
+
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/persona_selection.py runs/quick --no-patching \
+        --n-response 64 --n-personas 6 --n-variants 4 --n-questions 12 \
+        --atlas-out /tmp/atlas.h5 --json /tmp/relaxation.json
 """
 
 from __future__ import annotations
