@@ -21,6 +21,8 @@ Cost: numpy on [n_units, n_tokens] x n_bootstrap resamples: well under a second.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -171,7 +173,9 @@ def gap_curves(
         for name, rows in _groups(persona):
             point = _weighted_mean(gap[rows], np.ones((1, rows.sum())))[0]
             boot = _weighted_mean(gap[rows], resamples[:, rows])
-            low, high = np.nanpercentile(boot, [2.5, 97.5], axis=0)
+            with warnings.catch_warnings():  # tokens no unit reached: NaN, as documented
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, high = np.nanpercentile(boot, [2.5, 97.5], axis=0)
             curves.append(
                 pd.DataFrame(
                     {
