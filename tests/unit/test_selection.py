@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -174,3 +176,8 @@ def test_run_selection_on_a_tiny_run_writes_described_entries_and_figures(tmp_pa
         ):
             assert figure is not None and figure.startswith(b"\x89PNG")
         assert return_figure(atlas, prefix="long_") is None
+    unpatched = run_selection(handle, tmp_path, dataclasses.replace(config, patching=False))
+    assert (unpatched.tables["responses"]["condition"] == "none").all()
+    assert unpatched.tables["patching"].empty
+    assert set(unpatched.tables["relaxation"]["condition"]) == {"persona"}
+    assert selection_summary(unpatched, {})["effects"] == []
