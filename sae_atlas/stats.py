@@ -1,5 +1,5 @@
 """Shared statistics: AUROC and effect size, Mann-Whitney tests, bootstrap and Wilson intervals,
-Benjamini-Hochberg q-values.
+bootstrap p-values, Benjamini-Hochberg q-values.
 
 Every stage that scores, tests or bounds something uses these, so a number means the same thing
 wherever it is reported. All are numpy / scipy on arrays in memory: AUROC ranks each column once
@@ -86,3 +86,16 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
     """BH q-values [n] of p-values [n] (empty in, empty out)."""
     p_values = np.asarray(p_values, dtype=float)
     return false_discovery_control(p_values) if len(p_values) else p_values
+
+
+def bootstrap_p(draws: np.ndarray) -> float:
+    """Two-sided bootstrap p-value that a quantity is 0, from its resampled values `draws` [B]
+    (NaN dropped): twice the smaller share of draws on either side of 0 (each counted with one
+    pseudo-draw), at most 1; 1.0 with no finite draw."""
+    draws = np.asarray(draws, dtype=float)
+    draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        return 1.0
+    below = (1 + (draws <= 0).sum()) / (1 + len(draws))
+    above = (1 + (draws >= 0).sum()) / (1 + len(draws))
+    return float(min(1.0, 2 * min(below, above)))

@@ -13,6 +13,13 @@ the atlas (--atlas-out: a copy) and a JSON summary, and prints the headline tabl
 
     nice -n 10 python scripts/persona_selection.py /work/runs/quick --atlas-out /tmp/atlas.h5 \
         --json /tmp/selection.json
+
+The relaxation alone, on longer responses (no patched runs; the grid's persona and default runs
+read to 64 tokens; the relaxation table reports a gap that does not halve as censored, "> n"):
+
+    OMP_NUM_THREADS=1 nice -n 10 python scripts/persona_selection.py runs/quick --no-patching \
+        --n-response 64 --n-personas 6 --n-variants 4 --n-questions 12 \
+        --atlas-out /tmp/atlas.h5 --json /tmp/relaxation.json
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
 import time
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +54,7 @@ def main(
     n_questions: int = 6,
     n_response: int = 24,
     layer: Annotated[int | None, typer.Option(help="patch layer (default: the hook's)")] = None,
+    patching: Annotated[bool, typer.Option(help="patched runs (--no-patching: skip)")] = True,
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> None:
@@ -53,23 +62,34 @@ def main(
     model = run_model_config(run)
     config = SelectionConfig(
         personas=tuple(personas or ()), n_personas=n_personas, n_variants=n_variants,
-        n_questions=n_questions, max_new_tokens=n_response, layer=layer, dtype=model.dtype,
-        n_bootstrap=n_bootstrap, seed=seed,
+        n_questions=n_questions, max_new_tokens=n_response, layer=layer, patching=patching,
+        dtype=model.dtype, n_bootstrap=n_bootstrap, seed=seed,
     )  # fmt: skip
     atlas = output_atlas(run, atlas_out)
     started = time.perf_counter()
     handle = load_model(model.source, model.device, model.dtype)
     result = run_selection(handle, run, config)
     record = dataclasses.asdict(config)
-    summary = selection_summary(result, record) | {"seconds": time.perf_counter() - started}
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    summary = selection_summary(result, record) | {
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+    }
     with AtlasWriter.extend(atlas) as writer:
         for name, table in result.tables.items():
-            write_entry(writer, name, table, "selection_", DESCRIPTIONS, COLUMNS)
+            if len(table.columns):
+                write_entry(writer, name, table, "selection_", DESCRIPTIONS, COLUMNS)
         write_entry(writer, "summary", json.dumps(summary), "selection_", DESCRIPTIONS, COLUMNS)
     print_headlines(result.tables, result.header)
-    print(f"\n{summary['seconds']:.0f} s; written to {atlas}")
+    print(f"\n{summary['seconds']:.0f} s ({summary['cpu_seconds']:.0f} CPU s); written to {atlas}")
     if json_out is not None:
         json_out.write_text(json.dumps(summary, indent=1))
+
+
+RELAXATION_COLUMNS = [
+    "condition", "persona", "n_tokens", "relaxation", "censored", "gap_first", "gap_last",
+    "retained", "retained_low", "retained_high", "slope", "slope_low", "slope_high", "slope_q",
+]  # fmt: skip
 
 
 def print_headlines(tables: dict[str, pd.DataFrame], header: int) -> None:
@@ -83,8 +103,10 @@ def print_headlines(tables: dict[str, pd.DataFrame], header: int) -> None:
     print(f"decoding AUROC (cross-fitted)\n{wide.round(2).to_string()}")
     print(f"\nheader gain over the user turn\n{tables['header_gain'].round(3).to_string()}")
     patching = tables["patching"]
-    print(f"\npatching\n{patching.round(3).to_string()}")
-    print(f"\nrelaxation (half-gap length, tokens)\n{tables['relaxation'].round(2).to_string()}")
+    if len(patching):
+        print(f"\npatching\n{patching.round(3).to_string()}")
+    relaxation = tables["relaxation"][RELAXATION_COLUMNS]
+    print(f"\nrelaxation (half-gap length, tokens)\n{relaxation.round(3).to_string()}")
 
 
 if __name__ == "__main__":

@@ -304,7 +304,9 @@ class Atlas(AtlasReader):
         region in the order of the rows of dynamics/transition_matrix: id, name (the default
         persona's region is "assistant"), personas (list of member names), stationary (long-run
         share of turns), in_attractor (share of bootstrap resamples), and centroid
-        [n_components] when the atlas has dynamics/region_centroids. Reads two small entries.
+        [n_components] when the atlas has dynamics/region_centroids (NaN for a state that is no
+        region of persona space: the repetition state, the last row where the dynamics wrote
+        one, has no personas). Reads two small entries.
         Raises StoreError when the atlas has no dynamics/regions table."""
         if REGIONS_ENTRY not in self.dynamics_names():
             raise StoreError(
@@ -318,7 +320,11 @@ class Atlas(AtlasReader):
             )
         table["personas"] = [members.split(";") if members else [] for members in table["personas"]]
         if REGION_CENTROIDS_ENTRY in self.dynamics_names():
-            table["centroid"] = list(np.asarray(self.dynamics(REGION_CENTROIDS_ENTRY)))
+            centroids = np.asarray(self.dynamics(REGION_CENTROIDS_ENTRY))
+            missing = np.full(centroids.shape[1:], np.nan, dtype=centroids.dtype)
+            table["centroid"] = [
+                centroids[i] if i < len(centroids) else missing for i in range(len(table))
+            ]
         return table
 
     def info(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from sae_atlas.stages.label.causal import (
     causal_prompts,
     puppeteer_causal,
 )
-from sae_atlas.stages.label.edits import EDITS, add_features, resample_features
+from sae_atlas.stages.label.edits import EDITS, add_features, cap_features, resample_features
 from sae_atlas.stages.label.figures import causal_figure
 from sae_atlas.stages.splits import catalogue_plan
 
@@ -53,6 +53,26 @@ def test_edits_change_the_residual_as_described(tiny, sae):
     assert torch.allclose(base - resampled, codes @ sae.W_dec[[2, 3]], atol=1e-4)
 
 
+def _resid(tiny, tokens, interventions=()):
+    with intervene(tiny, list(interventions)):
+        return tiny.bridge.run_with_cache(tokens, names_filter=[HOOK], stop_at_layer=2)[1][HOOK]
+
+
+def test_cap_changes_only_codes_above_the_ceiling(tiny, sae):
+    tokens = torch.tensor([[1, 5, 7, 9, 11, 13, 17, 19, 23, 29]])
+    base = _resid(tiny, tokens)
+    codes = sae.encode(base)[0][:, [2, 3]]
+    ceiling = np.zeros(12, np.float32)
+    ceiling[[2, 3]] = codes.median(0).values.detach().numpy()
+    capped = _resid(tiny, tokens, [cap_features(HOOK, sae, [2, 3], ceiling)])[0]
+    excess = (codes - torch.from_numpy(ceiling[[2, 3]])).clamp(min=0)
+    above = (excess > 0).any(1)
+    assert above.any() and (~above).any()  # both kinds of position are present
+    assert torch.equal(capped[~above], base[0][~above])  # at or below the cap: untouched
+    assert (capped[above] - base[0][above]).norm(dim=1).min() > 1e-4  # above: moved
+    assert torch.allclose(base[0] - capped, excess @ sae.W_dec[[2, 3]], atol=1e-4)
+
+
 def test_causal_run_pairs_every_condition(tiny, sae):
     texts = ["arr the sea", "ahoy ship", "the cake", "a nice cake"] * 4
     personas = ["pirate", "pirate", "chef", "chef"] * 4
@@ -66,6 +86,7 @@ def test_causal_run_pairs_every_condition(tiny, sae):
         axis=np.ones(32, np.float32),
         bank=np.abs(np.random.default_rng(0).normal(size=(16, 12))).astype(np.float32),
         scale=np.ones(12, np.float32),
+        ceiling=np.full(12, 0.05, np.float32),
         sampling=CorpusConfig(max_new_tokens=4, batch_size=8, dtype="float32"),
     )
     prompts = [
@@ -74,8 +95,9 @@ def test_causal_run_pairs_every_condition(tiny, sae):
         Prompt("chef", None, "q3", "Dinner?", 3),
     ]
     scored, effects = puppeteer_causal(setup, prompts, np.array([0, 1]), np.array([[2, 3], [4, 5]]))
-    assert len(scored) == (1 + 3 * 3) * len(prompts)
-    assert (scored.groupby("condition")["prompt"].apply(sorted) == [[0, 1, 2]] * 10).all()
+    assert len(scored) == (1 + len(EDITS) * 3) * len(prompts)
+    conditions = 1 + len(EDITS) * 3
+    assert (scored.groupby("condition")["prompt"].apply(sorted) == [[0, 1, 2]] * conditions).all()
     assert (scored.loc[scored["condition"] == "unedited", "kl"] == 0).all()
     assert (scored.loc[scored["condition"] == "zero:puppeteer", "kl"] > 0).all()
     assert len(effects) == len(EDITS) * len(SCORES)

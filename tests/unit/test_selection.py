@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,20 +89,29 @@ def test_paired_effects_find_the_header_effect_and_not_the_control():
 
 def test_half_gap_length_and_censoring():
     curves = np.array([[1.0, 0.8, 0.5, 0.2], [1.0, 0.9, 0.8, 0.7], [-1.0, 0, 0, 0]])
-    np.testing.assert_array_equal(half_gap_length(curves, window=1), [3, 5, 5])
-    np.testing.assert_array_equal(half_gap_length(curves, window=2), [3, 5, 5])  # 0.9 .65 .35
+    np.testing.assert_array_equal(half_gap_length(curves, window=1), [3, np.inf, np.nan])
+    np.testing.assert_array_equal(half_gap_length(curves, window=2), [4, np.inf, np.nan])
     decay = np.tile(0.7 ** np.arange(12), (6, 1))
-    gaps = {"persona": decay, "flat": np.ones((6, 12))}
+    ended = np.ones((6, 12))
+    ended[:, 6:] = np.nan  # every response ended after 6 tokens: no gap there, not gap 0
+    ended[0, 6:] = 0.01  # one long response alone at a small gap
+    gaps = {"persona": decay, "flat": np.ones((6, 12)), "ended": ended}
     persona = np.array(["a", "a", "a", "b", "b", "b"])
-    curves_table, lengths = gap_curves(gaps, persona, np.arange(6) % 3, 100, 0)
+    curves_table, lengths = gap_curves(gaps, persona, np.arange(6) % 3, 200, 0)
     lengths = lengths.set_index(["condition", "persona"])
-    assert lengths.loc[("persona", "all"), "half_gap_length"] == 3  # 4-token means halve at 3
-    assert lengths.loc[("persona", "all"), "retained"] == pytest.approx(0.7**8)
-    assert lengths.loc[("flat", "a"), "half_gap_length"] == 13
-    assert (
-        lengths.loc[("flat", "a"), "censored"] == 1 and lengths.loc[("flat", "a"), "retained"] == 1
-    )
-    assert len(curves_table) == 2 * 3 * 12
+    relaxed = lengths.loc[("persona", "all")]
+    assert relaxed["half_gap_length"] == 6  # the 4-token mean over tokens 3-6 is under half
+    assert relaxed["relaxation"] == "6 [6, 6]" and relaxed["censored"] == 0
+    assert relaxed["retained"] == pytest.approx(0.7**8)
+    assert relaxed["slope_high"] < 0 and relaxed["slope_q"] < 0.05
+    for name in ("flat", "ended"):
+        flat = lengths.loc[(name, "a")]
+        assert np.isnan(flat["half_gap_length"]) and flat["length_censored"]
+        assert flat["censored"] == 1 and flat["retained"] == 1 and flat["slope"] == 0
+    assert lengths.loc[("flat", "a"), "relaxation"] == "> 12 [> 12, > 12]"
+    assert lengths.loc[("ended", "all"), "relaxation"] == "> 6 [> 6, > 6]"
+    assert len(curves_table) == 3 * 3 * 12
+    assert (curves_table.loc[curves_table["condition"] == "ended", "n_running"].max()) == 6
 
 
 def test_a_patch_with_the_runs_own_residuals_changes_nothing_and_another_does():
@@ -165,3 +176,8 @@ def test_run_selection_on_a_tiny_run_writes_described_entries_and_figures(tmp_pa
         ):
             assert figure is not None and figure.startswith(b"\x89PNG")
         assert return_figure(atlas, prefix="long_") is None
+    unpatched = run_selection(handle, tmp_path, dataclasses.replace(config, patching=False))
+    assert (unpatched.tables["responses"]["condition"] == "none").all()
+    assert unpatched.tables["patching"].empty
+    assert set(unpatched.tables["relaxation"]["condition"]) == {"persona"}
+    assert selection_summary(unpatched, {})["effects"] == []

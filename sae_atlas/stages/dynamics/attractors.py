@@ -31,6 +31,7 @@ from sae_atlas.stages.dynamics.markov import (
     row_normalised,
     stationary_distribution,
 )
+from sae_atlas.stages.dynamics.repetition import REPETITION
 from sae_atlas.stats import benjamini_hochberg
 
 STATIONARY_RESAMPLES = 500
@@ -125,7 +126,8 @@ def region_rows(result: ConditionFlow, names: Sequence[str]) -> pd.DataFrame:
 
 def claim(table: pd.DataFrame, fdr: float) -> pd.DataFrame:
     """`table` (region rows of every condition) with BH q-values over its visited rows, per
-    statistic, and `attractor`: gain and hold excess above 0 in the bootstrap, both q <= fdr."""
+    statistic, and `attractor`: gain and hold excess above 0 in the bootstrap, both q <= fdr,
+    and a persona region (the repetition state is a loop of the text, never an attractor)."""
     visited = (table["occupancy"] > 0).to_numpy()
     out = table.assign(gain_q=np.nan, hold_q=np.nan)
     for stat in ("gain", "hold"):
@@ -136,6 +138,7 @@ def claim(table: pd.DataFrame, fdr: float) -> pd.DataFrame:
         & (out["hold_excess_low"] > 0).to_numpy()
         & (out["gain_q"] <= fdr).to_numpy()
         & (out["hold_q"] <= fdr).to_numpy()
+        & (out["region_name"] != REPETITION).to_numpy()
     )
 
 

@@ -37,6 +37,7 @@ from sae_atlas.stages.dynamics.markov import (
     stationary_distribution,
     transition_counts,
 )
+from sae_atlas.stages.dynamics.repetition import state_names
 from sae_atlas.stages.dynamics.rollouts import Rollouts, natural_rollouts, question_bank
 from sae_atlas.stages.dynamics.space import PersonaMap, persona_map, starting_personas
 from sae_atlas.stages.dynamics.steering import (
@@ -108,8 +109,9 @@ def corpus_classifier(transcripts: Path, handle: ModelHandle, seed: int) -> Pers
 @dataclass(frozen=True)
 class NaturalDynamics:
     """Experiments (a, b): the rollouts, the persona map with multi-turn centroids they were
-    placed by and its resolution (`calibrate`), their pooled transition matrix [r, r] (NaN
-    rows: no observed exit) and stationary distribution [r], and the per-condition flow tables
+    placed by and its resolution (`calibrate`), their pooled transition matrix [r + 1, r + 1]
+    over the persona regions and the repetition state (NaN rows: no observed exit) and
+    stationary distribution [r + 1], and the per-condition flow tables
     (`flow_tables`: flow with the attractor claims, transitions, return_to_assistant, basins)."""
 
     rollouts: Rollouts
@@ -167,15 +169,16 @@ class Experiments:
         rollouts = natural_rollouts(
             self.handle, pmap, self.bank, config, self.inputs.hook, self.model
         )
-        regions, assistant = rollouts.regions, pmap.names.index("assistant")
-        counts = transition_counts(regions, len(pmap.names))
-        first = np.bincount(regions[:, 0], minlength=len(pmap.names))
+        names = state_names(pmap.names)
+        regions, assistant = rollouts.states(len(pmap.names)), pmap.names.index("assistant")
+        counts = transition_counts(regions, len(names))
+        first = np.bincount(regions[:, 0], minlength=len(names))
         matrix = row_normalised(counts)
         stationary = stationary_distribution(matrix, first)[0]
         flow = flow_tables(
             regions,
             rollouts.meta,
-            pmap.names,
+            names,
             assistant,
             config.max_lag,
             config.n_bootstrap,

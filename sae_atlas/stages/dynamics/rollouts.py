@@ -3,7 +3,8 @@
 A `ConversationPlan` lists conversations to sample (system prompt or none, the user's turns from
 the question bank, a sampling seed, steering active at turn 0, a provenance row);
 `run_conversations` samples them (`sae_atlas.model.converse`) and places every assistant turn in
-persona space (`turn_activations`, `region_paths`). `natural_rollouts` is experiment (a) and (b):
+persona space (`turn_activations`, `region_paths`; a turn that repeats the previous one is
+marked, `repetition`). `natural_rollouts` is experiment (a) and (b):
 rollouts from many starting personas, and without a system prompt after scene-setting first
 turns. Cost: every sampled token is one decode step of the model, every turn re-reads its
 conversation, and one forward pass to the hook measures it. Returns `Rollouts` (numpy arrays and
@@ -33,6 +34,7 @@ from sae_atlas.model import (
     job_seed,
     message,
 )
+from sae_atlas.stages.dynamics.repetition import repeated_turns, state_paths
 from sae_atlas.stages.dynamics.space import PersonaMap, region_paths, starting_personas
 from sae_atlas.stages.dynamics.turns import turn_activations
 from sae_atlas.stages.label import catalogue_from_corpus
@@ -152,8 +154,10 @@ def sample_chats(
 @dataclass(frozen=True)
 class Rollouts:
     """Conversations and where their turns lie. meta: one row per conversation (experiment,
-    start, group, seed, ...); coords [n, T, k]; axis [n, T]; regions [n, T]; texts: the
-    assistant turns [n][T]; feature_means [n, T, d_sae] (with an SAE: `TurnActivations`)."""
+    start, group, seed, ...); coords [n, T, k]; axis [n, T]; regions [n, T] (persona regions);
+    texts: the assistant turns [n][T]; feature_means [n, T, d_sae] (with an SAE:
+    `TurnActivations`); repeated [n, T] bool: the turn repeats the previous assistant turn
+    (`repetition.repeated_turns`; None: not measured)."""
 
     meta: pd.DataFrame
     coords: np.ndarray
@@ -162,6 +166,11 @@ class Rollouts:
     texts: list[list[str]]
     token_norm: float
     feature_means: np.ndarray | None = field(default=None, repr=False)
+    repeated: np.ndarray | None = None
+
+    def states(self, n_regions: int) -> np.ndarray:
+        """[n, T]: the persona regions, repeated turns in the repetition state (n_regions)."""
+        return state_paths(self.regions, self.repeated, n_regions)
 
     @property
     def fires(self) -> np.ndarray | None:
@@ -193,6 +202,7 @@ def run_conversations(
         texts=texts,
         token_norm=acts.token_norm,
         feature_means=acts.feature_means,
+        repeated=repeated_turns(texts, n_turns),
     )
 
 

@@ -36,6 +36,7 @@ from sae_atlas.stages.dynamics.experiments import (
     corpus_classifier,
     prepare_experiments,
 )
+from sae_atlas.stages.dynamics.repetition import state_names
 from sae_atlas.stages.dynamics.steering import half_life
 from sae_atlas.stages.dynamics.tables import (
     stored_summary,
@@ -115,7 +116,12 @@ def dynamics_summary(
             "hook": experiments.inputs.hook,
             "config": to_dict(config),
             "regions": list(pmap.names),
-            "stationary": dict(zip(pmap.names, natural.stationary.tolist(), strict=True)),
+            "stationary": dict(
+                zip(state_names(pmap.names), natural.stationary.tolist(), strict=True)
+            ),
+            "repeated_share": float(np.mean(rollouts.repeated[:, 1:]))
+            if rollouts.repeated is not None and rollouts.repeated.shape[1] > 1
+            else None,
             "attractors": natural.flow["flow"]
             .loc[
                 natural.flow["flow"]["attractor"],

@@ -20,13 +20,15 @@ import pandas as pd
 
 from feature_store.atlas import Atlas, AtlasWriter
 from sae_atlas.stages.dynamics.drift import drift_curves, relative_to_baseline
+from sae_atlas.stages.dynamics.repetition import state_names
 from sae_atlas.stages.dynamics.rollouts import Rollouts
 from sae_atlas.stages.dynamics.space import PersonaMap
 
 DESCRIPTIONS: dict[str, str] = {
     "trajectories": "one row per rollout and assistant turn: provenance, region, assistant-axis "
     "projection, text",
-    "regions": "regions of persona space: persona clusters",
+    "regions": "states of the rollouts: the regions of persona space (persona clusters), then "
+    "the repetition state (turns that repeat the previous assistant turn, word overlap >= 0.9)",
     "flow": "per rollout condition and region: shares at the first and last turn, occupancy, "
     "gain (last-turn share minus occupancy) and hold (P(same region next turn)) with bootstrap "
     "95% intervals over rollouts, against the null of each rollout's turns permuted (p-values, "
@@ -57,8 +59,9 @@ DESCRIPTIONS: dict[str, str] = {
     "from one fold of prompt variants assign the other fold's calibration turns; single_turn: "
     "the personas' own centroids) and turn, the share of turns placed in their persona's "
     "region, against chance (the largest region's share)",
-    "transition_matrix": "turn-to-turn transition matrix [n_regions, n_regions] of every rollout "
-    "pooled, from counts (a row of NaN: the region has no observed exit)",
+    "transition_matrix": "turn-to-turn transition matrix [n_regions + 1, n_regions + 1] between "
+    "the states (the persona regions, then repetition) of every rollout pooled, from counts (a "
+    "row of NaN: the state has no observed exit)",
     "kick": "steering kick at turn 0 and the relaxation after it: per target, control and turn, "
     "the distance in persona space to the unkicked conversation on the same prompt and seed",
     "steering": "persona classifier's probability of the target on the kicked turn: persona "
@@ -85,8 +88,11 @@ COLUMNS: dict[str, str] = {
     "seed": "rollout seed index",
     "rollout": "row of the conversation among the rollouts",
     "turn": "assistant turn, from 0",
-    "region": "nearest region (row of dynamics/regions)",
-    "region_name": "name of the region",
+    "region": "state (row of dynamics/regions): the nearest persona region, or the repetition "
+    "state (the last row) for a turn that repeats the previous assistant turn (word overlap >= "
+    "0.9)",
+    "region_name": "name of the region (repetition: the repetition state)",
+    "persona_region": "nearest persona region (row of dynamics/regions), repeated turns included",
     "axis_projection": "projection of the turn's mean residual on the unit assistant axis",
     "text": "the assistant's turn",
     "id": "region id (row of transition_matrix)",
@@ -226,15 +232,18 @@ def stored_summary(atlas_path: str | Path) -> dict[str, Any] | None:
 
 
 def trajectories_table(rollouts: Rollouts, pmap: PersonaMap) -> pd.DataFrame:
-    """One row per rollout and turn: the rollout's provenance, the turn's region (id and name),
-    assistant-axis projection and text ("" beyond the turns it has)."""
+    """One row per rollout and turn: the rollout's provenance, the turn's state (id and name:
+    a persona region, or repetition), its nearest persona region, assistant-axis projection and
+    text ("" beyond the turns it has)."""
     n, turns = rollouts.regions.shape
     table = rollouts.meta.loc[np.repeat(np.arange(n), turns)].reset_index(drop=True)
+    states = rollouts.states(len(pmap.names)).ravel()
     return table.assign(
         rollout=np.repeat(np.arange(n), turns),
         turn=np.tile(np.arange(turns), n),
-        region=rollouts.regions.ravel(),
-        region_name=np.asarray(pmap.names, dtype=object)[rollouts.regions.ravel()],
+        region=states,
+        region_name=np.asarray(state_names(pmap.names), dtype=object)[states],
+        persona_region=rollouts.regions.ravel(),
         axis_projection=rollouts.axis.ravel(),
         text=[t[k] if k < len(t) else "" for t in rollouts.texts for k in range(turns)],
     )
@@ -268,13 +277,14 @@ def drift_tables(
 
 
 def region_table(pmap: PersonaMap, stationary: np.ndarray) -> pd.DataFrame:
-    """One row per region: id, name, member personas and stationary share (every rollout
-    pooled; NaN: no observed exit)."""
+    """One row per state: id, name, member personas and stationary share (every rollout
+    pooled; NaN: no observed exit); the last state is repetition (no personas)."""
+    names = state_names(pmap.names)
     return pd.DataFrame(
         {
-            "id": np.arange(len(pmap.names)),
-            "name": list(pmap.names),
-            "personas": [";".join(m) for m in pmap.members],
+            "id": np.arange(len(names)),
+            "name": list(names),
+            "personas": [";".join(m) for m in pmap.members] + [""],
             "stationary": stationary,
         }
     )

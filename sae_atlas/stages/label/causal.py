@@ -2,20 +2,21 @@
 compare with the same edits of matched random feature sets.
 
 Prompts: personas (held-out ones first) under their held-out system prompts, on held-out
-questions. Each prompt is answered once unedited and once under each edit (edits: zero,
-resample, add) of the puppeteer set and of each matched random set (matched.matched_sets: same
-count, firing frequency, activation scale, decoder norm), all with the prompt's own sampling
-seed, so every answer pairs with the unedited one. Scores per answer: the persona classifier's
-P(persona) (sae_atlas.classifier), whether it shows a non-format assistant marker (the dynamics'
-MARKERS without bullet lists), the projection of its mean residual (unedited model, response
-tokens) on the assistant axis; per prompt and edit, the KL divergence of the edited model's
-next-token distribution from the unedited one on the unedited answer's tokens (mean over them).
+questions. Each prompt is answered once unedited and once under each edit (edits.EDITS: zero,
+resample, add, cap at the default persona's mean) of the puppeteer set and of each matched
+random set (matched.matched_sets: same count, firing frequency, activation scale, decoder norm),
+all with the prompt's own sampling seed, so every answer pairs with the unedited one. Scores
+per answer: the persona classifier's P(persona) (sae_atlas.classifier), whether it shows a
+non-format assistant marker (the dynamics' MARKERS without bullet lists), the projection of its
+mean residual (unedited model, response tokens) on the assistant axis; per prompt and edit, the
+KL divergence of the edited model's next-token distribution from the unedited one on the
+unedited answer's tokens (mean over them).
 `effects`: per edit and score, the puppeteer set's paired effect (edited minus unedited) against
 the random sets' mean effect on the same prompt: the paired difference's mean and bootstrap
 interval over prompts, a Wilcoxon signed-rank p-value, BH over the family (edits x scores), and
 the puppeteer's rank among the random sets' mean effects.
 
-Cost: (1 + 3 x (1 + n_random)) x prompts sampled answers of max_new_tokens, plus two teacher-
+Cost: (1 + 4 x (1 + n_random)) x prompts sampled answers of max_new_tokens, plus two teacher-
 forced passes per answer (scores, KL). Returns per-answer and per-prompt tables and the effects.
 """
 
@@ -238,7 +239,8 @@ def effects(
 class CausalSetup:
     """What the causal test needs: the model (handle and a plain `sampling_model` copy), the
     SAE and its hook, the persona classifier, the assistant axis [d_model], a code bank
-    [B, d_sae] (edits.code_bank), each feature's activation scale [d_sae] (mean where it fires),
+    [B, d_sae] (edits.code_bank), each feature's activation scale [d_sae] (mean where it fires,
+    for add), its ceiling [d_sae] (mean over the default persona's response tokens, for cap),
     the sampler's settings and a seed."""
 
     handle: ModelHandle
@@ -249,6 +251,7 @@ class CausalSetup:
     axis: np.ndarray
     bank: np.ndarray
     scale: np.ndarray
+    ceiling: np.ndarray
     sampling: CorpusConfig
     seed: int = 0
 
@@ -261,7 +264,9 @@ def puppeteer_causal(
     conditions: dict[str, tuple[Intervention, ...]] = {"unedited": ()}
     named = [("puppeteer", puppeteer), *((f"random{j}", s) for j, s in enumerate(random_sets))]
     for name, features in named:
-        edits = feature_edits(setup.hook, setup.sae, features, setup.bank, setup.scale, setup.seed)
+        edits = feature_edits(
+            setup.hook, setup.sae, features, setup.bank, setup.scale, setup.ceiling, setup.seed
+        )
         for edit, intervention in edits.items():
             conditions[f"{edit}:{name}"] = (intervention,)
     table = answers(setup.handle, setup.model, prompts, conditions, setup.sampling)
@@ -329,18 +334,23 @@ def tagged(labels: Labels, tag: str) -> np.ndarray:
     )
 
 
-def run_setup(
-    inputs: RunInputs, handle: ModelHandle, sampling: CorpusConfig, bank_size: int, seed: int
-) -> tuple[CausalSetup, Labels, np.ndarray]:
-    """The CausalSetup of a finished run (classifier trained on its corpus, assistant axis: the
-    default persona's vector minus the mean of the others', code bank of bank_size train response
-    tokens), its Labels and the matching keys [d_sae, 3] of its features."""
-    labels = load_labels(inputs.path / "labels.h5")
+def run_keys(inputs: RunInputs, labels: Labels) -> np.ndarray:
+    """The matching keys [d_sae, 3] (matched.matching_keys) of a finished run's features."""
     decoder_norm = inputs.sae.W_dec.detach().float().norm(dim=1).cpu().numpy()
     features = labels.features
-    keys = matching_keys(
+    return matching_keys(
         features["density"].to_numpy(float), features["mean_act"].to_numpy(float), decoder_norm
     )
+
+
+def run_setup(
+    inputs: RunInputs, handle: ModelHandle, sampling: CorpusConfig, bank_size: int, seed: int
+) -> CausalSetup:
+    """The CausalSetup of a finished run: classifier trained on its corpus, assistant axis (the
+    default persona's vector minus the mean of the others'), code bank of bank_size train
+    response tokens, add scales (mean activation where a feature fires) and cap ceilings (the
+    default persona's SAE profile: mean activation over its response tokens)."""
+    labels = load_labels(inputs.path / "labels.h5")
     names = list(labels.personas["name"])
     default = names.index(labels.default_persona)
     others = [i for i in range(len(names)) if i != default]
@@ -352,7 +362,7 @@ def run_setup(
         corpus["split"].astype(str).tolist(),
         seed=seed,
     )
-    setup = CausalSetup(
+    return CausalSetup(
         handle=handle,
         model=sampling_model(handle, sampling.dtype),
         sae=inputs.sae,
@@ -360,8 +370,8 @@ def run_setup(
         classifier=classifier,
         axis=axis.astype(np.float32),
         bank=code_bank(inputs.store, inputs.sae, inputs.hook, bank_size, seed),
-        scale=features["mean_act"].to_numpy(np.float32),
+        scale=labels.features["mean_act"].to_numpy(np.float32),
+        ceiling=labels.persona_profiles[default].astype(np.float32),
         sampling=sampling,
         seed=seed,
     )
-    return setup, labels, keys

@@ -1,8 +1,9 @@
 """Report tables and figures of the honest-split findings, for the report stage to place.
 
 Each function reads what a labels summary (labels.h5's `summary`), the causal test's JSON
-(scripts/puppeteer_causal.py) or the side-by-side JSON (scripts/honest_splits.py) holds and
-returns a pandas table or a matplotlib Figure; nothing is computed again. Cost: milliseconds.
+(scripts/puppeteer_causal.py: "effects" per edit and score, "base" when run with a base model) or
+the side-by-side JSON (scripts/honest_splits.py) holds and returns a pandas table or a matplotlib
+Figure; nothing is computed again. Cost: milliseconds.
 """
 
 from __future__ import annotations
@@ -89,6 +90,14 @@ def causal_figure(causal: dict[str, Any]) -> Figure:
     figure.suptitle("puppeteer edits minus matched random sets (95% CI over prompts)", fontsize=9)
     figure.tight_layout()
     return figure
+
+
+def base_table(causal: dict[str, Any]) -> pd.DataFrame:
+    """The base comparison (the causal JSON's "base", present when the run had `--base`): per
+    feature (-1: the set) the base/tuned activation ratio in assistant and in user turns, their
+    log contrast and its difference from the matched random features, with 95% CIs over
+    responses, p and BH q; empty without a base model."""
+    return pd.DataFrame((causal.get("base") or {}).get("rows") or [])
 
 
 def comparison_table(honest: dict[str, Any]) -> pd.DataFrame:

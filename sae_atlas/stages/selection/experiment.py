@@ -64,8 +64,9 @@ class SelectionConfig:
     n_variants system prompts); n_variants prompt variants and n_questions questions per
     persona (the default persona: its neutral prompts); max_new_tokens sampled per run (the
     config is the sampler's settings: temperature, top_p, batch_size, seed, dtype); layer (None:
-    the atlas's hook) of the patches; n_features persona features scored; n_bootstrap resamples
-    of questions."""
+    the atlas's hook) of the patches; patching (False: no patched runs: decoding and the
+    unpatched persona runs' relaxation only, about 1/6 of the sampling); n_features persona
+    features scored; n_bootstrap resamples of questions."""
 
     personas: tuple[str, ...] = ()
     n_personas: int = 6
@@ -73,6 +74,7 @@ class SelectionConfig:
     n_questions: int = 6
     max_new_tokens: int = 24
     layer: int | None = None
+    patching: bool = True
     n_features: int = 8
     temperature: float = 0.7
     top_p: float = 0.9
@@ -231,28 +233,30 @@ def patched_scores(
 def effect_tables(
     scores: dict[str, dict[str, np.ndarray]], units: Units, config: SelectionConfig
 ) -> dict[str, pd.DataFrame]:
-    """The patching effects per score (classifier, features) and the relaxation of the
-    assistant-axis gap (default run minus condition) by response token."""
-    effects = pd.concat(
-        [
-            paired_effects(
-                {c: s[score] for c, s in scores.items()},
-                units,
-                score,
-                config.n_bootstrap,
-                config.seed,
-            )
-            for score in ("classifier", "features")
-        ],
-        ignore_index=True,
-    )
+    """The patching effects per score (classifier, features; empty without patched runs) and
+    the relaxation of the assistant-axis gap (default run minus condition) by response token."""
+    effects = pd.DataFrame()
+    if config.patching:
+        effects = pd.concat(
+            [
+                paired_effects(
+                    {c: s[score] for c, s in scores.items()},
+                    units,
+                    score,
+                    config.n_bootstrap,
+                    config.seed,
+                )
+                for score in ("classifier", "features")
+            ],
+            ignore_index=True,
+        )
     conditions = (
         "persona",
         "default+header:persona",
         "default+user:persona",
         "default+header:other",
     )
-    gaps = {c: scores["default"]["axis"] - scores[c]["axis"] for c in conditions}
+    gaps = {c: scores["default"]["axis"] - scores[c]["axis"] for c in conditions if c in scores}
     curves, lengths = gap_curves(
         gaps, units.persona, units.question, config.n_bootstrap, config.seed
     )
@@ -298,7 +302,11 @@ def run_selection(handle: ModelHandle, run: Path, config: SelectionConfig) -> Se
     acts = reader.read(prompts, tokens)
     tables = decoding_tables(reader, acts, grid, config)
     units = selection_units(grid, config.seed)
-    scores, patched = patched_scores(reader, model, prompts, grid, units, layer, config)
+    scores, patched = (
+        patched_scores(reader, model, prompts, grid, units, layer, config)
+        if config.patching
+        else ({}, {})
+    )
     for name, rows in (("persona", units.run), ("default", units.default)):
         scores[name] = reader.scores(acts[rows], [texts[r] for r in rows], units.persona.tolist())
     tables |= effect_tables(scores, units, config)

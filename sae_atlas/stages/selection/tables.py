@@ -29,11 +29,13 @@ DESCRIPTIONS: dict[str, str] = {
     "one-sided p-value, BH q-value over personas per kind and target",
     "axis_gap": "per condition, persona (all: pooled) and response token: the paired default "
     "run's assistant-axis projection minus the condition's, mean and bootstrap 95% interval "
-    "over questions",
-    "relaxation": "per condition and persona: the first response token at which the mean "
-    "assistant-axis gap (running mean over 4 tokens) is at most half its first value "
-    "(n_response + 1: never), its bootstrap 95% interval over questions and the share of "
-    "resamples censored; the share of the gap retained at the end of the response read",
+    "over questions, and the units whose responses are still running there",
+    "relaxation": "per condition and persona: the half-gap length (the first response token at "
+    "which the mean assistant-axis gap, a running mean over 4 tokens, is at most half its first "
+    "value) with its bootstrap 95% interval over questions; a gap that does not halve within "
+    "the tokens read is censored (reported as > n_tokens, never as a number); the share of the "
+    "gap retained at the end of the tokens read and the gap's slope per token, with intervals, "
+    "the slope's bootstrap p-value and BH q-value over conditions and personas",
     "responses": "every sampled response: the grid's runs (condition none) and each patched "
     "condition's (per unit: its persona, variant, question)",
     "summary": "JSON: config, personas, header length, layer, headline numbers",
@@ -63,12 +65,27 @@ COLUMNS: dict[str, str] = {
     "n": "units",
     "score": "classifier or features",
     "token": "response token (1-based)",
-    "half_gap_length": "first response token where the mean gap (running mean over 4 tokens) "
-    "is <= half its first window's value (n_response + 1: never)",
-    "censored": "share of bootstrap resamples in which the gap never halves",
+    "half_gap_length": "first response token t where the mean gap over tokens t-3..t is <= "
+    "half its value over tokens 1-4; NaN when censored (length_censored) or undefined",
+    "length_censored": "true when the mean gap does not halve within the tokens read: the "
+    "length is > n_tokens",
+    "relaxation": "the half-gap length and its 95% interval as text, '> n_tokens' for a "
+    "censored length or interval end, '-' for an undefined one",
+    "censored": "share of bootstrap resamples (with a positive first gap) in which the gap "
+    "does not halve within the tokens read",
+    "undefined": "share of bootstrap resamples whose first gap is <= 0 (nothing to relax)",
+    "n_tokens": "response tokens read: up to the last at which at least half the units are "
+    "still answering",
+    "n_running": "units with a value at this token (both responses still running)",
     "gap_first": "mean gap over response tokens 1-4",
-    "retained": "mean gap over the last 4 response tokens over the mean over the first 4 (1: "
+    "gap_last": "mean gap over the last 4 tokens read",
+    "retained": "mean gap over the last 4 tokens read over the mean over the first 4 (1: "
     "no relaxation, 0: back at the default)",
+    "slope": "least-squares slope of the mean gap per response token (< 0: relaxing)",
+    "slope_low": "lower end of the slope's bootstrap 95% interval over questions",
+    "slope_high": "upper end of the slope's bootstrap 95% interval over questions",
+    "slope_p": "two-sided bootstrap p-value of a zero slope",
+    "slope_q": "Benjamini-Hochberg q-value of slope_p over conditions and personas",
     "retained_low": "lower end of retained's bootstrap 95% interval over questions",
     "retained_high": "upper end of retained's bootstrap 95% interval over questions",
     "variant": "system-prompt variant",
@@ -101,8 +118,10 @@ def selection_summary(result: SelectionResult, config: dict[str, Any]) -> dict[s
             "layer": result.layer,
             "decoding": points.to_dict("records"),
             "header_gain": tables["header_gain"].to_dict("records"),
-            "contrasts": patching[patching["kind"] != "effect"].to_dict("records"),
-            "effects": _rows(patching, kind="effect"),
+            "contrasts": patching[patching["kind"] != "effect"].to_dict("records")
+            if len(patching)
+            else [],
+            "effects": _rows(patching, kind="effect") if len(patching) else [],
             "relaxation": tables["relaxation"].to_dict("records"),
         }
     )
