@@ -4,7 +4,8 @@ One method per section (sae/, features/, features/examples/, personas/, persona_
 clusters/, any number of dynamics/ entries, and experiments/<name>/ groups); each checks its
 tables' columns and every array's shape against `feature_store.schema` before writing anything.
 Writing costs one pass over the arrays given; float weights are stored uncompressed, other
-numeric columns gzip-compressed in ~64 KiB chunks. The temporary file, the checks and the rename into place are `TemporaryAtlas`'s.
+numeric columns gzip-compressed in ~64 KiB chunks. The temporary file, the checks and the
+rename into place are `TemporaryAtlas`'s.
 """
 
 from __future__ import annotations
