@@ -4,11 +4,13 @@ frequency, activation scale, decoder norm), scored by the persona classifier's P
 non-format assistant markers, the assistant-axis projection and KL (sae_atlas.stages.label.causal).
 
 Prompts: the run's held-out personas first, then others, under held-out system prompts on
-held-out questions. Prints the effects table and writes JSON (effects and per-answer scores).
-Cost (defaults, quick atlas, 2 busy CPU cores): 10 personas x 4 questions x (1 + 3 x 6)
-conditions = 760 answers of 32 tokens, about 10-20 minutes.
+held-out questions. Prints the effects table and writes JSON (effects and per-answer scores);
+with --atlas, also records them as that atlas's experiments/puppeteer_causal (--atlas-out: in a
+copy of it; no stage rerun touches it). Cost (defaults, quick atlas, 2 busy CPU cores): 10
+personas x 4 questions x (1 + 3 x 6) conditions = 760 answers of 32 tokens, about 10-20 minutes.
 
-    python scripts/puppeteer_causal.py runs/quick-honest --out runs/bench/puppeteer_causal.json
+    python scripts/puppeteer_causal.py runs/quick-honest --out runs/bench/puppeteer_causal.json \
+        --atlas runs/quick-honest/atlas.h5
 """
 
 from __future__ import annotations
@@ -26,9 +28,17 @@ import typer
 from sae_atlas.config import load_config
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import load_model
+from sae_atlas.stages.dynamics.run_files import output_atlas
 from sae_atlas.stages.label.causal import causal_prompts, puppeteer_causal, run_setup, tagged
 from sae_atlas.stages.label.honest import run_inputs
 from sae_atlas.stages.label.matched import matched_pools, matched_sets
+from sae_atlas.stages.label.records import (
+    CAUSAL_COLUMNS,
+    CAUSAL_DESCRIPTIONS,
+    CAUSAL_UNITS,
+    causal_tables,
+)
+from sae_atlas.stages.record import record_results
 
 
 def main(
@@ -42,6 +52,10 @@ def main(
     neighbours: Annotated[int, typer.Option(help="matched candidates per feature")] = 50,
     max_new_tokens: Annotated[int, typer.Option(help="tokens per answer")] = 32,
     seed: Annotated[int, typer.Option(help="seed of draws and sampling")] = 0,
+    atlas: Annotated[Path | None, typer.Option(help="atlas to record the test in")] = None,
+    atlas_out: Annotated[
+        Path | None, typer.Option(help="record in a copy of --atlas written here")
+    ] = None,
 ) -> None:
     started = time.monotonic()
     config = load_config(str(run / "config.yaml"))
@@ -74,6 +88,18 @@ def main(
     }
     out.write_text(json.dumps(result, indent=1, default=float))
     print(f"wrote {out} ({result['seconds']:.0f} s)")
+    if atlas is not None:
+        tables = causal_tables(effects, scored, [p.persona for p in prompts], chosen, random_sets)
+        summary = {k: v for k, v in result.items() if k not in ("answers", "random_sets")}
+        settings = {"run": str(run), "tag": tag, "n_personas": n_personas,
+                    "n_questions": n_questions, "n_random": n_random, "neighbours": neighbours,
+                    "max_new_tokens": max_new_tokens, "seed": seed}  # fmt: skip
+        written = record_results(
+            output_atlas(atlas, atlas_out), "puppeteer_causal", tables, summary,
+            descriptions=CAUSAL_DESCRIPTIONS, columns=CAUSAL_COLUMNS, units=CAUSAL_UNITS,
+            script="scripts/puppeteer_causal.py", config=settings, seconds=result["seconds"],
+        )  # fmt: skip
+        print(f"recorded as experiments/puppeteer_causal in {written}")
 
 
 if __name__ == "__main__":
