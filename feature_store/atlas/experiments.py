@@ -77,6 +77,12 @@ class ExperimentRecord:
                 missing = [str(c) for c in data.columns if not self.columns.get(str(c))]
                 if missing:
                     raise StoreError(f"{where}: columns {missing} need a description each")
+                nul = [str(c) for c in data.columns if _holds_nul(data[c])]
+                if nul:
+                    raise StoreError(
+                        f"{where}: text of columns {nul} holds NUL, which HDF5 text cannot; "
+                        "escape it first (sae_atlas.stages.dynamics.tables.storable_text)"
+                    )
 
     def summary_json(self) -> str:
         """The summary as JSON (StoreError when it is not JSON-ready)."""
@@ -98,6 +104,10 @@ class ExperimentRecord:
             "written": datetime.now(UTC).isoformat(timespec="seconds"),
             "sae_atlas_version": _version(),
         }
+
+
+def _holds_nul(column: pd.Series) -> bool:
+    return column.dtype == object and any(isinstance(v, str) and "\x00" in v for v in column)
 
 
 def record_experiment(atlas: str | Path, experiment: ExperimentRecord) -> Path:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 
+from feature_store.atlas import ExperimentRecord
 from sae_atlas.classifier import train_classifier
 from sae_atlas.config import CorpusConfig, load_config
 from sae_atlas.model import intervene, sampling_model
@@ -22,6 +23,7 @@ from sae_atlas.stages.label.causal import (
 )
 from sae_atlas.stages.label.edits import EDITS, add_features, resample_features
 from sae_atlas.stages.label.figures import causal_figure
+from sae_atlas.stages.label.records import CAUSAL_COLUMNS, CAUSAL_DESCRIPTIONS, causal_tables
 from sae_atlas.stages.splits import catalogue_plan
 
 HOOK = "blocks.1.hook_resid_post"
@@ -80,8 +82,16 @@ def test_causal_run_pairs_every_condition(tiny, sae):
     assert (scored.loc[scored["condition"] == "zero:puppeteer", "kl"] > 0).all()
     assert len(effects) == len(EDITS) * len(SCORES)
     assert effects["q_value"].between(0, 1).all()
-    figure = causal_figure({"effects": effects.to_dict(orient="records")})
+    figure = causal_figure(effects)
     assert len(figure.axes) == len(SCORES)
+    tables = causal_tables(
+        effects, scored, [p.persona for p in prompts], np.array([0, 1]), np.array([[2, 3], [4, 5]])
+    )
+    assert tables["answers"]["persona"].tolist()[:3] == ["pirate", "chef", "chef"]
+    record = ExperimentRecord(
+        "puppeteer_causal", tables, {}, CAUSAL_DESCRIPTIONS, CAUSAL_COLUMNS, "test", {}, 0.0
+    )
+    record.check()  # every table and column the test writes is described
 
 
 def test_causal_prompts_are_heldout_persona_runs():
