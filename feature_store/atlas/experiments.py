@@ -107,7 +107,9 @@ class ExperimentRecord:
 
 
 def _holds_nul(column: pd.Series) -> bool:
-    return column.dtype == object and any(isinstance(v, str) and "\x00" in v for v in column)
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return False
+    return any(isinstance(v, str) and "\x00" in v for v in column)
 
 
 def record_experiment(atlas: str | Path, experiment: ExperimentRecord) -> Path:

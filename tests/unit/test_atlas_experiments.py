@@ -69,7 +69,10 @@ def snapshot(path: Path, skip: str) -> dict[str, object]:
             attrs = {k: str(v) for k, v in obj.attrs.items()}
             if isinstance(obj, h5py.Dataset):
                 value = obj[()]
-                data = value.tobytes() if isinstance(value, np.ndarray) else repr(value)
+                if isinstance(value, np.ndarray) and value.dtype != object:
+                    data: object = value.tobytes()
+                else:
+                    data = repr(np.asarray(value).tolist())
                 seen[name] = (attrs, obj.dtype.str, obj.shape, data)
             else:
                 seen[name] = attrs

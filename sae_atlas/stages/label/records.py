@@ -80,7 +80,7 @@ HONEST_DESCRIPTIONS: dict[str, str] = {
     "the personas scored, for the old split and the honest split side by side",
     "counts": "tag and feature counts of the labels as built and as recomputed with this "
     "code, old and new run",
-    "per_persona": "held-out AUROC per persona (rows) and probe or pooling (columns), per run",
+    "per_persona": "held-out AUROC per run, probe or pooling, and persona (NaN: not scored)",
     "causal_old": "the puppeteer causal test's effects on the old run (see puppeteer_causal)",
     "causal_new": "the puppeteer causal test's effects on the new run (see puppeteer_causal)",
 }
@@ -91,6 +91,8 @@ HONEST_COLUMNS: dict[str, str] = {
     "new": "value on the honest-split run",
     "run": "old (legacy split) or new (honest splits)",
     "persona": "persona",
+    "probe": "probe (residual) or pooling (its best SAE feature chosen on train)",
+    "auroc": "held-out AUROC of the persona against the default",
     **{
         f"{side}_{key}": f"{text} ({side} run)"
         for side in ("old", "new")
@@ -143,14 +145,15 @@ def honest_tables(both: dict[str, Any]) -> dict[str, pd.DataFrame]:
             for key in COUNT_KEYS
         ]
     ).astype({"old": float, "new": float})
-    per_persona = pd.concat(
+    per_persona = pd.DataFrame(
         [
-            pd.DataFrame(both[side]["per_persona"]).rename_axis("persona").reset_index()
-            .assign(run=side)
+            {"run": side, "probe": probe, "persona": persona, "auroc": auroc}
             for side in ("old", "new")
+            for probe, by_persona in both[side]["per_persona"].items()
+            for persona, auroc in by_persona.items()
         ],
-        ignore_index=True,
-    )  # fmt: skip
+        columns=["run", "probe", "persona", "auroc"],
+    ).astype({"auroc": float})
     tables = {"shares": shares.astype({c: float for c in shares if c != "figure"}),
               "counts": counts, "per_persona": per_persona}  # fmt: skip
     for side in ("old", "new"):
