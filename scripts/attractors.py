@@ -43,7 +43,12 @@ CLAIM_COLUMNS = ["experiment", "region_name", "start_share", "end_share", "gain"
 
 def main(
     run: Annotated[Path, typer.Argument(help="a built run: atlas.h5, transcripts.h5, sae/")],
-    atlas_out: Annotated[Path | None, typer.Option(help="write into a copy of the atlas")] = None,
+    atlas: Annotated[
+        Path | None, typer.Option(help="atlas to record in (default: the run's)")
+    ] = None,
+    atlas_out: Annotated[
+        Path | None, typer.Option(help="record in a copy of it written here")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="JSON summary")] = None,
     n_turns: int = 8,
     seeds: int = 4,
@@ -64,7 +69,7 @@ def main(
         max_new_tokens=max_new_tokens, max_lag=n_turns - 1, n_bootstrap=n_bootstrap,
         seed=seed, dtype=model_config.dtype,
     )  # fmt: skip
-    atlas = output_atlas(run / "atlas.h5", atlas_out)
+    atlas = output_atlas(atlas or run / "atlas.h5", atlas_out)
     started = time.perf_counter()
     handle = load_model(model_config.source, model_config.device, model_config.dtype)
     experiments = prepare_experiments(handle, atlas, run / "sae", run / "transcripts.h5", config)

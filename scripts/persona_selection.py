@@ -38,7 +38,12 @@ from sae_atlas.stages.selection.tables import COLUMNS, DESCRIPTIONS, selection_s
 
 def main(
     run: Annotated[Path, typer.Argument(help="a built run: atlas.h5, transcripts.h5, sae/")],
-    atlas_out: Annotated[Path | None, typer.Option(help="write into a copy of the atlas")] = None,
+    atlas: Annotated[
+        Path | None, typer.Option(help="atlas to record in (default: the run's)")
+    ] = None,
+    atlas_out: Annotated[
+        Path | None, typer.Option(help="record in a copy of it written here")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="JSON summary")] = None,
     personas: Annotated[list[str] | None, typer.Option(help="personas (default: spread)")] = None,
     n_personas: int = 6,
@@ -56,7 +61,7 @@ def main(
         n_questions=n_questions, n_response=n_response, layer=layer, dtype=model.dtype,
         n_bootstrap=n_bootstrap, seed=seed,
     )  # fmt: skip
-    atlas = output_atlas(run / "atlas.h5", atlas_out)
+    atlas = output_atlas(atlas or run / "atlas.h5", atlas_out)
     started = time.perf_counter()
     handle = load_model(model.source, model.device, model.dtype)
     result = run_selection(handle, run, config)
