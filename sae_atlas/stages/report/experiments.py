@@ -56,7 +56,7 @@ def experiment_sections(atlas: Atlas) -> list[Block]:
         experiment = atlas.experiment(name)
         blocks += [
             Heading(2, TITLES.get(name, f"Experiment: {name}"), f"experiment-{name}"),
-            text(experiment.description + "."),
+            text(experiment.description[:1].upper() + experiment.description[1:] + "."),
             text(provenance_line(experiment)),
             *RENDERERS.get(name, generic_blocks)(experiment),
         ]
