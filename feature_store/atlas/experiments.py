@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import h5py
 import numpy as np
@@ -36,7 +36,7 @@ from feature_store.schema.experiments import TABLE_NAME
 if TYPE_CHECKING:
     from feature_store.atlas.queries import Atlas
 
-Table = pd.DataFrame | np.ndarray
+Table: TypeAlias = pd.DataFrame | np.ndarray
 
 
 @dataclass(frozen=True)

@@ -150,30 +150,30 @@ def synthetic_experiments(seed: int = 0) -> dict[str, ExperimentRecord]:
     rng = np.random.default_rng(seed)
     both = _honest(rng)
     audit_tables, audit_summary = _audit(rng)
-    common = {"script": "sae_atlas.testing", "seconds": 1.0}
+    script, seconds = "sae_atlas.testing", 1.0
     return {
         "selection": ExperimentRecord(
             "selection", _selection(rng), {"personas": list(PERSONAS), "header_tokens": 2,
             "layer": 1}, selection_tables.DESCRIPTIONS, selection_tables.COLUMNS,
-            config={"n_personas": 2}, **common,
+            config={"n_personas": 2}, script=script, seconds=seconds,
         ),
         "attractors": ExperimentRecord(
             "attractors", _attractors(rng), {"regions": {"assistant": ["assistant"]},
             "rollouts": {"persona_prompt": 6}, "attractors": []}, dynamics_tables.DESCRIPTIONS,
-            dynamics_tables.COLUMNS, config={"n_turns": 4}, **common,
+            dynamics_tables.COLUMNS, config={"n_turns": 4}, script=script, seconds=seconds,
         ),
         "puppeteer_causal": ExperimentRecord(
             "puppeteer_causal", {"effects": _causal(rng), "features": np.array([3, 5])},
             {"features": [3, 5], "n_prompts": 40}, CAUSAL_DESCRIPTIONS, CAUSAL_COLUMNS,
-            config={"n_random": 5}, **common,
+            config={"n_random": 5}, script=script, seconds=seconds,
         ),
         "honest_splits": ExperimentRecord(
             "honest_splits", honest_tables(both), honest_summary(both), HONEST_DESCRIPTIONS,
-            HONEST_COLUMNS, config={}, **common,
+            HONEST_COLUMNS, config={}, script=script, seconds=seconds,
         ),
         "audit": ExperimentRecord(
             "audit", audit_tables, audit_summary, AUDIT_DESCRIPTIONS, AUDIT_COLUMNS,
-            config={"fdr": 0.05, "min_auroc": 0.8, "model": "tiny"}, **common,
+            config={"fdr": 0.05, "min_auroc": 0.8, "model": "tiny"}, script=script, seconds=seconds,
         ),
     }  # fmt: skip
 
