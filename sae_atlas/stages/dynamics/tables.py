@@ -11,7 +11,6 @@ pandas on small tables: milliseconds.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -188,23 +187,17 @@ def storable_text(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**escaped)
 
 
-def write_entry(
-    writer: AtlasWriter,
-    name: str,
-    data: pd.DataFrame | np.ndarray | str,
-    descriptions: Mapping[str, str] = DESCRIPTIONS,
-    columns: Mapping[str, str] = COLUMNS,
-) -> None:
-    """dynamics/<name>: a table (its columns described from `columns`, its text storable), an
-    array or a JSON text, described from `descriptions`. (Experiments run on a built atlas go
-    to experiments/ instead: sae_atlas.stages.record.)"""
+def write_entry(writer: AtlasWriter, name: str, data: pd.DataFrame | np.ndarray | str) -> None:
+    """dynamics/<name>: a table (its columns described from COLUMNS, its text storable), an
+    array or a JSON text, described from DESCRIPTIONS. (Experiments run on a built atlas go to
+    experiments/ instead: sae_atlas.stages.record.)"""
     if isinstance(data, pd.DataFrame):
-        described = {c: columns[c] for c in data.columns}
+        described = {c: COLUMNS[c] for c in data.columns}
         writer.write_dynamics(
-            name, storable_text(data), descriptions[name], column_descriptions=described
+            name, storable_text(data), DESCRIPTIONS[name], column_descriptions=described
         )
     else:
-        writer.write_dynamics(name, data, descriptions[name])
+        writer.write_dynamics(name, data, DESCRIPTIONS[name])
 
 
 def stored_summary(atlas_path: str | Path) -> dict[str, Any] | None:
