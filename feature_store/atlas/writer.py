@@ -217,8 +217,10 @@ class AtlasWriter(TemporaryAtlas):
 
     def write_experiment(self, experiment: ExperimentRecord) -> None:
         """experiments/<name>/ (feature_store.schema.experiments): replaces that experiment whole
-        (its tables, summary and provenance) and nothing else; every table and column is
-        checked to be described before anything is written."""
+        (its tables, summary and provenance) and nothing else. Names and descriptions are
+        checked before anything is written; a value that cannot be stored raises StoreError part
+        way, and the writer's exit then drops the copy (record_experiment: the atlas stays as
+        it was)."""
         self._start(None)
         experiment.check()
         path = f"{EXPERIMENTS_GROUP}/{experiment.name}"
