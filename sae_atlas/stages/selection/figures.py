@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import io
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 
 def _png(figure: Figure) -> bytes:
@@ -21,8 +24,8 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _band(axes, x, rows: pd.DataFrame, y: str, label: str) -> None:  # type: ignore[no-untyped-def]
-    line = axes.plot(x, rows[y], marker="o", ms=2.5, lw=1.2, label=label)[0]
+def _band(axes, x, rows: pd.DataFrame, y: str, label: str, color=None) -> None:  # type: ignore[no-untyped-def]
+    line = axes.plot(x, rows[y], marker="o", ms=2.5, lw=1.2, label=label, color=color)[0]
     axes.fill_between(x, rows["ci_low"], rows["ci_high"], color=line.get_color(), alpha=0.15)
 
 
@@ -83,18 +86,23 @@ def relaxation_figure(table: pd.DataFrame) -> bytes:
 
 def return_figure(table: pd.DataFrame) -> bytes:
     """P(back in the assistant region after k turns) by region, one panel per rollout condition,
-    the permuted-turn null dashed (a return_to_assistant table: the attractors experiment's or
+    each region's permuted-turn null dashed in its colour, one colour per region in every
+    panel (a return_to_assistant table: the attractors experiment's or
     dynamics/return_to_assistant)."""
     conditions = list(dict.fromkeys(table["experiment"]))
+    palette = matplotlib.colormaps["tab10"]
+    colors = {r: palette(i % 10) for i, r in enumerate(dict.fromkeys(table["region_name"]))}
     figure = Figure(figsize=(4.2 * len(conditions), 4))
     panels = np.atleast_1d(figure.subplots(1, len(conditions), sharey=True))
     for axes, condition in zip(panels, conditions, strict=True):
         rows = table[(table["experiment"] == condition) & (table["pairs"] > 0)]
         for region, block in rows.groupby("region_name", sort=False):
-            _band(axes, block["lag"], block, "p_return", str(region))
-            axes.plot(block["lag"], block["null"], ls="--", lw=0.7, color="grey")
+            _band(axes, block["lag"], block, "p_return", str(region), colors[region])
+            axes.plot(block["lag"], block["null"], ls="--", lw=0.7, color=colors[region])
         axes.set_title(condition)
         axes.set_xlabel("k (turns later)")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     panels[0].set_ylabel("P(in the assistant region k turns later)")
-    panels[-1].legend(fontsize=6)
+    handles = [Line2D([], [], color=c, marker="o", ms=3, label=str(r)) for r, c in colors.items()]
+    panels[-1].legend(handles=handles, fontsize=6)
     return _png(figure)
