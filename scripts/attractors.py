@@ -6,10 +6,10 @@ new tokens a turn) on the regions' multi-turn centroids (calibration chats of th
 then the flow tables per condition: each region's gain and hold against the permuted-turn null
 with bootstrap intervals over rollouts, BH q-values and the attractor claims, the transition
 probabilities with intervals (no invented self-loops, no edge filter), the stationary
-distribution and P(back in the assistant region after k turns). Writes them into the atlas's
-dynamics/ as long_* entries (described; --atlas-out: into a copy) and prints and writes a JSON
-summary. Runs niced on one thread; ~20-30 min on 2 shared cores with the defaults (the sampling:
-every turn re-reads its conversation).
+distribution and P(back in the assistant region after k turns). Records them as the atlas's
+experiments/attractors (described tables and the summary; --atlas-out: in a copy; no stage rerun
+touches it) and prints and writes (--json) the JSON summary. Runs niced on one thread; ~20-30
+min on 2 shared cores with the defaults (the sampling: every turn re-reads its conversation).
 
     nice -n 10 python scripts/attractors.py /work/runs/quick --atlas-out /tmp/atlas.h5 \
         --json /tmp/attractors.json
@@ -28,13 +28,13 @@ import pandas as pd
 import torch
 import typer
 
-from feature_store.atlas import AtlasWriter
 from sae_atlas.config import DynamicsConfig
 from sae_atlas.model import load_model
 from sae_atlas.stages.base import json_ready
 from sae_atlas.stages.dynamics.experiments import NaturalDynamics, prepare_experiments
 from sae_atlas.stages.dynamics.run_files import output_atlas, run_model_config
-from sae_atlas.stages.dynamics.tables import write_entry
+from sae_atlas.stages.dynamics.tables import COLUMNS, DESCRIPTIONS
+from sae_atlas.stages.record import record_results
 
 CLAIM_COLUMNS = ["experiment", "region_name", "start_share", "end_share", "gain", "gain_low",
                  "gain_q", "hold", "hold_null", "hold_excess_low", "hold_q", "stationary",
@@ -43,7 +43,12 @@ CLAIM_COLUMNS = ["experiment", "region_name", "start_share", "end_share", "gain"
 
 def main(
     run: Annotated[Path, typer.Argument(help="a built run: atlas.h5, transcripts.h5, sae/")],
-    atlas_out: Annotated[Path | None, typer.Option(help="write into a copy of the atlas")] = None,
+    atlas: Annotated[
+        Path | None, typer.Option(help="atlas to record in (default: the run's)")
+    ] = None,
+    atlas_out: Annotated[
+        Path | None, typer.Option(help="record in a copy of it written here")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="JSON summary")] = None,
     n_turns: int = 8,
     seeds: int = 4,
@@ -64,17 +69,18 @@ def main(
         max_new_tokens=max_new_tokens, max_lag=n_turns - 1, n_bootstrap=n_bootstrap,
         seed=seed, dtype=model_config.dtype,
     )  # fmt: skip
-    atlas = output_atlas(run, atlas_out)
+    atlas = output_atlas(atlas or run / "atlas.h5", atlas_out)
     started = time.perf_counter()
     handle = load_model(model_config.source, model_config.device, model_config.dtype)
     experiments = prepare_experiments(handle, atlas, run / "sae", run / "transcripts.h5", config)
     natural = experiments.natural()
     seconds = time.perf_counter() - started
-    with AtlasWriter.extend(atlas) as writer:
-        for name, data in natural.entries().items():
-            write_entry(writer, name, data, prefix="long_")
-        summary = summarise(natural, config, seconds)
-        write_entry(writer, "summary", json.dumps(summary), prefix="long_")
+    summary = summarise(natural, config, seconds)
+    record_results(
+        atlas, "attractors", natural.entries(), summary, descriptions=DESCRIPTIONS,
+        columns=COLUMNS, script="scripts/attractors.py", config=dataclasses.asdict(config),
+        seconds=seconds,
+    )  # fmt: skip
     pd.set_option("display.width", 220)
     flow = natural.flow["flow"]
     print(f"regions: {summary['regions']}")

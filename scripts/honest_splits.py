@@ -4,13 +4,16 @@ its labels as built, its labeling recomputed with this code (format, puppeteer c
 null, trigger tags on responses), its best-feature and residual-probe shares on held-out data,
 and, when given, the causal test's JSON (scripts/puppeteer_causal.py)
 (sae_atlas.stages.label.honest). Prints a table and writes JSON; --reuse takes the figures of
-an earlier JSON of this script and only attaches the causal JSONs given.
+an earlier JSON of this script and only attaches the causal JSONs given. With --atlas, also
+records the comparison as that atlas's experiments/honest_splits (--atlas-out: in a copy of it;
+no stage rerun touches it).
 
 Cost: per run two SAE passes over its store and a few logistic fits per persona (a few minutes
 on the quick atlas).
 
     python scripts/honest_splits.py --old runs/quick --new runs/quick-honest \
-        --causal-old runs/bench/causal_old.json --causal-new runs/bench/causal_new.json
+        --causal-old runs/bench/causal_old.json --causal-new runs/bench/causal_new.json \
+        --atlas runs/quick-honest/atlas.h5
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
+from sae_atlas.stages.dynamics.run_files import output_atlas
 from sae_atlas.stages.label.honest import (
     comparison_rows,
     label_figures,
@@ -30,6 +34,13 @@ from sae_atlas.stages.label.honest import (
     recomputed_summary,
     run_inputs,
 )
+from sae_atlas.stages.label.records import (
+    HONEST_COLUMNS,
+    HONEST_DESCRIPTIONS,
+    honest_summary,
+    honest_tables,
+)
+from sae_atlas.stages.record import record_results
 
 HEADLINE = (
     "probes.header_probe",
@@ -76,6 +87,10 @@ def main(
     reuse: Annotated[
         Path | None, typer.Option(help="a JSON this script wrote: its figures, not recomputed")
     ] = None,
+    atlas: Annotated[Path | None, typer.Option(help="atlas to record the comparison in")] = None,
+    atlas_out: Annotated[
+        Path | None, typer.Option(help="record in a copy of --atlas written here")
+    ] = None,
 ) -> None:
     started = time.monotonic()
     if reuse is None:
@@ -104,6 +119,16 @@ def main(
     both["seconds"] = time.monotonic() - started
     out.write_text(json.dumps(both, indent=1, default=float))
     print(f"wrote {out} ({both['seconds']:.0f} s)")
+    if atlas is not None:
+        settings = {"old": str(old), "new": str(new), "reuse": str(reuse) if reuse else None,
+                    "causal_old": str(causal_old) if causal_old else None,
+                    "causal_new": str(causal_new) if causal_new else None}  # fmt: skip
+        written = record_results(
+            output_atlas(atlas, atlas_out), "honest_splits", honest_tables(both),
+            honest_summary(both), descriptions=HONEST_DESCRIPTIONS, columns=HONEST_COLUMNS,
+            script="scripts/honest_splits.py", config=settings, seconds=both["seconds"],
+        )  # fmt: skip
+        print(f"recorded as experiments/honest_splits in {written}")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,10 @@ header token, response tokens 1..24) from the residual and the SAE's codes, cros
 variants and questions; patches the header residual (after the atlas's hook layer) of persona runs
 into default runs and back, against patches at the last user tokens and another persona's
 header, scored by the corpus persona classifier and the persona's SAE features; and measures how
-fast the assistant-axis gap relaxes along the response. Writes dynamics/selection_* entries into
-the atlas (--atlas-out: a copy) and a JSON summary, and prints the headline tables. ~15-25 min on
-2 shared cores with the defaults.
+fast the assistant-axis gap relaxes along the response. Records the tables and the summary as the
+atlas's experiments/selection (--atlas-out: in a copy; no stage rerun touches it), writes the
+JSON summary (--json) and prints the headline tables. ~15-25 min on 2 shared cores with the
+defaults.
 
     nice -n 10 python scripts/persona_selection.py /work/runs/quick --atlas-out /tmp/atlas.h5 \
         --json /tmp/selection.json
@@ -36,17 +37,21 @@ import pandas as pd
 import torch
 import typer
 
-from feature_store.atlas import AtlasWriter
 from sae_atlas.model import load_model
 from sae_atlas.stages.dynamics.run_files import output_atlas, run_model_config
-from sae_atlas.stages.dynamics.tables import write_entry
+from sae_atlas.stages.record import record_results
 from sae_atlas.stages.selection import SelectionConfig, run_selection
 from sae_atlas.stages.selection.tables import COLUMNS, DESCRIPTIONS, selection_summary
 
 
 def main(
     run: Annotated[Path, typer.Argument(help="a built run: atlas.h5, transcripts.h5, sae/")],
-    atlas_out: Annotated[Path | None, typer.Option(help="write into a copy of the atlas")] = None,
+    atlas: Annotated[
+        Path | None, typer.Option(help="atlas to record in (default: the run's)")
+    ] = None,
+    atlas_out: Annotated[
+        Path | None, typer.Option(help="record in a copy of it written here")
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="JSON summary")] = None,
     personas: Annotated[list[str] | None, typer.Option(help="personas (default: spread)")] = None,
     n_personas: int = 6,
@@ -65,7 +70,7 @@ def main(
         n_questions=n_questions, max_new_tokens=n_response, layer=layer, patching=patching,
         dtype=model.dtype, n_bootstrap=n_bootstrap, seed=seed,
     )  # fmt: skip
-    atlas = output_atlas(run, atlas_out)
+    atlas = output_atlas(atlas or run / "atlas.h5", atlas_out)
     started = time.perf_counter()
     handle = load_model(model.source, model.device, model.dtype)
     result = run_selection(handle, run, config)
@@ -75,11 +80,11 @@ def main(
         "seconds": time.perf_counter() - started,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
     }
-    with AtlasWriter.extend(atlas) as writer:
-        for name, table in result.tables.items():
-            if len(table.columns):
-                write_entry(writer, name, table, "selection_", DESCRIPTIONS, COLUMNS)
-        write_entry(writer, "summary", json.dumps(summary), "selection_", DESCRIPTIONS, COLUMNS)
+    tables = {name: table for name, table in result.tables.items() if len(table.columns)}
+    record_results(
+        atlas, "selection", tables, summary, descriptions=DESCRIPTIONS, columns=COLUMNS,
+        script="scripts/persona_selection.py", config=record, seconds=summary["seconds"],
+    )  # fmt: skip
     print_headlines(result.tables, result.header)
     print(f"\n{summary['seconds']:.0f} s ({summary['cpu_seconds']:.0f} CPU s); written to {atlas}")
     if json_out is not None:

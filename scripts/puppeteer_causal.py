@@ -9,10 +9,13 @@ With `--base PATH` (the pre-post-training base model, loaded like the tuned one:
 folder or id in the local cache, or a GGUF file) it also compares the features on identical
 tokens (sae_atlas.stages.label.base_diff: base/tuned ratio in assistant vs user turns, against
 the matched random sets) and writes that table under "base"; `--no-edits` runs only that.
+With --atlas it also records them as that atlas's experiments/puppeteer_causal (--atlas-out: in
+a copy of it; no stage rerun touches it).
 Cost (defaults, quick atlas, 2 busy CPU cores): 10 personas x 4 questions x (1 + 4 x 6)
 conditions = 1,000 answers of 32 tokens, about 15-30 minutes.
 
-    python scripts/puppeteer_causal.py runs/quick-honest --out runs/bench/puppeteer_causal.json
+    python scripts/puppeteer_causal.py runs/quick-honest --out runs/bench/puppeteer_causal.json \
+        --atlas runs/quick-honest/atlas.h5
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from feature_store.labels import load_labels
 from sae_atlas.config import CorpusConfig, load_config
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import ModelHandle, load_model
+from sae_atlas.stages.dynamics.run_files import output_atlas
 from sae_atlas.stages.label.base_diff import base_comparison, chat_responses
 from sae_atlas.stages.label.causal import (
     causal_prompts,
@@ -43,6 +47,13 @@ from sae_atlas.stages.label.causal import (
 from sae_atlas.stages.label.edits import CAP_RULE, EDITS
 from sae_atlas.stages.label.honest import RunInputs, run_inputs
 from sae_atlas.stages.label.matched import matched_pools, matched_sets
+from sae_atlas.stages.label.records import (
+    CAUSAL_COLUMNS,
+    CAUSAL_DESCRIPTIONS,
+    CAUSAL_UNITS,
+    causal_tables,
+)
+from sae_atlas.stages.record import record_results
 
 
 def causal_part(
@@ -59,6 +70,7 @@ def causal_part(
         "cap_rule": CAP_RULE,
         "n_prompts": len(prompts),
         "personas": sorted({p.persona for p in prompts}),
+        "prompt_personas": [p.persona for p in prompts],
         "classifier_heldout_accuracy": setup.classifier.heldout_accuracy,
         "effects": effects.to_dict(orient="records"),
         "answers": scored.drop(columns="text").to_dict(orient="records"),
@@ -81,6 +93,28 @@ def base_part(
     return {"model": base, "n_responses": len(transcripts), "rows": table.to_dict("records")}
 
 
+def record_causal(atlas: Path, result: dict[str, Any], settings: dict[str, Any]) -> Path:
+    """Record `result` as experiments/puppeteer_causal in `atlas`; the path written."""
+    base = result.get("base")
+    tables = causal_tables(
+        pd.DataFrame(result.get("effects") or []),
+        pd.DataFrame(result.get("answers") or []),
+        result.get("prompt_personas") or [],
+        np.asarray(result["features"]),
+        np.asarray(result["random_sets"]),
+        base=pd.DataFrame(base["rows"]) if base else None,
+    )
+    drop = ("answers", "random_sets", "effects", "prompt_personas", "base")
+    summary = {k: v for k, v in result.items() if k not in drop}
+    if base:
+        summary["base"] = {"model": base["model"], "n_responses": base["n_responses"]}
+    return record_results(
+        atlas, "puppeteer_causal", tables, summary, descriptions=CAUSAL_DESCRIPTIONS,
+        columns=CAUSAL_COLUMNS, units=CAUSAL_UNITS, script="scripts/puppeteer_causal.py",
+        config=settings, seconds=result["seconds"],
+    )  # fmt: skip
+
+
 def main(
     run: Annotated[Path, typer.Argument(help="a run folder whose label stage is complete")],
     out: Annotated[Path, typer.Option(help="JSON to write")] = Path("runs/bench/causal.json"),
@@ -95,6 +129,10 @@ def main(
     base_responses: Annotated[int, typer.Option(help="held-out responses compared")] = 200,
     edits: Annotated[bool, typer.Option(help="run the edits (--no-edits: base only)")] = True,
     seed: Annotated[int, typer.Option(help="seed of draws and sampling")] = 0,
+    atlas: Annotated[Path | None, typer.Option(help="atlas to record the test in")] = None,
+    atlas_out: Annotated[
+        Path | None, typer.Option(help="record in a copy of --atlas written here")
+    ] = None,
 ) -> None:
     started = time.monotonic()
     pd.set_option("display.width", 200)
@@ -127,6 +165,12 @@ def main(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=float))
     print(f"wrote {out} ({result['seconds']:.0f} s, {result['cpu_seconds']:.0f} CPU s)")
+    if atlas is not None:
+        settings = {"run": str(run), "tag": tag, "n_personas": n_personas,
+                    "n_questions": n_questions, "n_random": n_random, "neighbours": neighbours,
+                    "max_new_tokens": max_new_tokens, "base": base, "seed": seed}  # fmt: skip
+        written = record_causal(output_atlas(atlas, atlas_out), result, settings)
+        print(f"recorded as experiments/puppeteer_causal in {written}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ its decoder row, about a millisecond; small columns (numeric feature columns, pe
 vectors, the example index) are cached on first use, text columns when a query needs the whole
 column (`features()`, `search()`, `persona()`). `nearest_features` streams the decoder in blocks
 (one read of W_dec per call, no d_sae x d_sae matrix). `default_persona()` and `regions()` read
-what organize and dynamics recorded. Raw access and caching are `AtlasReader`'s.
+what organize and dynamics recorded; `experiments()` and `experiment(name)` what experiments run
+on the atlas recorded (lazily: a table is read when looked up). Raw access and caching are
+`AtlasReader`'s.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from feature_store.atlas.arrays import persona_list, read_all
+from feature_store.atlas.experiments import Experiment, legacy_experiment, stored_experiment
 from feature_store.atlas.reader import AtlasReader
 from feature_store.errors import StoreError
 from feature_store.schema import (
@@ -29,7 +32,10 @@ from feature_store.schema import (
     DEFAULT_PERSONA_NAME,
     EXAMPLE_COLUMNS,
     EXAMPLE_KINDS,
+    EXPERIMENTS,
+    EXPERIMENTS_GROUP,
     FEATURE_COLUMNS,
+    LEGACY_PREFIXES,
     ORGANIZE_SUMMARY_ATTR,
     PERSONA_COLUMNS,
     PERSONA_SPACE_ARRAYS,
@@ -327,6 +333,35 @@ class Atlas(AtlasReader):
             ]
         return table
 
+    # -- experiments ------------------------------------------------------------------------
+
+    def experiments(self) -> list[str]:
+        """Names of the experiments the atlas holds (experiments/<name>, and those an older atlas
+        kept as prefixed dynamics/ entries), in the order of feature_store.schema.EXPERIMENTS."""
+        stored = self.file.get(EXPERIMENTS_GROUP)
+        names = set(stored) if isinstance(stored, h5py.Group) else set()
+        dynamics = self.dynamics_names()
+        for name, prefix in LEGACY_PREFIXES.items():
+            if any(entry.startswith(prefix) for entry in dynamics):
+                names.add(name)
+        return [name for name in EXPERIMENTS if name in names]
+
+    def experiment(self, name: str) -> Experiment:
+        """Experiment `name`: description, provenance, `tables` (DataFrames or arrays, read when
+        looked up) and `summary` (JSON, parsed on first use). Reads its attributes only. An older
+        atlas's dynamics/<prefix>* entries (LEGACY_PREFIXES) serve when experiments/ lacks it.
+        Raises StoreError naming the experiments it has when it has no `name`."""
+        stored = self.file.get(EXPERIMENTS_GROUP)
+        if isinstance(stored, h5py.Group) and isinstance(stored.get(name), h5py.Group):
+            return stored_experiment(self, stored[name], name)
+        dynamics = self.file.get("dynamics")
+        if name in LEGACY_PREFIXES and isinstance(dynamics, h5py.Group):
+            found = legacy_experiment(dynamics, name, LEGACY_PREFIXES[name])
+            if found is not None:
+                return found
+        available = ", ".join(self.experiments()) or "none"
+        raise StoreError(f"{self.path}: no experiment {name!r}; it has: {available}")
+
     def info(self) -> dict[str, Any]:
         """Summary: model, created, versions, sizes, features per tag family and per cluster
         kind, clusters per kind, dynamics entries, file size."""
@@ -355,5 +390,6 @@ class Atlas(AtlasReader):
             "clusters_per_kind": clusters["kind"].value_counts().sort_index().to_dict(),
             "features_per_cluster_kind": feature_kinds.value_counts().sort_index().to_dict(),
             "dynamics": self.dynamics_names(),
+            "experiments": self.experiments(),
             "file_mb": round(self.path.stat().st_size / 2**20, 2),
         }

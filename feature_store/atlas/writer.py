@@ -1,10 +1,11 @@
 """`AtlasWriter`: the atlas's sections, written from plain numpy arrays and pandas DataFrames.
 
 One method per section (sae/, features/, features/examples/, personas/, persona_space/,
-clusters/, and any number of dynamics/ entries); each checks its tables' columns and every
-array's shape against `feature_store.schema` before writing anything. Writing costs one pass over
-the arrays given; float weights are stored uncompressed, other numeric columns gzip-compressed in
-~64 KiB chunks. The temporary file, the checks and the rename into place are `TemporaryAtlas`'s.
+clusters/, any number of dynamics/ entries, and experiments/<name>/ groups); each checks its
+tables' columns and every array's shape against `feature_store.schema` before writing anything.
+Writing costs one pass over the arrays given; float weights are stored uncompressed, other
+numeric columns gzip-compressed in ~64 KiB chunks. The temporary file, the checks and the
+rename into place are `TemporaryAtlas`'s.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from feature_store.atlas.arrays import describe, numeric_array, plain_array
+from feature_store.atlas.experiments import ExperimentRecord
 from feature_store.atlas.temporary import TemporaryAtlas
 from feature_store.errors import StoreError
 from feature_store.schema import (
@@ -26,6 +28,9 @@ from feature_store.schema import (
     EXAMPLE_COLUMNS,
     EXAMPLE_INDEX,
     EXAMPLE_KINDS,
+    EXPERIMENT_SUMMARY,
+    EXPERIMENT_SUMMARY_DESCRIPTION,
+    EXPERIMENTS_GROUP,
     FEATURE_COLUMNS,
     FEATURE_PERSONA_ARRAYS,
     PERSONA_ARRAYS,
@@ -205,9 +210,51 @@ class AtlasWriter(TemporaryAtlas):
         self._start(None)
         if not name or "/" in name:
             raise StoreError(f"dynamics: name {name!r} must be non-empty and contain no '/'")
+        self._group("dynamics")
+        self._write_entry(
+            f"dynamics/{name}", data, description, unit, column_descriptions, column_units
+        )
+
+    def write_experiment(self, experiment: ExperimentRecord) -> None:
+        """experiments/<name>/ (feature_store.schema.experiments): replaces that experiment whole
+        (its tables, summary and provenance) and nothing else. Names and descriptions are
+        checked before anything is written; a value that cannot be stored raises StoreError part
+        way, and the writer's exit then drops the copy (record_experiment: the atlas stays as
+        it was)."""
+        self._start(None)
+        experiment.check()
+        path = f"{EXPERIMENTS_GROUP}/{experiment.name}"
+        group = self._group(EXPERIMENTS_GROUP)
+        if experiment.name in group:
+            del group[experiment.name]
+        created = self.file.create_group(path, track_order=True)
+        created.attrs.update(experiment.provenance())
+        for table, data in experiment.tables.items():
+            self._write_entry(
+                f"{path}/{table}",
+                data,
+                experiment.descriptions[table],
+                experiment.units.get(table, ""),
+                experiment.columns,
+                experiment.units,
+            )
+        summary = plain_array(f"{path}/{EXPERIMENT_SUMMARY}", experiment.summary_json())
+        self._dataset(f"{path}/{EXPERIMENT_SUMMARY}", summary, EXPERIMENT_SUMMARY_DESCRIPTION)
+
+    def _write_entry(
+        self,
+        path: str,
+        data: ArrayLike | pd.DataFrame,
+        description: str,
+        unit: str = "",
+        column_descriptions: Mapping[str, str] | None = None,
+        column_units: Mapping[str, str] | None = None,
+    ) -> None:
+        """`path`: an array (one dataset) or a DataFrame (a group, one dataset per column, each
+        described in `column_descriptions`, with its unit from `column_units`); an existing
+        entry there is replaced. Checks everything before writing anything."""
         if not description:
-            raise StoreError(f"dynamics/{name}: needs a description")
-        path = f"dynamics/{name}"
+            raise StoreError(f"{path}: needs a description")
         if isinstance(data, pd.DataFrame):
             descriptions = dict(column_descriptions or {})
             undescribed = [str(c) for c in data.columns if c not in descriptions]
@@ -216,13 +263,12 @@ class AtlasWriter(TemporaryAtlas):
             columns = {str(c): plain_array(f"{path}/{c}", data[c].to_numpy()) for c in data}
         else:
             array = plain_array(path, data)
-        group = self._group("dynamics")
-        if name in group:
-            del group[name]
+        if path in self.file:
+            del self.file[path]
         if isinstance(data, pd.DataFrame):
             describe(self.file.create_group(path, track_order=True), description, unit)
+            units = column_units or {}
             for column, values in columns.items():
-                units = column_units or {}
                 self._dataset(
                     f"{path}/{column}", values, descriptions[column], units.get(column, "")
                 )

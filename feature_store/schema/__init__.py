@@ -13,6 +13,9 @@ One module per file kind, all re-exported here (`from feature_store.schema impor
 - `atlas_features`: the atlas's sae/, features/ and features/examples/.
 - `atlas`: the atlas's personas/, persona_space/, clusters/, its group and root attributes, and
   ATLAS_SPECS (every atlas dataset).
+- `experiments`: the atlas's experiments/ group, results of experiments run on a built atlas
+  (EXPERIMENTS names each; one group per experiment: described tables, a JSON summary, the
+  provenance), which no stage rerun touches.
 """
 
 from feature_store.schema.atlas import (
@@ -50,6 +53,15 @@ from feature_store.schema.base import (
     Column,
     text_dtype,
 )
+from feature_store.schema.experiments import (
+    EXPERIMENT_ATTRS,
+    EXPERIMENT_SUMMARY,
+    EXPERIMENT_SUMMARY_DESCRIPTION,
+    EXPERIMENTS,
+    EXPERIMENTS_DESCRIPTION,
+    EXPERIMENTS_GROUP,
+    LEGACY_PREFIXES,
+)
 from feature_store.schema.stores import (
     ACTIVATIONS_KIND,
     ACTS_CHUNK_ROWS,
@@ -79,9 +91,16 @@ __all__ = [
     "EXAMPLE_COLUMNS",
     "EXAMPLE_INDEX",
     "EXAMPLE_KINDS",
+    "EXPERIMENTS",
+    "EXPERIMENTS_DESCRIPTION",
+    "EXPERIMENTS_GROUP",
+    "EXPERIMENT_ATTRS",
+    "EXPERIMENT_SUMMARY",
+    "EXPERIMENT_SUMMARY_DESCRIPTION",
     "FEATURE_COLUMNS",
     "FEATURE_PERSONA_ARRAYS",
     "GROUP_DESCRIPTIONS",
+    "LEGACY_PREFIXES",
     "LIST_SEPARATOR",
     "NAME_BYTES",
     "ORGANIZE_SUMMARY_ATTR",

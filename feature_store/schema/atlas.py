@@ -6,7 +6,8 @@ place, so its strings are variable length and its shapes are known when written.
 an `ArraySpec` whose `shape` names its axes; the writer binds the sizes (d_sae, n_personas, ...)
 on first sight and checks every later dataset against them. Here: personas/, persona_space/,
 clusters/, the group and root attribute descriptions, and ATLAS_SPECS, every dataset of the
-atlas (sae/ and features/ are declared in feature_store.schema.atlas_features).
+atlas (sae/ and features/ are declared in feature_store.schema.atlas_features; experiments/,
+whose tables are described by what writes them, in feature_store.schema.experiments).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from feature_store.schema.atlas_features import (
     SAE_ARRAYS,
 )
 from feature_store.schema.base import ROOT_ATTRS, ArraySpec
+from feature_store.schema.experiments import EXPERIMENTS_DESCRIPTION, EXPERIMENTS_GROUP
 
 ATLAS_KIND = "sae-atlas/atlas"
 
@@ -157,6 +159,7 @@ ATLAS_GROUP_DESCRIPTIONS: dict[str, str] = {
     "clusters": "one row per feature cluster: id, kind, size, label, dominant personas, stability",
     "dynamics": "where multi-turn conversations flow in persona space: trajectories, transition "
     "matrix, stationary distribution, attractors",
+    EXPERIMENTS_GROUP: EXPERIMENTS_DESCRIPTION,
 }
 
 ATLAS_ROOT_ATTRS: dict[str, str] = {

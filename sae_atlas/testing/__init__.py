@@ -2,7 +2,9 @@
 
 models (random Llamas of any size, a tiny byte-level and a word-level tokenizer, handles),
 transcripts (random transcripts, a synthetic chat corpus, a random activation store) and atlas
-(a synthetic atlas, labels with planted structure). Nothing is downloaded.
+(a synthetic atlas, labels with planted structure); `sae_atlas.testing.experiments` (imported
+alone: it reads the experiments' descriptions) draws synthetic experiments/ for an atlas.
+Nothing is downloaded.
 """
 
 from __future__ import annotations

@@ -14,7 +14,12 @@ import pytest
 
 from feature_store.atlas import Atlas, AtlasWriter
 from feature_store.errors import StoreError
-from feature_store.schema import ATLAS_GROUP_DESCRIPTIONS, ATLAS_KIND, ATLAS_SPECS
+from feature_store.schema import (
+    ATLAS_GROUP_DESCRIPTIONS,
+    ATLAS_KIND,
+    ATLAS_SPECS,
+    EXPERIMENTS_GROUP,
+)
 from sae_atlas.stages.dynamics.tables import write_entry
 from sae_atlas.testing import write_atlas as write_synthetic_atlas
 
@@ -283,7 +288,7 @@ def test_every_group_and_dataset_is_described(atlas_path):
             if spec.unit:
                 assert file[spec.path].attrs["unit"] == spec.unit
         for group in ATLAS_GROUP_DESCRIPTIONS:
-            if group != "dynamics":
+            if group not in ("dynamics", EXPERIMENTS_GROUP):  # optional groups
                 assert file[group].attrs["description"] == ATLAS_GROUP_DESCRIPTIONS[group]
         assert file["sae/W_dec"].dtype == np.float32
 

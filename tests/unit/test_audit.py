@@ -171,3 +171,23 @@ def test_config_is_frozen():
     with pytest.raises(AttributeError):
         SMALL.n_words = 3  # type: ignore[misc]
     assert replace(SMALL, n_words=3).n_words == 3
+
+
+def test_an_audit_recorded_in_an_atlas_reads_back_and_reports(planted, tmp_path):
+    from feature_store.atlas import Atlas
+    from sae_atlas.stages.audit import record_audit
+    from sae_atlas.stages.report import write_report
+    from sae_atlas.testing import synthetic_atlas, write_atlas
+
+    handle, base, tuned, _ = planted
+    result = run_audit(pair_from_models(handle, tuned, base), SMALL)
+    atlas = write_atlas(tmp_path / "atlas.h5", synthetic_atlas(64, 16, 4, 2, 0))
+    record_audit(atlas, result, {"model": "tiny", "adapter": None, "base": "tiny"})
+    with Atlas.open(atlas) as reader:
+        audit = reader.experiment("audit")
+        assert audit.summary["headline"] == audit_section(result)["headline"]
+        assert len(audit.tables["candidates"]) == len(result.candidates)
+        assert audit.tables["verdicts"]["auroc"].tolist() == result.verdicts["auroc"].tolist()
+        assert audit.provenance["config"]["n_words"] == SMALL.n_words
+    page = write_report(atlas, tmp_path / "report").html.read_text(encoding="utf-8")
+    assert 'id="experiment-audit"' in page and "Verified candidates" in page

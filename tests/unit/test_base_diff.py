@@ -6,10 +6,12 @@ is found (contrast -log 2, beyond the matched random features) and an unmoved on
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 
+from feature_store.atlas import Atlas
 from feature_store.schema import ROLE_CODE
 from feature_store.transcripts import Transcript
 from sae_atlas.model import message
@@ -20,7 +22,9 @@ from sae_atlas.stages.label.base_diff import (
     role_codes,
     turn_ratios,
 )
-from sae_atlas.testing import tiny_handle
+from sae_atlas.stages.label.records import CAUSAL_COLUMNS, CAUSAL_DESCRIPTIONS, causal_tables
+from sae_atlas.stages.record import record_results
+from sae_atlas.testing import synthetic_atlas, tiny_handle, write_atlas
 from sae_atlas.testing.transcripts import synthetic_corpus
 
 HOOK = "blocks.1.hook_resid_post"
@@ -103,3 +107,19 @@ def test_chat_responses_are_heldout_chats(tmp_path):
     for transcript in chosen:
         roles = np.asarray(transcript.roles)
         assert (roles == ROLE_CODE["user"]).any() and (roles == ROLE_CODE["assistant"]).any()
+
+
+def test_a_base_only_result_records_its_described_table(tmp_path):
+    rng = np.random.default_rng(1)
+    codes = RoleCodes(rng.gamma(2.0, 1.0, (20, 6)), rng.gamma(2.0, 1.0, (20, 6)))
+    table = turn_ratios(codes, codes, np.array([3, 4]), np.arange(2, 6).reshape(2, 2), 50, 0)
+    tables = causal_tables(
+        pd.DataFrame(), pd.DataFrame(), [], np.array([3, 4]), np.array([[1, 2]]), base=table
+    )
+    assert set(tables) == {"features", "random_sets", "base"}  # no edits ran: no effects
+    atlas = write_atlas(tmp_path / "atlas.h5", synthetic_atlas(64, 16, 4, 2, 0))
+    record_results(atlas, "puppeteer_causal", tables, {}, descriptions=CAUSAL_DESCRIPTIONS,
+                   columns=CAUSAL_COLUMNS, script="test", config={}, seconds=0.0)  # fmt: skip
+    with Atlas.open(atlas) as reader:  # every column of the base table is described
+        stored = reader.experiment("puppeteer_causal").tables["base"]
+        assert stored["ratio_assistant"].tolist() == table["ratio_assistant"].tolist()

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
 
+from feature_store.atlas import Atlas
 from sae_atlas.classifier import train_classifier
 from sae_atlas.config import CorpusConfig, load_config
 from sae_atlas.model import intervene, sampling_model
@@ -22,7 +23,10 @@ from sae_atlas.stages.label.causal import (
 )
 from sae_atlas.stages.label.edits import EDITS, add_features, cap_features, resample_features
 from sae_atlas.stages.label.figures import causal_figure
+from sae_atlas.stages.label.records import CAUSAL_COLUMNS, CAUSAL_DESCRIPTIONS, causal_tables
+from sae_atlas.stages.record import record_results
 from sae_atlas.stages.splits import catalogue_plan
+from sae_atlas.testing import synthetic_atlas, write_atlas
 
 HOOK = "blocks.1.hook_resid_post"
 
@@ -73,7 +77,7 @@ def test_cap_changes_only_codes_above_the_ceiling(tiny, sae):
     assert torch.allclose(base[0] - capped, excess @ sae.W_dec[[2, 3]], atol=1e-4)
 
 
-def test_causal_run_pairs_every_condition(tiny, sae):
+def test_causal_run_pairs_every_condition(tiny, sae, tmp_path):
     texts = ["arr the sea", "ahoy ship", "the cake", "a nice cake"] * 4
     personas = ["pirate", "pirate", "chef", "chef"] * 4
     classifier = train_classifier(texts, personas, ["train"] * 8 + ["heldout"] * 8)
@@ -102,8 +106,18 @@ def test_causal_run_pairs_every_condition(tiny, sae):
     assert (scored.loc[scored["condition"] == "zero:puppeteer", "kl"] > 0).all()
     assert len(effects) == len(EDITS) * len(SCORES)
     assert effects["q_value"].between(0, 1).all()
-    figure = causal_figure({"effects": effects.to_dict(orient="records")})
+    figure = causal_figure(effects)
     assert len(figure.axes) == len(SCORES)
+    tables = causal_tables(
+        effects, scored, [p.persona for p in prompts], np.array([0, 1]), np.array([[2, 3], [4, 5]])
+    )
+    assert tables["answers"]["persona"].tolist()[:3] == ["pirate", "chef", "chef"]
+    atlas = write_atlas(tmp_path / "atlas.h5", synthetic_atlas(64, 16, 4, 2, 0))
+    record_results(atlas, "puppeteer_causal", tables, {}, descriptions=CAUSAL_DESCRIPTIONS,
+                   columns=CAUSAL_COLUMNS, script="test", config={}, seconds=0.0)  # fmt: skip
+    with Atlas.open(atlas) as reader:  # every table and column the test writes is described
+        stored = reader.experiment("puppeteer_causal").tables["effects"]
+        assert stored["difference"].tolist() == effects["difference"].tolist()
 
 
 def test_causal_prompts_are_heldout_persona_runs():

@@ -152,3 +152,10 @@ def test_a_bad_catalogue_folder_is_one_line_before_any_model_loads(tmp_path):
         assert result.exit_code == 2, result.output
         assert "bard.json: instruction[0]: field 'pos' is missing" in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_audit_refuses_a_missing_atlas_before_any_model_loads(tmp_path):
+    result = CliRunner().invoke(app, ["audit", "--atlas", str(tmp_path / "none.h5")])
+    assert result.exit_code == 2, result.output
+    assert "none.h5: no such file" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -285,3 +285,97 @@ def test_report_in_headless_chromium(report, tmp_path):
     if (REPO / "runs").is_dir():
         shutil.copyfile(screenshot, REPO / "runs" / "report_screenshot.png")
         print(f"report screenshot copied to {REPO / 'runs' / 'report_screenshot.png'}")
+
+
+# -- experiments and the labels summary -------------------------------------------------------
+
+RENDERED = ("selection", "attractors", "puppeteer_causal", "honest_splits", "audit")
+
+
+def experiment_atlas(tmp_path: Path, names: tuple[str, ...], labels: bool = False) -> Path:
+    """The synthetic atlas with the synthetic experiments `names` (and a labels summary)."""
+    from sae_atlas.testing.experiments import labels_summary, record_synthetic_experiments
+
+    attrs = {"labels_summary": json.dumps(labels_summary())} if labels else None
+    atlas = write_atlas(tmp_path / "atlas.h5", atlas_data(), attrs=attrs)
+    return record_synthetic_experiments(atlas, names)
+
+
+def test_each_recorded_experiment_gets_its_section_and_figures(tmp_path):
+    result = write_report(experiment_atlas(tmp_path, RENDERED, labels=True), tmp_path / "r")
+    page = result.html.read_text(encoding="utf-8")
+    markdown = result.markdown.read_text(encoding="utf-8")
+    ids, targets = anchors(page)
+    assert not [t for t in targets if t not in ids]
+    for name in RENDERED:
+        assert f'id="experiment-{name}"' in page and f"(#experiment-{name})" in markdown
+    assert {p.name for p in result.figures} >= {
+        "selection_decoding.png",
+        "selection_patching_classifier.png",
+        "selection_patching_features.png",
+        "selection_relaxation.png",
+        "attractors_return.png",
+        "puppeteer_causal.png",
+    }
+    for figure in result.figures:
+        assert figure.read_bytes().startswith(b"\x89PNG")
+    assert "Recorded by sae_atlas.testing" in page
+    assert "bootstrap 95% intervals over questions" in page  # every section says its interval
+    assert "matched random" in page and "permuted-turns null" in page
+    assert "share AUROC&gt;=0.9: response_probe" in page  # honest splits, old against new
+    assert "Verdict: trigger-gated persona found: &lt;w0&gt;" in page  # the audit
+    assert "Arr, I sail the seas." in page and "<td>0.95</td>" in page
+    audit = page[page.index('id="experiment-audit"') :]
+    assert "&lt;w8&gt;" not in audit  # null candidates are not among the top candidates
+    assert 'id="labels"' in page and "held-out R^2 &gt;= 0.5" in page  # the labels summary
+    assert page.index('id="labels"') < page.index('id="dynamics"') < page.index('id="experiment-')
+
+
+def test_absent_experiments_get_no_section(tmp_path):
+    result = write_report(experiment_atlas(tmp_path, ()), tmp_path / "r")
+    page = result.html.read_text(encoding="utf-8")
+    assert "experiment-" not in page and 'id="labels"' not in page
+    assert len(result.figures) == 2  # persona space and feature map only
+
+
+@pytest.mark.parametrize("name", RENDERED)
+def test_one_experiment_gets_one_section(tmp_path, name):
+    page = write_report(experiment_atlas(tmp_path, (name,)), tmp_path / "r").html.read_text(
+        encoding="utf-8"
+    )
+    assert re.findall(r'id="experiment-([a-z_]+)"', page) == [name]
+
+
+def test_another_experiment_is_shown_generically(tmp_path):
+    from feature_store.atlas import ExperimentRecord, record_experiment
+
+    atlas = experiment_atlas(tmp_path, ())
+    rows = pd.DataFrame({"layer": [6, 15], "persona_decoding": [0.1, 0.16]})
+    record_experiment(
+        atlas,
+        ExperimentRecord(
+            "layer_sweep", {"rows": rows}, {"tokens_per_sae": 300000}, {"rows": "per layer"},
+            {"layer": "layer", "persona_decoding": "accuracy"}, "scripts/layer_sweep.py", {}, 3.0,
+        ),
+    )  # fmt: skip
+    page = write_report(atlas, tmp_path / "r").html.read_text(encoding="utf-8")
+    assert 'id="experiment-layer_sweep"' in page and "<td>tokens_per_sae</td>" in page
+    assert "<td>0.16</td>" in page
+
+
+def test_an_older_atlas_reports_its_dynamics_experiments_once(tmp_path):
+    from sae_atlas.testing.experiments import synthetic_experiments
+
+    selection = synthetic_experiments()["selection"]
+    atlas = write_atlas(tmp_path / "atlas.h5", atlas_data())
+    with AtlasWriter.extend(atlas) as writer:
+        for name, data in selection.tables.items():
+            writer.write_dynamics(f"selection_{name}", data, selection.descriptions[name],
+                                  column_descriptions=selection.columns)  # fmt: skip
+        writer.write_dynamics("selection_summary", json.dumps(selection.summary), "summary")
+    result = write_report(atlas, tmp_path / "r")
+    page = result.html.read_text(encoding="utf-8")
+    assert 'id="experiment-selection"' in page and "selection_decoding.png" in {
+        p.name for p in result.figures
+    }
+    assert 'id="dynamics-selection_decoding"' not in page  # not twice

@@ -134,14 +134,12 @@ def test_a_patch_with_the_runs_own_residuals_changes_nothing_and_another_does():
     assert any(not np.array_equal(a, b) for a, b in zip(plain, swapped, strict=True))
 
 
-def test_run_selection_on_a_tiny_run_writes_described_entries_and_figures(tmp_path):
-    import json
-
+def test_run_selection_on_a_tiny_run_records_an_experiment_and_its_figures(tmp_path):
     from test_build import tiny_config
 
-    from feature_store.atlas import Atlas, AtlasWriter
+    from feature_store.atlas import Atlas
     from sae_atlas.build import build
-    from sae_atlas.stages.dynamics.tables import write_entry
+    from sae_atlas.stages.record import record_results
     from sae_atlas.stages.selection import SelectionConfig, run_selection
     from sae_atlas.stages.selection.figures import (
         patching_figure,
@@ -162,20 +160,22 @@ def test_run_selection_on_a_tiny_run_writes_described_entries_and_figures(tmp_pa
     assert (responses["condition"] == "none").sum() == n_runs
     assert len(responses) == n_runs + 6 * 2 * 3 * 4  # six patched conditions per persona unit
     summary = selection_summary(result, {})
-    with AtlasWriter.extend(tmp_path / "atlas.h5") as writer:
-        for name, table in result.tables.items():
-            write_entry(writer, name, table, "selection_", DESCRIPTIONS, COLUMNS)
-        write_entry(writer, "summary", json.dumps(summary), "selection_", DESCRIPTIONS, COLUMNS)
+    record_results(tmp_path / "atlas.h5", "selection", result.tables, summary,
+                   descriptions=DESCRIPTIONS, columns=COLUMNS, script="test", config={},
+                   seconds=1.0)  # fmt: skip
     with Atlas.open(tmp_path / "atlas.h5") as atlas:
-        assert "selection_decoding" in atlas.dynamics_names()
+        assert "selection" in atlas.experiments()
+        selection = atlas.experiment("selection")
+        assert list(selection.tables) == list(result.tables)
+        assert selection.summary["personas"] == ["pirate", "villain"]
+        tables = selection.tables
         for figure in (
-            position_curve_figure(atlas),
-            patching_figure(atlas),
-            relaxation_figure(atlas),
-            return_figure(atlas),
+            position_curve_figure(tables["decoding"]),
+            patching_figure(tables["patching"]),
+            relaxation_figure(tables["axis_gap"]),
+            return_figure(atlas.dynamics("return_to_assistant")),
         ):
-            assert figure is not None and figure.startswith(b"\x89PNG")
-        assert return_figure(atlas, prefix="long_") is None
+            assert figure.startswith(b"\x89PNG")
     unpatched = run_selection(handle, tmp_path, dataclasses.replace(config, patching=False))
     assert (unpatched.tables["responses"]["condition"] == "none").all()
     assert unpatched.tables["patching"].empty

@@ -4,12 +4,20 @@ tuned model (and its base) alone, with no list of triggers.
 diffing (the two models side by side, no sampling), leakage (template-only generations and
 motifs), candidates (words the fine-tune reads, a generated family of shapes, nulls), scoring
 (KL at the first response token against nulls of the same kind), verification (sampled answers,
-AUROC with intervals, Benjamini-Hochberg) and stage (`run_audit`, `audit_section`).
+AUROC with intervals, Benjamini-Hochberg), stage (`run_audit`, `audit_section`) and record (what
+an atlas's experiments/audit holds).
 """
 
 from sae_atlas.stages.audit.diffing import ModelPair, load_pair, pair_from_models
+from sae_atlas.stages.audit.record import (
+    AUDIT_COLUMNS,
+    AUDIT_DESCRIPTIONS,
+    AUDIT_UNITS,
+    audit_summary,
+    audit_tables,
+    record_audit,
+)
 from sae_atlas.stages.audit.stage import (
-    AUDIT_DATASETS,
     AUDIT_STEPS,
     AuditConfig,
     AuditResult,
@@ -19,14 +27,19 @@ from sae_atlas.stages.audit.stage import (
 )
 
 __all__ = [
-    "AUDIT_DATASETS",
+    "AUDIT_COLUMNS",
+    "AUDIT_DESCRIPTIONS",
     "AUDIT_STEPS",
+    "AUDIT_UNITS",
     "AuditConfig",
     "AuditResult",
     "ModelPair",
     "audit_record",
     "audit_section",
+    "audit_summary",
+    "audit_tables",
     "load_pair",
     "pair_from_models",
+    "record_audit",
     "run_audit",
 ]

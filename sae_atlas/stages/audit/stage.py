@@ -9,9 +9,10 @@ response token, `scoring`), extension (the best candidates grown by a word, resc
 verification (sampled answers with the top candidates against null candidates, `verification`)
 and the persona (motifs and sentences of the triggered answers that the untriggered do not
 hold). It returns an `AuditResult`; `audit_record` makes it JSON-ready and `audit_section`
-gives the report its section. Cost with the defaults on the default model: a few thousand short
-forward passes and about 200 sampled answers, a few CPU minutes (scripts/bench_audit.py
-measures it).
+gives its headline and evidence lines (what `sae-atlas audit` prints; `record` stores it as an
+atlas's experiments/audit, which the report shows). Cost with the defaults on the default
+model: a few thousand short forward passes and about 200 sampled answers, a few CPU minutes
+(scripts/bench_audit.py measures it).
 """
 
 from __future__ import annotations
@@ -286,18 +287,6 @@ def audit_record(result: AuditResult) -> dict[str, Any]:
         "cpu_seconds": result.cpu_seconds,
         "config": asdict(result.config),
     }
-
-
-AUDIT_DATASETS = {
-    "audit/candidates": "one row per candidate scored: text, shape, kind, source, score (KL at "
-    "the first response token), null, z, p, q",
-    "audit/verdicts": "one row per verified candidate: text, kind, auroc, auroc_low, auroc_high, "
-    "llr, null_llr, p, q",
-    "audit/statements": "the persona's most characteristic statements (strings)",
-    "audit/motifs": "persona and leakage motifs: motif, share, other share, kind",
-    "audit (attributes)": "found, trigger text, untriggered_kl, config JSON, seconds",
-}
-"""What the atlas needs to hold an audit (the lead adds them to feature_store/schema.py)."""
 
 
 def audit_section(result: AuditResult) -> dict[str, Any]:

@@ -22,9 +22,11 @@ def run_model_config(run: Path) -> ModelConfig:
     return from_dict(ModelConfig, data.get("model", {}), f"{path}: model")
 
 
-def output_atlas(run: Path, copy: Path | None) -> Path:
-    """The atlas results go into: `run`/atlas.h5, or a copy of it at `copy`."""
-    atlas = run / "atlas.h5"
+def output_atlas(atlas: Path, copy: Path | None) -> Path:
+    """The atlas results go into: `atlas` itself, or a copy of it at `copy` (replacing a file
+    there)."""
+    if not atlas.is_file():
+        raise SaeAtlasError(f"{atlas}: no such atlas; give the atlas.h5 of a built run")
     if copy is None:
         return atlas
     shutil.copyfile(atlas, copy)

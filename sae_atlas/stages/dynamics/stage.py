@@ -173,10 +173,10 @@ def replace_dynamics(
     clock: Stopwatch,
     started: float,
 ) -> None:
-    """Replace the atlas's dynamics/ group by `entries` (in order) and `summary`, its `seconds`
-    (the clock's steps and the total since `started`, a perf_counter value) taken once the
-    entries are written; record the dtype, device and threads dynamics ran with among the
-    atlas's runtimes."""
+    """Replace the atlas's dynamics/ group (and nothing else: experiments/ stays as it was) by
+    `entries` (in order) and `summary`, its `seconds` (the clock's steps and the total since
+    `started`, a perf_counter value) taken once the entries are written; record the dtype,
+    device and threads dynamics ran with among the atlas's runtimes."""
     with AtlasWriter.extend(atlas) as writer:
         if "dynamics" in writer.file:
             del writer.file["dynamics"]

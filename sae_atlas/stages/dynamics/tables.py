@@ -11,7 +11,6 @@ pandas on small tables: milliseconds.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -176,14 +175,6 @@ COLUMNS: dict[str, str] = {
 }
 """Descriptions of every column of the dynamics/ tables."""
 
-PREFIXES: dict[str, str] = {
-    "long_": "the long rollout experiment (scripts/attractors.py: more turns, seeds and starts "
-    "than the build's dynamics stage; rerun it after the stage replaces dynamics/)",
-    "selection_": "the persona-selection experiment (scripts/persona_selection.py; rerun it "
-    "after the dynamics stage replaces dynamics/)",
-}
-"""Prefixes of dynamics/ entries written by scripts rather than the stage, and what wrote them."""
-
 NUL_SYMBOL = "\u2400"
 """What a NUL character in sampled text is stored as (U+2400, the symbol for null)."""
 
@@ -202,25 +193,17 @@ def storable_text(table: pd.DataFrame) -> pd.DataFrame:
     return table.assign(**escaped)
 
 
-def write_entry(
-    writer: AtlasWriter,
-    name: str,
-    data: pd.DataFrame | np.ndarray | str,
-    prefix: str = "",
-    descriptions: Mapping[str, str] = DESCRIPTIONS,
-    columns: Mapping[str, str] = COLUMNS,
-) -> None:
-    """dynamics/<prefix><name>: a table (its columns described from `columns`, its text
-    storable), an array or a JSON text, described from `descriptions` (with a prefix: what
-    made it, from PREFIXES, first)."""
-    description = f"{PREFIXES[prefix]}: {descriptions[name]}" if prefix else descriptions[name]
+def write_entry(writer: AtlasWriter, name: str, data: pd.DataFrame | np.ndarray | str) -> None:
+    """dynamics/<name>: a table (its columns described from COLUMNS, its text storable), an
+    array or a JSON text, described from DESCRIPTIONS. (Experiments run on a built atlas go to
+    experiments/ instead: sae_atlas.stages.record.)"""
     if isinstance(data, pd.DataFrame):
-        described = {c: columns[c] for c in data.columns}
+        described = {c: COLUMNS[c] for c in data.columns}
         writer.write_dynamics(
-            prefix + name, storable_text(data), description, column_descriptions=described
+            name, storable_text(data), DESCRIPTIONS[name], column_descriptions=described
         )
     else:
-        writer.write_dynamics(prefix + name, data, description)
+        writer.write_dynamics(name, data, DESCRIPTIONS[name])
 
 
 def stored_summary(atlas_path: str | Path) -> dict[str, Any] | None:

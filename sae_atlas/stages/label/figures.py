@@ -1,9 +1,9 @@
 """Report tables and figures of the honest-split findings, for the report stage to place.
 
-Each function reads what a labels summary (labels.h5's `summary`), the causal test's JSON
-(scripts/puppeteer_causal.py: "effects" per edit and score, "base" when run with a base model) or
-the side-by-side JSON (scripts/honest_splits.py) holds and returns a pandas table or a matplotlib
-Figure; nothing is computed again. Cost: milliseconds.
+Each function reads what a labels summary holds (the atlas's `labels_summary` attribute, as
+labels.h5's `summary`), or a table of the atlas's experiments/puppeteer_causal or
+experiments/honest_splits (sae_atlas.stages.label.records), and returns a pandas table or a
+matplotlib Figure; nothing is computed again. Cost: milliseconds.
 """
 
 from __future__ import annotations
@@ -65,21 +65,26 @@ def puppeteer_null_table(summary: dict[str, Any]) -> pd.DataFrame:
     )
 
 
-def causal_table(causal: dict[str, Any]) -> pd.DataFrame:
-    """The causal test's effects: per edit and score the puppeteer's and the random sets' mean
-    effect, their paired difference with its 95% CI over prompts, p, BH q and rank p."""
-    return pd.DataFrame(causal.get("effects") or [])
+CAUSAL_SHOWN = ("edit", "score", "puppeteer_effect", "random_effect", "difference", "ci_low",
+                "ci_high", "q_value", "rank_p", "n_prompts")  # fmt: skip
+"""Columns of the causal test's effects the report shows."""
 
 
-def causal_figure(causal: dict[str, Any]) -> Figure:
+def causal_table(effects: pd.DataFrame) -> pd.DataFrame:
+    """The causal test's effects (experiments/puppeteer_causal `effects`): per edit and score
+    the puppeteer's and the random sets' mean effect, their paired difference with its 95% CI
+    over prompts, BH q and rank p."""
+    return effects[[c for c in CAUSAL_SHOWN if c in effects.columns]]
+
+
+def causal_figure(effects: pd.DataFrame) -> Figure:
     """One panel per score: per edit the puppeteer-minus-random difference with its 95% CI
     over prompts (a point on 0 means the puppeteer does what matched random sets do)."""
-    table = causal_table(causal)
-    scores = list(dict.fromkeys(table["score"])) if len(table) else []
+    scores = list(dict.fromkeys(effects["score"])) if len(effects) else []
     figure = Figure(figsize=(3 * max(len(scores), 1), 2.8))
     for i, score in enumerate(scores):
         axes = figure.add_subplot(1, len(scores), i + 1)
-        rows = table[table["score"] == score]
+        rows = effects[effects["score"] == score]
         x = np.arange(len(rows))
         middle = rows["difference"].to_numpy(float)
         error = np.abs(np.stack([middle - rows["ci_low"], rows["ci_high"] - middle]))
@@ -92,34 +97,32 @@ def causal_figure(causal: dict[str, Any]) -> Figure:
     return figure
 
 
-def base_table(causal: dict[str, Any]) -> pd.DataFrame:
-    """The base comparison (the causal JSON's "base", present when the run had `--base`): per
-    feature (-1: the set) the base/tuned activation ratio in assistant and in user turns, their
-    log contrast and its difference from the matched random features, with 95% CIs over
-    responses, p and BH q; empty without a base model."""
-    return pd.DataFrame((causal.get("base") or {}).get("rows") or [])
+def base_table(base: pd.DataFrame) -> pd.DataFrame:
+    """The base comparison (experiments/puppeteer_causal `base`, recorded when the run had
+    `--base`), rounded for the report: per feature (-1: the set) the base/tuned activation ratio
+    in assistant and in user turns, their log contrast and its difference from the matched
+    random features with 95% CIs over responses, and BH q."""
+    columns = ["feature", "ratio_assistant", "ratio_user", "contrast", "difference",
+               "difference_low", "difference_high", "q_value"]  # fmt: skip
+    return base[[c for c in columns if c in base]].round(4)
 
 
-def comparison_table(honest: dict[str, Any]) -> pd.DataFrame:
-    """Old split against honest splits (scripts/honest_splits.py's JSON): per probe or pooling
-    the share of personas at held-out AUROC >= 0.9 (Wilson 95% CI), then the tag counts."""
-    rows = []
-    old, new = honest["old"], honest["new"]
-    for name, value in new["probes"].items():
-        if isinstance(value, dict):
-            before = old["probes"].get(name) or {}
-            rows.append(
-                {
-                    "figure": f"share AUROC>=0.9: {name}",
-                    "old": before.get("share"),
-                    "old_ci": before.get("ci"),
-                    "new": value["share"],
-                    "new_ci": value["ci"],
-                }
-            )
-    for part in ("built", "recomputed"):
-        for key in ("n_trigger_tags", "n_puppeteer", "n_format", "puppeteer_candidates"):
-            rows.append(
-                {"figure": f"{part}: {key}", "old": old[part].get(key), "new": new[part].get(key)}
-            )
-    return pd.DataFrame(rows)
+def comparison_table(shares: pd.DataFrame, counts: pd.DataFrame) -> pd.DataFrame:
+    """Old split against honest splits (experiments/honest_splits `shares` and `counts`): per
+    probe or pooling the share of personas at held-out AUROC >= 0.9 with its Wilson 95% CI,
+    then the tag counts."""
+    rows = [
+        {
+            "figure": f"share AUROC>=0.9: {row.figure}",
+            "old": row.old_share,
+            "old_ci": [row.old_low, row.old_high],
+            "new": row.new_share,
+            "new_ci": [row.new_low, row.new_high],
+        }
+        for row in shares.itertuples(index=False)
+    ]
+    rows += [
+        {"figure": row.figure, "old": row.old, "old_ci": None, "new": row.new, "new_ci": None}
+        for row in counts.itertuples(index=False)
+    ]
+    return pd.DataFrame(rows, columns=["figure", "old", "old_ci", "new", "new_ci"])

@@ -4,7 +4,9 @@
 figures as base64 PNG, no scripts, no external URL), `out/report.md` and `out/figures/*.png`.
 Both formats render one list of blocks (`document`: `Heading`, `Text`, `Table`, `Figure`), so
 they cannot disagree (`render`). Sections: overview (`overview`), persona space, feature map,
-clusters and puppeteer features (`sections`), dynamics (`dynamics_section`); figures in
+clusters and puppeteer features (`sections`), format features and the puppeteer's null
+(`label_sections`), dynamics (`dynamics_section`), one section per experiment the atlas holds
+(`experiments`, with `selection_sections`, `label_sections` and `audit_section`); figures in
 `figures`, what the atlas records as JSON in `reading`. Cost: a few seconds for 16k features.
 """
 

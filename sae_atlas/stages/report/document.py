@@ -102,6 +102,18 @@ def table(frame: pd.DataFrame, cells: Mapping[str, Callable[[Any], Cell]] | None
     return Table(tuple(columns), rows)
 
 
+def head_table(frame: pd.DataFrame, columns: list[str] | None = None) -> list[Block]:
+    """A line saying how many rows `frame` has and a table of its first MAX_TABLE_ROWS (only
+    the `columns` it has, when given); 'No rows.' when it is empty."""
+    if columns is not None:
+        frame = frame[[c for c in columns if c in frame.columns]]
+    if frame.empty:
+        return [text("No rows.")]
+    shown = frame.head(MAX_TABLE_ROWS)
+    more = f", first {len(shown)} shown" if len(shown) < len(frame) else ""
+    return [text(f"{len(frame)} rows{more}."), table(shown)]
+
+
 def fmt(value: Any) -> str:
     """A value as short text: floats to 3 significant digits, NaN and None as ''."""
     if value is None:

@@ -1,6 +1,8 @@
 """The report's dynamics section: every entry of the atlas's dynamics/ group as a table, a figure
-(drift curves per turn, a square matrix such as the transition matrix, bars for a vector) or the
-flattened JSON summary. Cost: reading dynamics/ (small) and a figure per array entry.
+(drift curves per turn, the return to the assistant region, a square matrix such as the
+transition matrix, bars for a vector) or the flattened JSON summary; an older atlas's
+experiment entries (dynamics/selection_*, long_*) are left to the experiment sections. Cost:
+reading dynamics/ (small) and a figure per array entry.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from feature_store.atlas import Atlas
+from feature_store.schema import LEGACY_PREFIXES
 from sae_atlas.stages.report.document import (
     MAX_TABLE_ROWS,
     Block,
@@ -23,13 +26,15 @@ from sae_atlas.stages.report.document import (
 )
 from sae_atlas.stages.report.figures import bars_figure, drift_figure, matrix_figure
 from sae_atlas.stages.report.reading import flatten, json_attr
+from sae_atlas.stages.selection.figures import return_figure
 
 
 def dynamics_section(atlas: Atlas) -> list[Block]:
     """The Attractors and drift section: one subsection per entry of the atlas's dynamics/
     group (tables, drift curves, matrices, bars, the JSON summary); "not computed" without it."""
     blocks: list[Block] = [Heading(2, "Attractors and drift", "dynamics")]
-    names = atlas.dynamics_names()
+    legacy = tuple(LEGACY_PREFIXES.values())
+    names = [name for name in atlas.dynamics_names() if not name.startswith(legacy)]
     if not names:
         blocks.append(text("Dynamics: not computed (the atlas has no dynamics/ group)."))
         return blocks
@@ -55,6 +60,14 @@ def dynamics_entry(
     a figure, other tables as a table, a JSON text as a table of its scalars, a square matrix or
     a vector as a figure (`region_names` on its axes when they fit)."""
     if isinstance(value, pd.DataFrame):
+        if name == "return_to_assistant" and not value.empty:
+            return [
+                text(
+                    "P(in the assistant region k turns later | in the region now), bootstrap "
+                    "95% intervals over rollouts; dashed: the permuted-turns null."
+                ),
+                Figure(f"dynamics_{name}", return_figure(value), name),
+            ]
         if {"group", "turn", "mean"} <= set(value.columns):
             return [Figure(f"dynamics_{name}", drift_figure(value, name), f"{name}: per turn")]
         shown = value.head(MAX_TABLE_ROWS)

@@ -6,7 +6,10 @@ and writes into the folder `out`:
   opens offline, from a file or an e-mail attachment);
 - `report.md` with the same content, its figures as `figures/*.png`.
 Sections (REPORT_STEPS): overview, persona space, feature map, one section per cluster, the
-puppeteer features, and dynamics ("not computed" when the atlas has no dynamics/). Every internal
+puppeteer features, format features and the puppeteer's null (when the labels summary holds
+them), dynamics ("not computed" when the atlas has no dynamics/), and one section per experiment
+the atlas holds (experiments/<name>: selection, attractors, puppeteer_causal, honest_splits,
+audit, ...; none when it holds none). Every internal
 link is a #anchor of a section written in the same page. The report is always rewritten (it is
 cheap and records nothing to skip by). Cost: a few seconds for 16k features (see `sections`,
 `figures`).
@@ -24,6 +27,8 @@ from feature_store.atlas import Atlas
 from sae_atlas.stages.base import StageResult, StepProgress, Stopwatch
 from sae_atlas.stages.report.document import Block, Figure, Heading, Link, Part, Text
 from sae_atlas.stages.report.dynamics_section import dynamics_section
+from sae_atlas.stages.report.experiments import experiment_sections
+from sae_atlas.stages.report.label_sections import labels_blocks
 from sae_atlas.stages.report.overview import overview
 from sae_atlas.stages.report.render import render_html, render_markdown
 from sae_atlas.stages.report.sections import EXAMPLE_FEATURES, MAX_MEMBERS, ReportBuilder
@@ -34,7 +39,9 @@ REPORT_STEPS = (
     "feature_map",
     "clusters",
     "puppeteer",
+    "labels",
     "dynamics",
+    "experiments",
     "write",
 )
 """The steps `write_report` reports to `progress`, in order."""
@@ -81,7 +88,9 @@ def report_body(
         "feature_map": builder.feature_map,
         "clusters": builder.cluster_sections,
         "puppeteer": builder.puppeteer,
+        "labels": lambda: labels_blocks(atlas),
         "dynamics": lambda: dynamics_section(atlas),
+        "experiments": lambda: experiment_sections(atlas),
     }
     body: list[Block] = []
     for step, section in sections.items():

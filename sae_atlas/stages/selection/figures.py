@@ -1,18 +1,21 @@
 """The report's figures of the selection experiment and of the attractors' return curves, each
-drawn from an atlas (None when it lacks the entries): the decoding curve by position, the
-patching effects, the assistant-axis relaxation, and P(back in the assistant region after k
-turns). Drawn on matplotlib Figure objects (never pyplot) and returned as PNG bytes.
+drawn from one table as the atlas stores it (`Atlas.experiment("selection").tables[...]`,
+`Atlas.experiment("attractors")` or the dynamics stage's own return_to_assistant): the decoding
+curve by position, the patching effects, the assistant-axis relaxation, and P(back in the
+assistant region after k turns). Drawn on matplotlib Figure objects (never pyplot) and returned
+as PNG bytes; about 0.3 s each.
 """
 
 from __future__ import annotations
 
 import io
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-
-from feature_store.atlas import Atlas
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 
 def _png(figure: Figure) -> bytes:
@@ -21,21 +24,14 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _entry(atlas: Atlas, name: str) -> pd.DataFrame | None:
-    return atlas.dynamics(name) if name in atlas.dynamics_names() else None
-
-
-def _band(axes, x, rows: pd.DataFrame, y: str, label: str) -> None:  # type: ignore[no-untyped-def]
-    line = axes.plot(x, rows[y], marker="o", ms=2.5, lw=1.2, label=label)[0]
+def _band(axes, x, rows: pd.DataFrame, y: str, label: str, color=None) -> None:  # type: ignore[no-untyped-def]
+    line = axes.plot(x, rows[y], marker="o", ms=2.5, lw=1.2, label=label, color=color)[0]
     axes.fill_between(x, rows["ci_low"], rows["ci_high"], color=line.get_color(), alpha=0.15)
 
 
-def position_curve_figure(atlas: Atlas) -> bytes | None:
+def position_curve_figure(table: pd.DataFrame) -> bytes:
     """Cross-fitted decoding AUROC by position class, one line per persona, residual and SAE
-    side by side (dynamics/selection_decoding)."""
-    table = _entry(atlas, "selection_decoding")
-    if table is None:
-        return None
+    side by side (the selection experiment's `decoding` table)."""
     figure = Figure(figsize=(13, 4.5))
     panels = figure.subplots(1, 2, sharey=True)
     for axes, (source, rows) in zip(panels, table.groupby("source", sort=False), strict=False):
@@ -51,12 +47,9 @@ def position_curve_figure(atlas: Atlas) -> bytes | None:
     return _png(figure)
 
 
-def patching_figure(atlas: Atlas, score: str = "classifier") -> bytes | None:
-    """Effects of each patched condition per persona with 95% CIs (dynamics/selection_patching,
-    kind effect, one score)."""
-    table = _entry(atlas, "selection_patching")
-    if table is None:
-        return None
+def patching_figure(table: pd.DataFrame, score: str = "classifier") -> bytes:
+    """Effects of each patched condition per persona with 95% CIs (the selection experiment's
+    `patching` table, kind effect, one score)."""
     rows = table[(table["kind"] == "effect") & (table["score"] == score)]
     conditions = list(dict.fromkeys(rows["condition"]))
     personas = list(dict.fromkeys(rows["persona"]))
@@ -76,12 +69,9 @@ def patching_figure(atlas: Atlas, score: str = "classifier") -> bytes | None:
     return _png(figure)
 
 
-def relaxation_figure(atlas: Atlas) -> bytes | None:
+def relaxation_figure(table: pd.DataFrame) -> bytes:
     """Assistant-axis gap (default run minus condition) by response token, every persona
-    pooled, one line per condition (dynamics/selection_axis_gap)."""
-    table = _entry(atlas, "selection_axis_gap")
-    if table is None:
-        return None
+    pooled, one line per condition (the selection experiment's `axis_gap` table)."""
     figure = Figure(figsize=(8, 4))
     axes = figure.subplots()
     for condition, rows in table[table["persona"] == "all"].groupby("condition", sort=False):
@@ -94,23 +84,25 @@ def relaxation_figure(atlas: Atlas) -> bytes | None:
     return _png(figure)
 
 
-def return_figure(atlas: Atlas, prefix: str = "") -> bytes | None:
+def return_figure(table: pd.DataFrame) -> bytes:
     """P(back in the assistant region after k turns) by region, one panel per rollout condition,
-    the permuted-turn null dashed (dynamics/<prefix>return_to_assistant; prefix long_: the long
-    experiment)."""
-    table = _entry(atlas, f"{prefix}return_to_assistant")
-    if table is None:
-        return None
+    each region's permuted-turn null dashed in its colour, one colour per region in every
+    panel (a return_to_assistant table: the attractors experiment's or
+    dynamics/return_to_assistant)."""
     conditions = list(dict.fromkeys(table["experiment"]))
+    palette = matplotlib.colormaps["tab10"]
+    colors = {r: palette(i % 10) for i, r in enumerate(dict.fromkeys(table["region_name"]))}
     figure = Figure(figsize=(4.2 * len(conditions), 4))
     panels = np.atleast_1d(figure.subplots(1, len(conditions), sharey=True))
     for axes, condition in zip(panels, conditions, strict=True):
         rows = table[(table["experiment"] == condition) & (table["pairs"] > 0)]
         for region, block in rows.groupby("region_name", sort=False):
-            _band(axes, block["lag"], block, "p_return", str(region))
-            axes.plot(block["lag"], block["null"], ls="--", lw=0.7, color="grey")
+            _band(axes, block["lag"], block, "p_return", str(region), colors[region])
+            axes.plot(block["lag"], block["null"], ls="--", lw=0.7, color=colors[region])
         axes.set_title(condition)
         axes.set_xlabel("k (turns later)")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     panels[0].set_ylabel("P(in the assistant region k turns later)")
-    panels[-1].legend(fontsize=6)
+    handles = [Line2D([], [], color=c, marker="o", ms=3, label=str(r)) for r, c in colors.items()]
+    panels[-1].legend(handles=handles, fontsize=6)
     return _png(figure)

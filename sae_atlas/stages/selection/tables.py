@@ -1,5 +1,5 @@
 """What every table of the persona-selection experiment holds: entry and column descriptions for
-the atlas (written as dynamics/selection_<name> by scripts/persona_selection.py), and the JSON
+the atlas (recorded as experiments/selection by scripts/persona_selection.py), and the JSON
 summary of the headline numbers. pandas on small tables: milliseconds.
 """
 
