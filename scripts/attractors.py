@@ -21,13 +21,12 @@ import dataclasses
 import json
 import os
 import time
-from pathlib import Path
-from typing import Annotated
 
 import pandas as pd
 import torch
 import typer
 
+from sae_atlas.cli.options import AtlasOption, AtlasOutOption, JsonOption, RunArgument
 from sae_atlas.config import DynamicsConfig
 from sae_atlas.model import load_model
 from sae_atlas.stages.base import json_ready
@@ -42,14 +41,10 @@ CLAIM_COLUMNS = ["experiment", "region_name", "start_share", "end_share", "gain"
 
 
 def main(
-    run: Annotated[Path, typer.Argument(help="a built run: atlas.h5, transcripts.h5, sae/")],
-    atlas: Annotated[
-        Path | None, typer.Option(help="atlas to record in (default: the run's)")
-    ] = None,
-    atlas_out: Annotated[
-        Path | None, typer.Option(help="record in a copy of it written here")
-    ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="JSON summary")] = None,
+    run: RunArgument,
+    atlas: AtlasOption = None,
+    atlas_out: AtlasOutOption = None,
+    json_out: JsonOption = None,
     n_turns: int = 8,
     seeds: int = 4,
     n_personas: int = 10,

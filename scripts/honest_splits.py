@@ -26,6 +26,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 
+from sae_atlas.cli.options import AtlasOption, AtlasOutOption
 from sae_atlas.stages.dynamics.run_files import output_atlas
 from sae_atlas.stages.label.honest import (
     comparison_rows,
@@ -87,10 +88,8 @@ def main(
     reuse: Annotated[
         Path | None, typer.Option(help="a JSON this script wrote: its figures, not recomputed")
     ] = None,
-    atlas: Annotated[Path | None, typer.Option(help="atlas to record the comparison in")] = None,
-    atlas_out: Annotated[
-        Path | None, typer.Option(help="record in a copy of --atlas written here")
-    ] = None,
+    atlas: AtlasOption = None,
+    atlas_out: AtlasOutOption = None,
 ) -> None:
     started = time.monotonic()
     if reuse is None:

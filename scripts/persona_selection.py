@@ -30,13 +30,13 @@ import json
 import os
 import resource
 import time
-from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
 import torch
 import typer
 
+from sae_atlas.cli.options import AtlasOption, AtlasOutOption, JsonOption, RunArgument
 from sae_atlas.model import load_model
 from sae_atlas.stages.dynamics.run_files import output_atlas, run_model_config
 from sae_atlas.stages.record import record_results
@@ -45,14 +45,10 @@ from sae_atlas.stages.selection.tables import COLUMNS, DESCRIPTIONS, selection_s
 
 
 def main(
-    run: Annotated[Path, typer.Argument(help="a built run: atlas.h5, transcripts.h5, sae/")],
-    atlas: Annotated[
-        Path | None, typer.Option(help="atlas to record in (default: the run's)")
-    ] = None,
-    atlas_out: Annotated[
-        Path | None, typer.Option(help="record in a copy of it written here")
-    ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="JSON summary")] = None,
+    run: RunArgument,
+    atlas: AtlasOption = None,
+    atlas_out: AtlasOutOption = None,
+    json_out: JsonOption = None,
     personas: Annotated[list[str] | None, typer.Option(help="personas (default: spread)")] = None,
     n_personas: int = 6,
     n_variants: int = 5,

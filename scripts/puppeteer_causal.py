@@ -32,6 +32,7 @@ import pandas as pd
 import typer
 
 from feature_store.labels import load_labels
+from sae_atlas.cli.options import AtlasOption, AtlasOutOption
 from sae_atlas.config import CorpusConfig, load_config
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import ModelHandle, load_model
@@ -129,10 +130,8 @@ def main(
     base_responses: Annotated[int, typer.Option(help="held-out responses compared")] = 200,
     edits: Annotated[bool, typer.Option(help="run the edits (--no-edits: base only)")] = True,
     seed: Annotated[int, typer.Option(help="seed of draws and sampling")] = 0,
-    atlas: Annotated[Path | None, typer.Option(help="atlas to record the test in")] = None,
-    atlas_out: Annotated[
-        Path | None, typer.Option(help="record in a copy of --atlas written here")
-    ] = None,
+    atlas: AtlasOption = None,
+    atlas_out: AtlasOutOption = None,
 ) -> None:
     started = time.monotonic()
     pd.set_option("display.width", 200)

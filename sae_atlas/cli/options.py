@@ -149,3 +149,10 @@ def overridden(section: Section, **options: Any) -> Section:
     """`section` (a stage's config) with the options given (not None) replacing its fields."""
     given = {name: value for name, value in options.items() if value is not None}
     return dataclasses.replace(section, **given)  # type: ignore[type-var]
+
+
+RunArgument = Annotated[Path, typer.Argument(help="a built run: atlas.h5, transcripts.h5, sae/")]
+"""The run folder an experiment script reads."""
+AtlasOption = Annotated[Path | None, typer.Option(help="atlas to record the experiment in")]
+AtlasOutOption = Annotated[Path | None, typer.Option(help="record in a copy of the atlas here")]
+JsonOption = Annotated[Path | None, typer.Option("--json", help="JSON summary to write")]

@@ -6,6 +6,9 @@ experiments' tables and four or five figures (about a second).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import pandas as pd
 
 from feature_store.atlas import Experiment
@@ -24,101 +27,130 @@ FLOW_SHOWN = ["experiment", "region_name", "start_share", "end_share", "gain", "
 """Columns of the attractors' flow table the report shows."""
 
 
-def _frame(experiment: Experiment, name: str) -> pd.DataFrame | None:
-    data = experiment.tables.get(name)
-    return data if isinstance(data, pd.DataFrame) and not data.empty else None
+@dataclass(frozen=True)
+class Shown:
+    """One table of an experiment as the report shows it: under `heading` (title, anchor; None:
+    no heading), after `intro` (what it shows, its interval and null), drawn by `draw`."""
+
+    table: str
+    heading: tuple[str, str] | None
+    intro: str
+    draw: Callable[[pd.DataFrame], list[Block]] = head_table
+
+
+def shown_blocks(experiment: Experiment, parts: tuple[Shown, ...]) -> list[Block]:
+    """The blocks of each part whose table the experiment holds with rows, in order."""
+    blocks: list[Block] = []
+    for part in parts:
+        frame = experiment.tables.get(part.table)
+        if not isinstance(frame, pd.DataFrame) or frame.empty:
+            continue
+        if part.heading is not None:
+            blocks.append(Heading(3, *part.heading))
+        blocks += [text(part.intro), *part.draw(frame)]
+    return blocks
+
+
+def _figure(
+    name: str, draw: Callable[[pd.DataFrame], bytes], caption: str
+) -> Callable[[pd.DataFrame], list[Block]]:
+    """A part's `draw` that shows the table as one figure."""
+    return lambda frame: [Figure(name, draw(frame), caption)]
+
+
+def _patching(patching: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [
+        Figure(
+            f"selection_patching_{score}",
+            patching_figure(patching, str(score)),
+            f"patching effects on the {score} score",
+        )
+        for score in dict.fromkeys(patching["score"])
+    ]
+    blocks.append(text("Paired contrasts (header minus control), BH q over personas:"))
+    columns = ["score", "persona", "kind", "condition", "mean", "ci_low", "ci_high", "p_value",
+               "q_value", "n"]  # fmt: skip
+    return blocks + head_table(patching[patching["kind"] != "effect"], columns)
+
+
+SELECTION_PARTS = (
+    Shown(
+        "decoding",
+        ("Where the persona is decoded", "selection-decoding"),
+        "How well each persona is told from the others at each position (system prompt, user "
+        "turn, each header token, response tokens): one-vs-rest AUROC of a nearest-centroid "
+        "probe cross-fitted over prompt variants and questions, from the residual (left) and the "
+        "SAE's codes (right); bands: bootstrap 95% intervals over questions; dotted: chance "
+        "(0.5).",
+        _figure("selection_decoding", position_curve_figure, "decoding by position"),
+    ),
+    Shown(
+        "header_gain",
+        None,
+        "AUROC at the last header token (and response token 1) minus at the user turn, 95% "
+        "interval over questions, one-sided p and BH q over personas:",
+    ),
+    Shown(
+        "patching",
+        ("Patching the header", "selection-patching"),
+        "Effect of patching the header residual of a persona run into the default run (rise) or "
+        "of the default run into the persona run (fall), against the same patch at the last "
+        "user tokens and another persona's header (the controls); paired by unit, 95% intervals "
+        "over questions. A header effect above its controls is where the persona is selected.",
+        _patching,
+    ),
+    Shown(
+        "axis_gap",
+        ("Relaxation toward the assistant", "selection-relaxation"),
+        "The default run's assistant-axis projection minus the condition's, by response token "
+        "(every persona pooled), 95% intervals over questions; 0 is the default.",
+        _figure("selection_relaxation", relaxation_figure, "assistant-axis gap"),
+    ),
+    Shown(
+        "relaxation",
+        None,
+        "Half-gap length: the first response token where the gap is at most half its first "
+        "value ('> n': not within the n tokens read, censored), bootstrap 95% interval over "
+        "questions and the share of resamples censored; retained: the gap's share left at the "
+        "end; slope: the gap's change per token, with its interval and BH q.",
+    ),
+)
+"""The selection experiment's tables in the report, in order."""
+
+ATTRACTOR_PARTS = (
+    Shown(
+        "resolution",
+        None,
+        "Resolution: share of calibration turns placed in their persona's region:",
+    ),
+    Shown(
+        "flow",
+        ("Flow between regions", "attractors-flow"),
+        "Per condition and region: gain (last-turn share minus occupancy) and hold (P(same "
+        "region next turn)) with bootstrap 95% intervals over rollouts, against the "
+        "permuted-turns null (BH q over conditions x regions), and the stationary share with its "
+        "interval (empty: no observed exit, not a self-loop).",
+        lambda frame: head_table(frame, FLOW_SHOWN),
+    ),
+    Shown(
+        "return_to_assistant",
+        ("Back to the assistant", "attractors-return"),
+        "P(in the assistant region k turns later | in the region now), bootstrap 95% intervals "
+        "over rollouts; dashed: the permuted-turns null.",
+        _figure("attractors_return", return_figure, "return to the assistant region"),
+    ),
+)
+"""The attractors experiment's tables in the report, in order."""
 
 
 def selection_blocks(experiment: Experiment) -> list[Block]:
     """Decoding by position, header gains, patching effects and contrasts, relaxation."""
     summary = experiment.summary
-    blocks: list[Block] = [
-        text(
-            f"Personas: {fmt(summary.get('personas'))}; {fmt(summary.get('header_tokens'))} "
-            f"assistant-header tokens; patches at layer {fmt(summary.get('layer'))}."
-        )
-    ]
-    decoding = _frame(experiment, "decoding")
-    if decoding is not None:
-        blocks += [
-            Heading(3, "Where the persona is decoded", "selection-decoding"),
-            text(
-                "How well each persona is told from the others at each position (system prompt, "
-                "user turn, each header token, response tokens): one-vs-rest AUROC of a "
-                "nearest-centroid probe cross-fitted over prompt variants and questions, from "
-                "the residual (left) and the SAE's codes (right); bands: bootstrap 95% intervals "
-                "over questions; dotted: chance (0.5)."
-            ),
-            Figure("selection_decoding", position_curve_figure(decoding), "decoding by position"),
-        ]
-    gain = _frame(experiment, "header_gain")
-    if gain is not None:
-        blocks += [
-            text(
-                "AUROC at the last header token (and response token 1) minus at the user turn, "
-                "95% interval over questions, one-sided p and BH q over personas:"
-            ),
-            *head_table(gain),
-        ]
-    blocks += _patching_blocks(_frame(experiment, "patching"))
-    blocks += _relaxation_blocks(experiment)
-    return blocks
-
-
-def _patching_blocks(patching: pd.DataFrame | None) -> list[Block]:
-    if patching is None:
-        return []
-    blocks: list[Block] = [
-        Heading(3, "Patching the header", "selection-patching"),
-        text(
-            "Effect of patching the header residual of a persona run into the default run "
-            "(rise) or of the default run into the persona run (fall), against the same patch at "
-            "the last user tokens and another persona's header (the controls); paired by unit, "
-            "95% intervals over questions. A header effect above its controls is where the "
-            "persona is selected."
-        ),
-    ]
-    for score in dict.fromkeys(patching["score"]):
-        blocks.append(
-            Figure(
-                f"selection_patching_{score}",
-                patching_figure(patching, str(score)),
-                f"patching effects on the {score} score",
-            )
-        )
-    contrasts = patching[patching["kind"] != "effect"]
-    blocks.append(text("Paired contrasts (header minus control), BH q over personas:"))
-    blocks += head_table(
-        contrasts,
-        ["score", "persona", "kind", "condition", "mean", "ci_low", "ci_high", "p_value",
-         "q_value", "n"],
-    )  # fmt: skip
-    return blocks
-
-
-def _relaxation_blocks(experiment: Experiment) -> list[Block]:
-    blocks: list[Block] = []
-    gap = _frame(experiment, "axis_gap")
-    if gap is not None:
-        blocks += [
-            Heading(3, "Relaxation toward the assistant", "selection-relaxation"),
-            text(
-                "The default run's assistant-axis projection minus the condition's, by response "
-                "token (every persona pooled), 95% intervals over questions; 0 is the default."
-            ),
-            Figure("selection_relaxation", relaxation_figure(gap), "assistant-axis gap"),
-        ]
-    relaxation = _frame(experiment, "relaxation")
-    if relaxation is not None:
-        blocks += [
-            text(
-                "Half-gap length: the first response token where the gap is at most half its "
-                "first value (n_response + 1: never), bootstrap 95% interval over questions and "
-                "the share of resamples censored; retained: the gap's share left at the end."
-            ),
-            *head_table(relaxation),
-        ]
-    return blocks
+    opening = text(
+        f"Personas: {fmt(summary.get('personas'))}; {fmt(summary.get('header_tokens'))} "
+        f"assistant-header tokens; patches at layer {fmt(summary.get('layer'))}."
+    )
+    return [opening, *shown_blocks(experiment, SELECTION_PARTS)]
 
 
 def attractor_blocks(experiment: Experiment) -> list[Block]:
@@ -144,32 +176,4 @@ def attractor_blocks(experiment: Experiment) -> list[Block]:
             + "."
         ),
     ]
-    resolution = _frame(experiment, "resolution")
-    if resolution is not None:
-        blocks += [
-            text("Resolution: share of calibration turns placed in their persona's region:"),
-            *head_table(resolution),
-        ]
-    flow = _frame(experiment, "flow")
-    if flow is not None:
-        blocks += [
-            Heading(3, "Flow between regions", "attractors-flow"),
-            text(
-                "Per condition and region: gain (last-turn share minus occupancy) and hold "
-                "(P(same region next turn)) with bootstrap 95% intervals over rollouts, against "
-                "the permuted-turns null (BH q over conditions x regions), and the stationary "
-                "share with its interval (empty: no observed exit, not a self-loop)."
-            ),
-            *head_table(flow, FLOW_SHOWN),
-        ]
-    back = _frame(experiment, "return_to_assistant")
-    if back is not None:
-        blocks += [
-            Heading(3, "Back to the assistant", "attractors-return"),
-            text(
-                "P(in the assistant region k turns later | in the region now), bootstrap 95% "
-                "intervals over rollouts; dashed: the permuted-turns null."
-            ),
-            Figure("attractors_return", return_figure(back), "return to the assistant region"),
-        ]
-    return blocks
+    return blocks + shown_blocks(experiment, ATTRACTOR_PARTS)
