@@ -86,7 +86,10 @@ def print_tables(result: dict[str, Any]) -> None:
 def main(
     run: Annotated[Path, typer.Argument(help="a built run: config.yaml, transcripts.h5")],
     out: Annotated[Path, typer.Option(help="folder for the store, the SAEs and the JSON")],
-    layers: Annotated[str, typer.Option(help="comma-separated layers")] = "6,9,12,15,18,21",
+    layers: Annotated[
+        str, typer.Option(help="layers harvested, comma-separated")
+    ] = "6,9,12,15,18,21",
+    train_layers: Annotated[str, typer.Option(help="layers trained (empty: all)")] = "",
     tokens: Annotated[int, typer.Option(help="SAE budget per layer (0: the run's)")] = 0,
     width_factor: Annotated[int, typer.Option(help="one SAE this many times wider")] = 0,
     width_layer: Annotated[int, typer.Option(help="its layer (-1: best train CV share)")] = -1,
@@ -97,7 +100,9 @@ def main(
 ) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     config = SweepConfig(
-        layers=tuple(int(layer) for layer in layers.split(",")), training_tokens=tokens,
+        layers=tuple(int(layer) for layer in layers.split(",")),
+        train_layers=tuple(int(layer) for layer in train_layers.split(",") if layer),
+        training_tokens=tokens,
         width_factor=width_factor, width_layer=width_layer, sparse_features=sparse_features,
         eval_transcripts=eval_transcripts, n_bootstrap=n_bootstrap, seed=seed,
     )  # fmt: skip

@@ -45,7 +45,7 @@ def test_sweep_trains_one_sae_per_layer_from_one_harvest(tmp_path, tiny):
     assert set(store.hooks) == {resid_hook(1), resid_hook(3)}
     assert steps[0] == "harvest" and steps.count("harvest") == 1
     assert [(r["layer"], r["width"]) for r in result["rows"]] == [(1, 48), (3, 48), (3, 96)]
-    assert (tmp_path / "sweep" / "sae_x2" / resid_hook(3) / "cfg.json").is_file()
+    assert (tmp_path / "sweep" / "sae_1024_x2" / resid_hook(3) / "cfg.json").is_file()
     for row in result["rows"]:
         assert row["train_tokens"] >= TRAIN.training_tokens
         assert 0 <= row["dead_fraction"] <= 1 and row["l0"] <= TRAIN.k

@@ -16,7 +16,8 @@ The target: some feature method's share at least the response probe's at the sam
 Cost: one harvest through the deepest layer (all of the corpus's tokens), one training per SAE
 (the train stage's cost per token x the budget), one SAE pass over the store and about a minute
 of fits per SAE; wall and CPU seconds (every thread of the process) per step are returned.
-Outputs go under `out` (activations.h5, sae/, sae_x<factor>/); the run is only read.
+Outputs go under `out` (activations.h5; sae_<tokens>/ and sae_<tokens>_x<factor>/ per budget);
+the run is only read.
 """
 
 from __future__ import annotations
@@ -45,14 +46,17 @@ from sae_atlas.stats import benjamini_hochberg
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """layers: residual layers (blocks.<L>.hook_resid_post) to harvest and train at.
-    training_tokens: SAE budget per layer (0: the run's). width_factor: train one more SAE this
-    many times wider (0 or 1: none) at width_layer (-1: the layer with the best within-train CV
-    share of the mean pooling). sparse_features: features of the sparse probes (0: none).
+    """layers: residual layers (blocks.<L>.hook_resid_post) harvested, in one pass.
+    train_layers: those an SAE is trained at (empty: every one of layers), so that sweeps with
+    other budgets reuse one harvest. training_tokens: SAE budget per layer (0: the run's).
+    width_factor: train one more SAE this many times wider (0 or 1: none) at width_layer (-1:
+    the layer with the best within-train CV share of the mean pooling). sparse_features:
+    features of the sparse probes (0: none).
     eval_transcripts: transcripts through the model for CE recovered per SAE (0: none).
     n_bootstrap / seed: the intervals' resampling."""
 
     layers: tuple[int, ...] = (6, 9, 12, 15, 18, 21)
+    train_layers: tuple[int, ...] = ()
     training_tokens: int = 0
     width_factor: int = 0
     width_layer: int = -1
@@ -172,20 +176,38 @@ def run_sweep(
         )
     store = ActivationStore(out / "activations.h5")
     train = sweep_train_config(inputs.train, config)
+    base = out / f"sae_{train.training_tokens}"
+    layers = config.train_layers or config.layers
     rows, tables = [], {}
-    variants = [(layer, train, out / "sae") for layer in config.layers]
+    variants = [(layer, train, base) for layer in layers]
     for index, (layer, settings, folder) in enumerate(variants):
         name = f"layer {layer} width {settings.width}"
-        hook = resid_hook(layer)
         with clock.step(f"train {name}"):
-            trained = train_saes(store, folder, replace(settings, hooks=(hook,)), handle=handle)[0]
+            hooks = (resid_hook(layer),)
+            trained = train_saes(store, folder, replace(settings, hooks=hooks), handle=handle)[0]
         with clock.step(f"figures {name}"):
             row, tables[name] = sae_figures(store, trained, inputs, config)
         rows.append({"variant": name, "layer": layer, **row})
-        if index == len(config.layers) - 1 and config.width_factor > 1:
+        if index == len(layers) - 1 and config.width_factor > 1:
             wide = replace(train, width=train.width * config.width_factor)
-            variants.append((width_layer(rows, config), wide, out / f"sae_x{config.width_factor}"))
+            variants.append(
+                (width_layer(rows, config), wide, Path(f"{base}_x{config.width_factor}"))
+            )
     add_q_values(rows)
+    seconds = {"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu_started}
+    return sweep_record(inputs, config, train, rows, tables) | {
+        "seconds": seconds | {"steps": clock.seconds, "cpu_steps": clock.cpu_seconds}
+    }
+
+
+def sweep_record(
+    inputs: SweepInputs,
+    config: SweepConfig,
+    train: TrainConfig,
+    rows: list[dict[str, Any]],
+    tables: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON-ready record of a sweep (without its seconds)."""
     return {
         "config": json_ready(vars(config)),
         "training": {
@@ -195,12 +217,6 @@ def run_sweep(
         "rows": json_ready(rows),
         "per_persona": tables,
         "target": target_verdict(rows),
-        "seconds": {
-            "wall": time.perf_counter() - started,
-            "cpu": time.process_time() - cpu_started,
-            "steps": json_ready(clock.seconds),
-            "cpu_steps": json_ready(clock.cpu_seconds),
-        },
     }
 
 
