@@ -103,39 +103,37 @@ def feature_scores(
     return scores, chosen
 
 
+def probe_persona_scores(
+    values: np.ndarray, responses: Responses, p: int, c: float
+) -> HeldoutScores | None:
+    """Held-out decision values of persona p's probe (targets.probe_split_scores) of values
+    [n, d] fitted on train questions with L2 strength c (None: too few responses)."""
+    found = probe_split_scores(values, responses, p, TRAIN, HELDOUT, c)
+    if found is None:
+        return None
+    positive, negative, rows, default = found
+    return HeldoutScores(positive, negative, responses.question[rows], responses.question[default])
+
+
 def sparse_scores(
     values: np.ndarray, responses: Responses, ranked: Mapping[int, np.ndarray], m: int
 ) -> Scores:
     """Held-out decision values of a probe (C = SPARSE_C) fitted on train questions over each
     persona's first m ranked features of values [n, F]."""
-    scores = {}
-    for p, order in ranked.items():
-        found = probe_split_scores(values[:, order[:m]], responses, p, TRAIN, HELDOUT, SPARSE_C)
-        if found is not None:
-            positive, negative, rows, default = found
-            scores[responses.names[p]] = HeldoutScores(
-                positive, negative, responses.question[rows], responses.question[default]
-            )
-    return scores
+    found = {
+        responses.names[p]: probe_persona_scores(values[:, order[:m]], responses, p, SPARSE_C)
+        for p, order in ranked.items()
+    }
+    return {name: scores for name, scores in found.items() if scores is not None}
 
 
 def probe_heldout_scores(values: np.ndarray, responses: Responses) -> tuple[Scores, float]:
     """Held-out decision values of targets.linear_ceiling's probe of values [n, d] per persona,
     and its C (chosen by CV on train questions)."""
     c = probe_strength(values, responses)
-    scores = {}
-    for p in range(len(responses.names)):
-        found = (
-            None
-            if p == responses.default
-            else probe_split_scores(values, responses, p, TRAIN, HELDOUT, c)
-        )
-        if found is not None:
-            positive, negative, rows, default = found
-            scores[responses.names[p]] = HeldoutScores(
-                positive, negative, responses.question[rows], responses.question[default]
-            )
-    return scores, c
+    others = [p for p in range(len(responses.names)) if p != responses.default]
+    found = {responses.names[p]: probe_persona_scores(values, responses, p, c) for p in others}
+    return {name: scores for name, scores in found.items() if scores is not None}, c
 
 
 def method_scores(
