@@ -93,6 +93,7 @@ def main(
     tokens: Annotated[int, typer.Option(help="SAE budget per layer (0: the run's)")] = 0,
     width_factor: Annotated[int, typer.Option(help="one SAE this many times wider")] = 0,
     width_layer: Annotated[int, typer.Option(help="its layer (-1: best train CV share)")] = -1,
+    with_run_saes: Annotated[bool, typer.Option(help="also score the run's own SAEs")] = False,
     sparse_features: int = 8,
     eval_transcripts: int = 8,
     n_bootstrap: int = 2000,
@@ -113,7 +114,9 @@ def main(
     def progress(step: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {step}", flush=True)
 
-    result = run_sweep(sweep_inputs(run), out, config, handle=handle, progress=progress)
+    reference = run if with_run_saes else None
+    inputs = sweep_inputs(run)
+    result = run_sweep(inputs, out, config, handle=handle, progress=progress, reference=reference)
     result["seconds"]["wall_with_loading"] = time.perf_counter() - started
     result["seconds"]["cpu_with_loading"] = time.process_time() - cpu_started
     result["seconds"]["threads"] = torch.get_num_threads()

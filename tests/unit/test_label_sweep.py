@@ -59,6 +59,29 @@ def test_sweep_trains_one_sae_per_layer_from_one_harvest(tmp_path, tiny):
     json.dumps(result)  # JSON-ready as it is
 
 
+def test_a_rerun_skips_what_is_done_and_scores_a_runs_own_saes(tmp_path, tiny):
+    corpus = tmp_path / "transcripts.h5"
+    synthetic_corpus(
+        corpus, tiny.model_id, n_tokens=3000, vocab=300, personas=4, response_tokens=(12, 30)
+    )
+    inputs = SweepInputs(corpus, HarvestConfig(), TRAIN, LabelConfig(block_tokens=1024), None, ())
+    config = SweepConfig(layers=(1, 2), train_layers=(2,), sparse_features=0, n_bootstrap=50)
+    first = run_sweep(inputs, tmp_path / "sweep", config, handle=tiny)
+    run = tmp_path / "run"  # a built run's layout: its store and sae/<hook>/
+    run.mkdir()
+    (run / "activations.h5").symlink_to(tmp_path / "sweep" / "activations.h5")
+    (run / "sae").symlink_to(tmp_path / "sweep" / "sae_1024")
+    again = run_sweep(inputs, tmp_path / "sweep", config, handle=tiny, reference=run)
+    assert [r["variant"] for r in again["rows"]] == [
+        "layer 2 width 48",
+        "run SAE layer 2 width 48",
+    ]
+    assert again["rows"][0]["shares"] == first["rows"][0]["shares"]  # same SAE, same figures
+    assert again["rows"][1]["shares"] == first["rows"][0]["shares"]
+    assert again["seconds"]["steps"]["harvest"] < first["seconds"]["steps"]["harvest"]
+    assert not any("sparse" in m for m in first["rows"][0]["comparisons"])
+
+
 def comparison(feature: float, probe: float) -> dict[str, object]:
     return {
         "reference": "response_probe",

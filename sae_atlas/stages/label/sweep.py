@@ -22,6 +22,7 @@ the run is only read.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ import numpy as np
 from feature_store.activations import ActivationStore
 from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig, load_config
 from sae_atlas.errors import SaeAtlasError
-from sae_atlas.model import ModelHandle, resid_hook
+from sae_atlas.model import ModelHandle, hook_layer, resid_hook
 from sae_atlas.personas import Catalogue
 from sae_atlas.sae import load_sae
 from sae_atlas.stages.base import StepProgress, Stopwatch, json_ready
@@ -40,7 +41,7 @@ from sae_atlas.stages.harvest import harvest
 from sae_atlas.stages.label.carry import carry_figures
 from sae_atlas.stages.label.inputs import catalogue_from_corpus, heldout_personas_from_corpus
 from sae_atlas.stages.label.statistics import response_statistics
-from sae_atlas.stages.train import TrainResult, train_saes
+from sae_atlas.stages.train import CARD_FILE, TrainResult, train_saes
 from sae_atlas.stats import benjamini_hochberg
 
 
@@ -157,11 +158,13 @@ def run_sweep(
     *,
     handle: ModelHandle,
     progress: StepProgress | None = None,
+    reference: Path | None = None,
 ) -> dict[str, Any]:
     """The sweep (module docstring) into `out`: its config, one row per SAE (layer, width,
     quality, shares, comparisons with BH q-values over the sweep), per-persona tables, the
-    target's verdict, and wall / CPU seconds per step. Reruns skip the harvest and the SAEs
-    already there for the same settings."""
+    target's verdict, and wall / CPU seconds per step. With `reference` (a built run folder on
+    the same corpus) its own SAEs are scored on its store as well (rows "run SAE ..."). Reruns
+    skip the harvest and the SAEs already there for the same settings."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     clock = Stopwatch(progress)
@@ -174,8 +177,36 @@ def run_sweep(
             replace(inputs.harvest, hooks=hooks),
             handle=handle,
         )
-    store = ActivationStore(out / "activations.h5")
     train = sweep_train_config(inputs.train, config)
+    rows, tables = train_and_score(out, inputs, config, train, handle, clock)
+    if reference is not None:
+        run_store = ActivationStore(reference / "activations.h5")
+        for trained in run_saes(reference):
+            name = (
+                f"run SAE layer {hook_layer(trained.hook)} width {trained.card['config']['width']}"
+            )
+            with clock.step(f"figures {name}"):
+                row, tables[name] = sae_figures(run_store, trained, inputs, config)
+            rows.append({"variant": name, "layer": hook_layer(trained.hook), **row})
+    add_q_values(rows)
+    seconds = {"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu_started}
+    return sweep_record(inputs, config, train, rows, tables) | {
+        "seconds": seconds | {"steps": clock.seconds, "cpu_steps": clock.cpu_seconds}
+    }
+
+
+def train_and_score(
+    out: Path,
+    inputs: SweepInputs,
+    config: SweepConfig,
+    train: TrainConfig,
+    handle: ModelHandle,
+    clock: Stopwatch,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per train layer (then the wider SAE, if any) train the SAE on out/activations.h5 into
+    out/sae_<tokens>/ (out/sae_<tokens>_x<factor>/) and score it: the rows and the per-persona
+    tables by variant name."""
+    store = ActivationStore(out / "activations.h5")
     base = out / f"sae_{train.training_tokens}"
     layers = config.train_layers or config.layers
     rows, tables = [], {}
@@ -193,11 +224,32 @@ def run_sweep(
             variants.append(
                 (width_layer(rows, config), wide, Path(f"{base}_x{config.width_factor}"))
             )
-    add_q_values(rows)
-    seconds = {"wall": time.perf_counter() - started, "cpu": time.process_time() - cpu_started}
-    return sweep_record(inputs, config, train, rows, tables) | {
-        "seconds": seconds | {"steps": clock.seconds, "cpu_steps": clock.cpu_seconds}
-    }
+    return rows, tables
+
+
+def run_saes(run: Path) -> list[TrainResult]:
+    """The SAEs a built run trained (run/sae/<hook>/ with a training card), as TrainResults."""
+    found = []
+    for folder in sorted(p for p in (run / "sae").iterdir() if p.is_dir()):
+        card_path = folder / CARD_FILE
+        if not card_path.is_file():
+            continue
+        card = json.loads(card_path.read_text())
+        metrics = card["metrics"]
+        found.append(
+            TrainResult(
+                path=folder,
+                seconds=float(metrics["seconds"]),
+                skipped=True,
+                hook=card["hook"],
+                n_steps=int(metrics["steps"]),
+                n_tokens=int(card["data"]["tokens_trained"]),
+                card=card,
+            )
+        )
+    if not found:
+        raise SaeAtlasError(f"{run}: no sae/<hook>/{CARD_FILE}; give a run whose train stage ran")
+    return found
 
 
 def sweep_record(
