@@ -1,9 +1,11 @@
-"""Shared statistics: AUROC and effect size, Mann-Whitney tests, bootstrap and Wilson intervals,
-bootstrap p-values, Benjamini-Hochberg q-values.
+"""Shared statistics: AUROC and effect size, Mann-Whitney and McNemar tests, bootstrap and Wilson
+intervals (and a grouped bootstrap of the difference of two AUROCs), bootstrap p-values,
+Benjamini-Hochberg q-values.
 
 Every stage that scores, tests or bounds something uses these, so a number means the same thing
 wherever it is reported. All are numpy / scipy on arrays in memory: AUROC ranks each column once
-(O(n log n) per column), a bootstrap draws n_bootstrap x n indices.
+(O(n log n) per column), a bootstrap draws n_bootstrap x n indices; the AUROC difference holds
+two [n1, n0] win matrices and [n_bootstrap, n1 + n0] weights.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.stats import false_discovery_control, mannwhitneyu, norm, rankdata
+from scipy.stats import binomtest, false_discovery_control, mannwhitneyu, norm, rankdata
 
 
 def column_auroc(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
@@ -99,3 +101,55 @@ def bootstrap_p(draws: np.ndarray) -> float:
     below = (1 + (draws <= 0).sum()) / (1 + len(draws))
     above = (1 + (draws >= 0).sum()) / (1 + len(draws))
     return float(min(1.0, 2 * min(below, above)))
+
+
+def mcnemar_p(only_first: int, only_second: int) -> float:
+    """Exact two-sided McNemar p-value of paired binary outcomes: a binomial test at 1/2 of the
+    discordant pairs (`only_first`: pairs where only the first succeeds; `only_second`: only the
+    second); 1 without discordant pairs."""
+    n = only_first + only_second
+    return 1.0 if n == 0 else float(binomtest(only_first, n, 0.5).pvalue)
+
+
+def _wins(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:
+    """[n1, n0] 1 where a positive scores above a negative, 1/2 on ties, else 0."""
+    above = positive[:, None] > negative[None, :]
+    return above + 0.5 * (positive[:, None] == negative[None, :])
+
+
+def auroc_difference_ci(
+    first: tuple[np.ndarray, np.ndarray],
+    second: tuple[np.ndarray, np.ndarray],
+    positive_groups: np.ndarray,
+    negative_groups: np.ndarray,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """AUROC of scorer `first` minus that of scorer `second` on the same items (each a pair of
+    scores: positives [n1], negatives [n0]), and its percentile bootstrap CI resampling the groups
+    the items belong to (positive_groups [n1], negative_groups [n0]; e.g. questions, so that a
+    persona's and the default's answers to one question are drawn together), both scorers on
+    the same draws: (difference, low, high). NaN everywhere without positives or negatives."""
+    n1 = len(positive_groups)
+    if n1 == 0 or len(negative_groups) == 0:
+        return float("nan"), float("nan"), float("nan")
+    _, group = np.unique(np.r_[positive_groups, negative_groups], return_inverse=True)
+    n_groups = int(group.max()) + 1
+    draws = np.random.default_rng(seed).integers(0, n_groups, (n_bootstrap, n_groups))
+    counts = np.zeros((n_bootstrap, n_groups))
+    np.add.at(counts, (np.repeat(np.arange(n_bootstrap), n_groups), draws.ravel()), 1.0)
+    weight_positive, weight_negative = counts[:, group[:n1]], counts[:, group[n1:]]
+    total = weight_positive.sum(1) * weight_negative.sum(1)
+    wins = [_wins(*(np.asarray(s, dtype=float) for s in scores)) for scores in (first, second)]
+    replicates = [
+        np.einsum("bi,ij,bj->b", weight_positive, win, weight_negative) / np.maximum(total, 1)
+        for win in wins
+    ]
+    differences = (replicates[0] - replicates[1])[total > 0]
+    point = float(wins[0].mean() - wins[1].mean())
+    if not len(differences):
+        return point, float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    return point, float(low), float(high)

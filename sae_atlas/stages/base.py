@@ -42,21 +42,25 @@ class StageResult:
 
 
 class Stopwatch:
-    """Seconds per named step; calls `progress(step)` as each step starts."""
+    """Wall seconds (`seconds`) and CPU seconds of this process, every thread (`cpu_seconds`),
+    per named step; calls `progress(step)` as each step starts."""
 
     def __init__(self, progress: StepProgress | None) -> None:
         self.progress = progress
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
         if self.progress is not None:
             self.progress(name)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + cpu
 
 
 def json_ready(value: Any) -> Any:

@@ -10,10 +10,12 @@ import pytest
 from sae_atlas.stats import (
     auroc,
     auroc_and_effect,
+    auroc_difference_ci,
     benjamini_hochberg,
     bootstrap_ci,
     column_auroc,
     mann_whitney_p,
+    mcnemar_p,
     wilson_interval,
 )
 
@@ -79,3 +81,29 @@ def test_benjamini_hochberg_by_hand():
     # a larger p at a lower rank takes the smaller q of the ranks above it
     np.testing.assert_allclose(benjamini_hochberg(np.array([0.02, 0.021])), [0.021, 0.021])
     assert benjamini_hochberg(np.array([])).shape == (0,)
+
+
+def test_mcnemar_p_is_the_exact_binomial_of_discordant_pairs():
+    assert mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(3, 3) == 1.0
+    assert mcnemar_p(10, 0) == pytest.approx(2 / 1024)
+    assert mcnemar_p(0, 10) == pytest.approx(2 / 1024)
+    assert mcnemar_p(7, 2) == pytest.approx(2 * sum(math.comb(9, k) for k in range(3)) / 512)
+
+
+def test_auroc_difference_ci_pairs_the_scorers_over_groups():
+    rng = np.random.default_rng(0)
+    groups = np.arange(20).astype(str)
+    perfect = (rng.normal(2, 0.1, 20), rng.normal(0, 0.1, 20))
+    noise = (rng.normal(0, 1, 20), rng.normal(0, 1, 20))
+    point, low, high = auroc_difference_ci(perfect, noise, groups, groups, 500, seed=0)
+    assert point == pytest.approx(auroc(*perfect) - auroc(*noise))
+    assert low <= point <= high
+    assert low > 0.2  # a perfect scorer against noise: the interval excludes 0
+    same = auroc_difference_ci(noise, noise, groups, groups, 200, seed=0)
+    assert same == (0.0, 0.0, 0.0)
+    # two halves of one group are drawn together: one group gives no spread at all
+    one = auroc_difference_ci(perfect, noise, np.zeros(20), np.zeros(20), 200, seed=0)
+    assert one[1] == pytest.approx(one[0]) and one[2] == pytest.approx(one[0])
+    empty = auroc_difference_ci((np.zeros(0), np.zeros(3)), noise, np.zeros(0), np.zeros(3))
+    assert all(math.isnan(v) for v in empty)

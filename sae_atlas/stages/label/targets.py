@@ -168,26 +168,33 @@ def probe_scores(
     return model.fit(values[fit], labels).decision_function(values[score])
 
 
+def probe_split_scores(
+    values: np.ndarray, responses: Responses, p: int, fit_split: int, score_split: int, c: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Decision values of a probe of persona p against the default (same questions) fitted on
+    `fit_split`, on the rows of `score_split`: (persona's [n1], default's [n0], their rows [n1]
+    and [n0]); None when a split has fewer than two paired responses of either."""
+    fit, fit_default = paired_rows(responses, responses.persona, p, fit_split)
+    score, score_default = paired_rows(responses, responses.persona, p, score_split)
+    if min(len(fit), len(fit_default), len(score), len(score_default)) < 2:
+        return None
+    labels = np.r_[np.ones(len(fit)), np.zeros(len(fit_default))]
+    decision = probe_scores(values, np.r_[fit, fit_default], labels, np.r_[score, score_default], c)
+    return decision[: len(score)], decision[len(score) :], score, score_default
+
+
 def probe_auroc(
     values: np.ndarray, responses: Responses, p: int, fit_split: int, score_split: int, c: float
 ) -> float:
     """Held-out AUROC of persona p against the default (same questions) of a probe fitted on
     `fit_split` and scored on `score_split`."""
-    fit, fit_default = paired_rows(responses, responses.persona, p, fit_split)
-    score, score_default = paired_rows(responses, responses.persona, p, score_split)
-    if min(len(fit), len(fit_default), len(score), len(score_default)) < 2:
-        return float("nan")
-    labels = np.r_[np.ones(len(fit)), np.zeros(len(fit_default))]
-    decision = probe_scores(values, np.r_[fit, fit_default], labels, np.r_[score, score_default], c)
-    return auroc(decision[: len(score)], decision[len(score) :])
+    scores = probe_split_scores(values, responses, p, fit_split, score_split, c)
+    return float("nan") if scores is None else auroc(scores[0], scores[1])
 
 
-def linear_ceiling(values: np.ndarray, responses: Responses) -> dict[str, Any]:
-    """What any linear read of `values` can do, persona by persona: an L2 logistic probe of each
-    persona against the default, fitted on train questions (C chosen by the mean AUROC of a
-    2-fold CV over train questions) and scored on held-out ones; the share at AUROC >= 0.9.
-    On the residual mean it shows what the response tokens carry linearly: a guide to what one
-    feature can reach, not a strict bound (a feature is nonlinear per token before its mean)."""
+def probe_strength(values: np.ndarray, responses: Responses) -> float:
+    """The L2 strength of PROBE_C whose persona-vs-default probes have the best mean AUROC in a
+    2-fold CV over train questions (train data only)."""
     personas = [p for p in range(len(responses.names)) if p != responses.default]
     folds = question_folds(responses.question[responses.split == TRAIN], 2)
 
@@ -198,7 +205,17 @@ def linear_ceiling(values: np.ndarray, responses: Responses) -> dict[str, Any]:
             scores += [probe_auroc(values, inner, p, TRAIN, HELDOUT, c) for p in personas]
         return float(np.nanmean(scores))
 
-    c = max(PROBE_C, key=cv)
+    return max(PROBE_C, key=cv)
+
+
+def linear_ceiling(values: np.ndarray, responses: Responses) -> dict[str, Any]:
+    """What any linear read of `values` can do, persona by persona: an L2 logistic probe of each
+    persona against the default, fitted on train questions (C chosen by the mean AUROC of a
+    2-fold CV over train questions) and scored on held-out ones; the share at AUROC >= 0.9.
+    On the residual mean it shows what the response tokens carry linearly: a guide to what one
+    feature can reach, not a strict bound (a feature is nonlinear per token before its mean)."""
+    personas = [p for p in range(len(responses.names)) if p != responses.default]
+    c = probe_strength(values, responses)
     heldout = {
         responses.names[p]: probe_auroc(values, responses, p, TRAIN, HELDOUT, c) for p in personas
     }
