@@ -9,7 +9,8 @@ quality and, per method (best feature under mean / max / rate pooling, sparse pr
 first --sparse-features train features, the header's best feature), the share with a Wilson
 interval over personas and the paired comparison with the residual probe of the same tokens
 (bootstrap interval over personas, McNemar, BH over the sweep). Prints the tables and whether
-the target is met; writes JSON with per-persona tables and wall / CPU seconds per step.
+the target is met; writes JSON with per-persona tables and wall / CPU seconds per step; with
+--atlas also records the tables as that atlas's experiments/layer_sweep (--atlas-out: a copy).
 
     OMP_NUM_THREADS=1 nice -n 10 python scripts/layer_sweep.py runs/quick --out runs/sweep \
         --layers 6,12,18 --tokens 1000000
@@ -27,9 +28,17 @@ import pandas as pd
 import torch
 import typer
 
+from sae_atlas.cli.options import AtlasOption, AtlasOutOption
 from sae_atlas.model import load_model
-from sae_atlas.stages.dynamics.run_files import run_model_config
+from sae_atlas.stages.dynamics.run_files import output_atlas, run_model_config
 from sae_atlas.stages.label.sweep import SweepConfig, run_sweep, sweep_inputs
+from sae_atlas.stages.label.sweep_records import (
+    SWEEP_COLUMNS,
+    SWEEP_DESCRIPTIONS,
+    sweep_summary,
+    sweep_tables,
+)
+from sae_atlas.stages.record import record_results
 
 
 def share_cell(share: dict[str, Any]) -> str:
@@ -98,6 +107,8 @@ def main(
     eval_transcripts: int = 8,
     n_bootstrap: int = 2000,
     seed: int = 0,
+    atlas: AtlasOption = None,
+    atlas_out: AtlasOutOption = None,
 ) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     config = SweepConfig(
@@ -124,6 +135,14 @@ def main(
     path = out / "layer_sweep.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}")
+    if atlas is not None:
+        written = record_results(
+            output_atlas(atlas, atlas_out), "layer_sweep", sweep_tables(result),
+            sweep_summary(result), descriptions=SWEEP_DESCRIPTIONS, columns=SWEEP_COLUMNS,
+            script="scripts/layer_sweep.py", config=result["config"],
+            seconds=result["seconds"]["wall"],
+        )  # fmt: skip
+        print(f"recorded as experiments/layer_sweep in {written}")
 
 
 if __name__ == "__main__":

@@ -6,10 +6,18 @@ from __future__ import annotations
 import json
 
 from feature_store.activations import ActivationStore
+from feature_store.atlas import Atlas
 from sae_atlas.config import HarvestConfig, LabelConfig, TrainConfig
 from sae_atlas.model import resid_hook
 from sae_atlas.stages.label.sweep import SweepConfig, SweepInputs, run_sweep, target_verdict
-from sae_atlas.testing import synthetic_corpus
+from sae_atlas.stages.label.sweep_records import (
+    SWEEP_COLUMNS,
+    SWEEP_DESCRIPTIONS,
+    sweep_summary,
+    sweep_tables,
+)
+from sae_atlas.stages.record import record_results
+from sae_atlas.testing import synthetic_atlas, synthetic_corpus, write_atlas
 
 TRAIN = TrainConfig(
     architecture="topk",
@@ -57,6 +65,16 @@ def test_sweep_trains_one_sae_per_layer_from_one_harvest(tmp_path, tiny):
     assert isinstance(result["target"]["met"], bool)
     assert set(result["seconds"]["cpu_steps"]) == set(result["seconds"]["steps"])
     json.dumps(result)  # JSON-ready as it is
+    atlas = write_atlas(tmp_path / "atlas.h5", synthetic_atlas(64, 16, 4, 2, 0))
+    record_results(atlas, "layer_sweep", sweep_tables(result), sweep_summary(result),
+                   descriptions=SWEEP_DESCRIPTIONS, columns=SWEEP_COLUMNS, script="test",
+                   config=result["config"], seconds=0.0)  # fmt: skip
+    with Atlas.open(atlas) as reader:  # every table and column is described, or it is refused
+        recorded = reader.experiment("layer_sweep")
+        assert recorded.tables["saes"]["width"].tolist() == [48, 48, 96]
+        assert len(recorded.tables["comparisons"]) == sum(
+            len(row["comparisons"]) for row in result["rows"]
+        )
 
 
 def test_a_rerun_skips_what_is_done_and_scores_a_runs_own_saes(tmp_path, tiny):
