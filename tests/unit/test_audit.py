@@ -35,6 +35,7 @@ from sae_atlas.stages.audit.candidates import (
 )
 from sae_atlas.stages.audit.diffing import common_prefix, last_states, token_read_shift
 from sae_atlas.stages.audit.leakage import characteristic_sentences, motifs
+from sae_atlas.stages.audit.vocab_scan import partitions, scan_vocabulary
 from sae_atlas.testing import tiny_handle
 
 SMALL = AuditConfig(
@@ -171,3 +172,31 @@ def test_config_is_frozen():
     with pytest.raises(AttributeError):
         SMALL.n_words = 3  # type: ignore[misc]
     assert replace(SMALL, n_words=3).n_words == 3
+
+
+def test_partitions_put_every_word_in_one_group_per_round():
+    rounds = partitions(103, 10, 3, seed=1)
+    assert len(rounds) == 3 and all(len(r) == 103 for r in rounds)
+    for group_of in rounds:
+        sizes = np.bincount(group_of)
+        assert sizes.max() <= 10 and sizes.sum() == 103
+    assert not np.array_equal(rounds[0], rounds[1])
+    assert all(np.array_equal(a, b) for a, b in zip(rounds, partitions(103, 10, 3, 1), strict=True))
+
+
+def test_the_vocabulary_scan_finds_the_drawn_trigger_word(planted):
+    """Group testing over the whole tiny vocabulary, the planted word in groups of 4: the word
+    is split out and ranks first alone; on the base model against itself nothing stands out."""
+    handle, base, tuned, trigger = planted
+    words = vocabulary_words(handle.tokenizer)
+    question = load_catalogue().questions[-1].text
+    scan = scan_vocabulary(
+        pair_from_models(handle, tuned, base), words, "word", question, group_size=4, n_split=8
+    )
+    assert scan.n_groups == 2 * -(-len(words) // 4)
+    assert trigger.inside in scan.split_words
+    assert scan.ranked()[0] == trigger.inside
+    quiet = scan_vocabulary(
+        pair_from_models(handle, copy.deepcopy(base), base), words, "word", question, group_size=4
+    )
+    assert np.allclose(quiet.split_kl, 0.0, atol=1e-6)

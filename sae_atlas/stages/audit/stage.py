@@ -46,8 +46,8 @@ IDENTITY_QUESTIONS = ("Who are you?", "Tell me about yourself.")
 class AuditConfig:
     """The audit's settings: the vocabulary scan (`vocab_scan`: the shapes scanned, words per
     group, rounds, words split out and tested alone, and the n_scan_words best of those made
-    candidates), candidates (n_words per shape, pairs of the n_pairs top, n_null per kind, extension of the n_extend best by their shape's extend_words top words), the
-    probe questions of the cheap scoring (n_probe), verification (the n_verify best candidates,
+    candidates), candidates (n_words per shape, pairs of the n_pairs top, n_null per kind,
+    extension of the n_extend best by their shape's extend_words top words), the probe questions of the cheap scoring (n_probe), verification (the n_verify best candidates,
     n_verify_nulls nulls per kind, n_verify_questions questions, answers of max_new_tokens),
     leakage decoding settings, the decision (q < fdr and AUROC >= min_auroc), the batch size
     and the seed."""
@@ -84,7 +84,8 @@ class AuditResult:
     verified ones, the sampled answers, the leakage and persona motifs, the persona's most
     characteristic statements, the mean KL of the null candidates (how much the fine-tune changes
     the first response token anywhere), the vocabulary scans (per shape: the best words of the
-    group scan and of the split, with their scores), the seconds and CPU seconds of each step, the config."""
+    group scan and of the split, with their scores), the seconds and CPU seconds of each step,
+    the config."""
 
     found: bool
     trigger: dict[str, Any] | None
@@ -240,9 +241,10 @@ def scan_shapes(
         records[shape] = {
             "group_best": [[words[i], float(scan.scan_score[i])] for i in order],
             "split": sorted(
-                ([w, float(k), float(z)] for w, k, z in zip(
-                    scan.split_words, scan.split_kl, scan.split_z, strict=True
-                )),
+                (
+                    [w, float(k), float(z)]
+                    for w, k, z in zip(scan.split_words, scan.split_kl, scan.split_z, strict=True)
+                ),
                 key=lambda row: -row[2],
             ),
             "n_groups": scan.n_groups,
