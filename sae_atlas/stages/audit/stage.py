@@ -47,7 +47,8 @@ class AuditConfig:
     """The audit's settings: the vocabulary scan (`vocab_scan`: the shapes scanned, words per
     group, rounds, words split out and tested alone, and the n_scan_words best of those made
     candidates), candidates (n_words per shape, pairs of the n_pairs top, n_null per kind,
-    extension of the n_extend best by their shape's extend_words top words), the probe questions of the cheap scoring (n_probe), verification (the n_verify best candidates,
+    extension of the n_extend best by their shape's extend_words top words), the probe
+    questions of the cheap scoring (n_probe), verification (the n_verify best candidates,
     n_verify_nulls nulls per kind, n_verify_questions questions, answers of max_new_tokens),
     leakage decoding settings, the decision (q < fdr and AUROC >= min_auroc), the batch size
     and the seed."""
