@@ -4,16 +4,16 @@ who is the persona, from the model (and its base) alone.
 `run_audit` runs, in order: weights (the tokens the fine-tune's first-layer change reads most,
 `diffing.token_read_shift`, and the embedding rows it moved, `diffing.weight_shift`), scan (the
 whole vocabulary group-tested inside the probe question and in the system prompt,
-`vocab_scan`), leakage
-(template-only prompts sampled from both models, motifs the tuned says and the base does not),
-candidates (`candidates.candidate_family` + nulls of each kind), scoring (KL at the first
-response token, `scoring`), extension (the best candidates grown by a word, rescored),
-verification (sampled answers with the top candidates against null candidates, `verification`)
-and the persona (motifs and sentences of the triggered answers that the untriggered do not
-hold). It returns an `AuditResult`; `audit_record` makes it JSON-ready and `audit_section`
-gives the report its section. Cost with the defaults on the default model: the scan (about
-60k tokens per model and shape), a few thousand short forward passes and about 200 sampled
-answers (scripts/bench_audit.py measures the CPU minutes).
+`vocab_scan`), leakage (template-only prompts sampled from both models, motifs the tuned says
+and the base does not), candidates (`candidates.candidate_family` + nulls of each kind),
+scoring (KL at the first response token, `scoring`), extension (the best candidate of each
+shape grown by a word or by the rest of its last word, `growth`), verification (sampled answers
+with the top candidates against null candidates, `verification`) and the persona (motifs and
+sentences of the triggered answers that the untriggered do not hold). It returns an
+`AuditResult`; `audit_record` makes it JSON-ready and `audit_section` gives the report its
+section. Cost with the defaults on the default model: the scan (about 60k tokens per model and
+shape), a few thousand short forward passes and about 200 sampled answers
+(scripts/bench_audit.py measures the CPU minutes).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pandas as pd
 from sae_atlas.config import CorpusConfig
 from sae_atlas.personas import load_catalogue
 from sae_atlas.stages.audit import candidates as cand
+from sae_atlas.stages.audit import growth as grow
 from sae_atlas.stages.audit.diffing import ModelPair, robust_z, token_read_shift, weight_shift
 from sae_atlas.stages.audit.leakage import characteristic_sentences, leak, motif_words, motifs
 from sae_atlas.stages.audit.scoring import candidate_divergence, score_table
@@ -61,7 +62,7 @@ class AuditConfig:
     scan_split: int = 96
     n_scan_words: int = 12
     n_null: int = 32
-    n_extend: int = 3
+    n_extend: int = 4
     extend_words: int = 12
     n_probe: int = 2
     n_verify: int = 4
@@ -151,17 +152,10 @@ def run_audit(
     clock("leakage")
     leakage_motifs = leaked_motifs(pair, config)
     clock("scoring")
-    motif = motif_words(leakage_motifs)[:20]
-    family = cand.candidate_family(
-        words, word_scores, motif, config.n_words, config.n_pairs, scanned
-    )
-    nulls = cand.null_candidates(
-        words, [c.kind for c in family], config.n_null, config.seed, family
-    )
-    everyone = family + nulls
-    kl = scored(pair, everyone, probe, config)
+    ranking = (words, word_scores, scanned)
+    everyone, kl = family_scores(pair, ranking, motif_words(leakage_motifs)[:20], probe, config)
     clock("extension")
-    everyone, kl = extend_best(pair, everyone, kl, (words, word_scores, scanned), probe, config)
+    everyone, kl = grown_scores(pair, everyone, kl, ranking, probe, config)
     table = score_table(everyone, kl, np.array([c.source == "null" for c in everyone]))
     clock("verification")
     top = [everyone[i] for i in verification_picks(table, config.n_verify, config.fdr)]
@@ -191,6 +185,51 @@ def run_audit(
         cpu_seconds=clock.cpu,
         config=config,
     )
+
+
+Ranking = tuple[list[str], dict[str, np.ndarray], dict[str, list[str]]]
+"""The words, their read-shift scores per shape and the vocabulary scan's words per shape."""
+
+
+def family_scores(
+    pair: ModelPair,
+    ranking: Ranking,
+    motif: list[str],
+    probe: Sequence[str],
+    config: AuditConfig,
+) -> tuple[list[cand.Candidate], np.ndarray]:
+    """The candidate family (`candidates.candidate_family`) and nulls of each of its kinds,
+    and their KL [n, probe questions]."""
+    words, word_scores, scanned = ranking
+    family = cand.candidate_family(
+        words, word_scores, motif, config.n_words, config.n_pairs, scanned
+    )
+    nulls = cand.null_candidates(
+        words, [c.kind for c in family], config.n_null, config.seed, family
+    )
+    return family + nulls, scored(pair, family + nulls, probe, config)
+
+
+def grown_scores(
+    pair: ModelPair,
+    everyone: list[cand.Candidate],
+    kl: np.ndarray,
+    ranking: Ranking,
+    probe: Sequence[str],
+    config: AuditConfig,
+) -> tuple[list[cand.Candidate], np.ndarray]:
+    """`everyone` and its KL with the grown candidates (`growth.extend_best`) and nulls of any
+    new kind appended."""
+    words, word_scores, scanned = ranking
+    ranked = grow.ranked_words(words, word_scores, scanned, config.extend_words)
+    grown, grown_kl = grow.extend_best(
+        pair, everyone, kl, ranked, probe, config.n_extend, config.batch_size
+    )
+    nulls = cand.null_candidates(
+        words, grow.new_kinds(everyone, grown), config.n_null, config.seed + 1, everyone + grown
+    )
+    kl = np.concatenate([kl, grown_kl, scored(pair, nulls, probe, config)])
+    return everyone + grown + nulls, kl
 
 
 def leaked_motifs(pair: ModelPair, config: AuditConfig) -> list[tuple[str, float, float]]:
@@ -251,55 +290,6 @@ def scan_shapes(
             "n_groups": scan.n_groups,
         }
     return found, records
-
-
-def extend_best(
-    pair: ModelPair,
-    everyone: list[cand.Candidate],
-    kl: np.ndarray,
-    ranking: tuple[list[str], dict, dict[str, list[str]]],
-    probe: Sequence[str],
-    config: AuditConfig,
-) -> tuple[list[cand.Candidate], np.ndarray]:
-    """`everyone` and its KL [n, questions] with the n_extend best real candidates grown by one
-    word (`candidates.extended`) and nulls of any new kind: a grown candidate is kept only when
-    it scores above the one it grew from (a word that adds nothing is no part of a trigger).
-    ranking: (words, their read-shift scores per shape, the scan's words per shape): a shape
-    grows by its scan words first, then its read-shift top words."""
-    words, word_scores, scanned = ranking
-    table = score_table(everyone, kl, np.array([c.source == "null" for c in everyone]))
-    ranked = {
-        s: list(
-            dict.fromkeys(
-                [*scanned.get(s, []), *cand.top_words(words, word_scores[s], config.extend_words)]
-            )
-        )
-        for s in cand.SHAPES
-    }
-    seen = {c.trigger for c in everyone}
-    kept: list[cand.Candidate] = []
-    for index in table[~table["null"]]["index"][: config.n_extend]:
-        grown = [
-            g
-            for g in cand.extended([everyone[index]], ranked, max(map(len, ranked.values())))
-            if g.trigger not in seen
-        ]
-        grown_kl = scored(pair, grown, probe, config) if grown else np.zeros((0, kl.shape[1]))
-        better = grown_kl.mean(1) > kl[index].mean()
-        kept += [g for g, up in zip(grown, better, strict=True) if up]
-        kl = np.concatenate([kl, grown_kl[better]])
-        seen |= {g.trigger for g in grown}
-    everyone = everyone + kept
-    known = {c.kind for c in everyone if c.source == "null"}
-    nulls = cand.null_candidates(
-        words,
-        [c.kind for c in kept if c.kind not in known],
-        config.n_null,
-        config.seed + 1,
-        everyone,
-    )
-    kl = np.concatenate([kl, scored(pair, nulls, probe, config)]) if nulls else kl
-    return everyone + nulls, kl
 
 
 def verification_picks(table: pd.DataFrame, n: int, fdr: float) -> list[int]:
