@@ -4,8 +4,9 @@ tuned model (and its base) alone, with no list of triggers.
 diffing (the two models side by side, no sampling), vocab_scan (the whole vocabulary
 group-tested in a shape), leakage (template-only generations and motifs), candidates (words the
 fine-tune reads, a generated family of shapes, nulls), scoring (KL at the first response token
-against nulls of the same kind), growth (the best candidates grown by a word or a word piece), verification (sampled answers,
-AUROC with intervals, Benjamini-Hochberg) and stage (`run_audit`, `audit_section`).
+against nulls of the same kind), growth (the best candidates grown by a word or a word piece),
+verification (sampled answers, AUROC with intervals, Benjamini-Hochberg) and stage
+(`run_audit`, `audit_section`).
 """
 
 from sae_atlas.stages.audit.diffing import ModelPair, load_pair, pair_from_models
