@@ -8,6 +8,7 @@ import copy
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -34,6 +35,7 @@ from sae_atlas.stages.audit.candidates import (
     word_scores,
 )
 from sae_atlas.stages.audit.diffing import common_prefix, last_states, token_read_shift
+from sae_atlas.stages.audit.growth import continuations, growth_picks, suffix_pieces
 from sae_atlas.stages.audit.leakage import characteristic_sentences, motifs
 from sae_atlas.stages.audit.vocab_scan import partitions, scan_vocabulary
 from sae_atlas.testing import tiny_handle
@@ -200,3 +202,24 @@ def test_the_vocabulary_scan_finds_the_drawn_trigger_word(planted):
         pair_from_models(handle, copy.deepcopy(base), base), words, "word", question, group_size=4
     )
     assert np.allclose(quiet.split_kl, 0.0, atol=1e-6)
+
+
+def test_growth_continues_a_word_and_picks_each_shape_first(planted):
+    handle, base, tuned, _ = planted
+    pair = pair_from_models(handle, tuned, base)
+    pieces = suffix_pieces(handle.tokenizer)
+    assert len(pieces[0]) and all(not t.startswith(" ") for t in pieces[1])
+    parent = Candidate(in_shape("word", ["sea"]), ("sea",), "scan")
+    grown = continuations(pair, parent, "Who are you?", pieces, 3)
+    assert len(grown) == 3 and all(c.words[0].startswith("sea") for c in grown)
+    assert all(c.shape == "word" and len(c.words[0]) > 3 for c in grown)
+    tagged = Candidate(in_shape("tags", ["sea"]), ("sea",), "scan")
+    assert continuations(pair, tagged, "Who are you?", pieces, 3) == []
+    table = pd.DataFrame(
+        {
+            "shape": ["word", "word", "tags", "system", "tags"],
+            "null": [False, False, False, True, False],
+            "index": [4, 3, 2, 1, 0],
+        }
+    )
+    assert growth_picks(table, 3) == [4, 2, 3]
