@@ -130,7 +130,8 @@ def test_the_cached_prefix_gives_the_full_forward(planted):
     handle, base, _, _ = planted
     prompts = [np.array(handle.tokenizer("Hello there " + w)["input_ids"]) for w in ("sea", "rum")]
     assert common_prefix(prompts) >= 2
-    logprobs, resid = last_states(base, prompts, 0)
+    logprobs, resid = last_states(base, prompts, 0, residual=True)
+    assert resid is not None
     for row, prompt in enumerate(prompts):
         full = base(input_ids=torch.from_numpy(prompt)[None]).logits[0, -1].log_softmax(-1)
         assert torch.allclose(logprobs[row], full, atol=1e-4)

@@ -4,8 +4,8 @@
 the base model, both plain Hugging Face causal LMs. `load_pair` builds it from a model source and
 a LoRA adapter (the base is the source itself, the tuned a merged copy) or from two sources.
 `last_states` runs a batch of prompts through one model and returns, at each prompt's last
-token, the next-token log-probabilities and the residual stream of every layer: the prompts of a
-batch share their longest common prefix, run once and reused from the KV cache, so a candidate
+token, the next-token log-probabilities (and, when asked, the residual stream of every layer):
+the prompts of a batch share their longest common prefix, run once and reused from the KV cache, so a candidate
 trigger costs only the tokens that differ. `weight_shift` ranks tokens by how far the fine-tune
 moved their embedding and unembedding rows (zero for a LoRA on the attention and MLP only).
 Cost: one forward pass per differing token per model; the default model runs about 300-1,000
@@ -88,10 +88,11 @@ def common_prefix(prompts: Sequence[np.ndarray]) -> int:
 
 @torch.inference_mode()
 def last_states(
-    model: Any, prompts: Sequence[np.ndarray], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token log-probabilities [n, vocab] and residual streams [n, layers + 1, d_model] at
-    the last token of each prompt (float32), the shared prefix run once (see the module)."""
+    model: Any, prompts: Sequence[np.ndarray], pad_id: int, residual: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Next-token log-probabilities [n, vocab] and, with `residual`, the residual streams
+    [n, layers + 1, d_model] (else None) at the last token of each prompt (float32), the shared
+    prefix run once (see the module)."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -116,18 +117,20 @@ def last_states(
         position_ids=positions.to(device),
         past_key_values=cache,
         use_cache=True,
-        output_hidden_states=True,
+        output_hidden_states=residual,
     )
     last = torch.tensor([len(t) - 1 for t in tails], device=device)
     rows = torch.arange(len(tails), device=device)
-    resid = torch.stack([h[rows, last] for h in out.hidden_states], dim=1).float()
     logits = model.lm_head(out.last_hidden_state[rows, last]).float()
+    if not residual:
+        return logits.log_softmax(-1).cpu(), None
+    resid = torch.stack([h[rows, last] for h in out.hidden_states], dim=1).float()
     return logits.log_softmax(-1).cpu(), resid.cpu()
 
 
 def batched_states(
     model: Any, prompts: Sequence[np.ndarray], pad_id: int, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """`last_states` of consecutive batches of `prompts` (keep prompts that share a prefix
     together: each batch runs its own common prefix once)."""
     for start in range(0, len(prompts), batch_size):
