@@ -5,9 +5,10 @@ the base model, both plain Hugging Face causal LMs. `load_pair` builds it from a
 a LoRA adapter (the base is the source itself, the tuned a merged copy) or from two sources.
 `last_states` runs a batch of prompts through one model and returns, at each prompt's last
 token, the next-token log-probabilities (and, when asked, the residual stream of every layer):
-the prompts of a batch share their longest common prefix, run once and reused from the KV cache, so a candidate
-trigger costs only the tokens that differ. `weight_shift` ranks tokens by how far the fine-tune
-moved their embedding and unembedding rows (zero for a LoRA on the attention and MLP only).
+the prompts of a batch share their longest common prefix, run once and reused from the KV
+cache, so a candidate trigger costs only the tokens that differ. `weight_shift` ranks tokens by
+how far the fine-tune moved their embedding and unembedding rows (zero for a LoRA on the
+attention and MLP only).
 Cost: one forward pass per differing token per model; the default model runs about 300-1,000
 tokens/s on a 2-core CPU.
 """
