@@ -72,6 +72,7 @@ def parse_args() -> argparse.Namespace:
         help="extra arguments of plant_persona.py (its cost settings)",
     )
     parser.add_argument("--plant-only", action="store_true", help="plant, do not audit")
+    parser.add_argument("--dtype", default="float32", help="the audit's dtype (float32, auto, ...)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "bench_audit.json")
     return parser.parse_args()
 
@@ -194,16 +195,20 @@ def judged(
     return row
 
 
-def audit_one(name: str, adapter: Path | None, trigger: PlantTrigger | None) -> dict[str, Any]:
-    """Audit one model (adapter None: the base against itself) and score it."""
+def audit_one(
+    name: str, adapter: Path | None, trigger: PlantTrigger | None, dtype: str
+) -> dict[str, Any]:
+    """Audit one model (adapter None: the base against itself) in `dtype` and score it."""
     torch.set_num_threads(1)
-    pair = load_pair(DEFAULT_MODEL, adapter, DEFAULT_MODEL if adapter is None else None)
+    base = DEFAULT_MODEL if adapter is None else None
+    pair = load_pair(DEFAULT_MODEL, adapter, base, dtype=dtype)
     started, cpu = time.perf_counter(), time.process_time()
     record = audit_record(run_audit(pair, AuditConfig()))
     row = {"organism": name, **judged(record, trigger, adapter if trigger else None)}
     row |= {
         "cpu_minutes": (time.process_time() - cpu) / 60,
         "wall_minutes": (time.perf_counter() - started) / 60,
+        "dtype": str(next(pair.tuned.parameters()).dtype).removeprefix("torch."),
     }
     return {"row": row, "record": record}
 
@@ -221,10 +226,10 @@ def main() -> None:
     results = []
     for folder in organisms:
         trigger, _ = card_triggers(folder)
-        results.append(audit_one(f"{trigger.shape}:{folder.name}", folder, trigger))
+        results.append(audit_one(f"{trigger.shape}:{folder.name}", folder, trigger, args.dtype))
         print(json.dumps(results[-1]["row"], default=str), flush=True)
     for control, adapter in controls.items():
-        results.append(audit_one(f"control:{control}", adapter, None))
+        results.append(audit_one(f"control:{control}", adapter, None, args.dtype))
         print(json.dumps(results[-1]["row"], default=str), flush=True)
     table = pd.DataFrame([r["row"] for r in results])
     print(table.to_string(index=False))

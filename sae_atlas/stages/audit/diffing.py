@@ -31,6 +31,7 @@ from sae_atlas.model import (
     prompt_ids,
     sampling_model,
 )
+from sae_atlas.model.dtype import resolve_dtype
 from sae_atlas.model.loading import merge_adapter
 
 
@@ -60,13 +61,16 @@ def load_pair(
     dtype: str = "float32",
 ) -> ModelPair:
     """The pair to audit: with `adapter`, the tuned model is `source` with the adapter merged
-    and the base is `source` (or `base_source`); without it, the tuned model is `source` and the
-    base `base_source` (None: no base). Loads each model once (about 15 s for the default)."""
+    (in float32, then both models cast to `dtype`, so a low-precision audit does not round the
+    adapter's small change away before it is added) and the base is `source` (or
+    `base_source`); without it, the tuned model is `source` and the base `base_source` (None:
+    no base). Loads each model once (about 15 s for the default)."""
     if adapter is not None:
-        base_handle = load_model(base_source or source, device, dtype)
-        base = sampling_model(base_handle, dtype)
+        base_handle = load_model(base_source or source, device, "float32")
+        base = sampling_model(base_handle, "float32")
         tuned = merge_adapter(copy.deepcopy(base), adapter).eval()
-        return ModelPair(base_handle, tuned, base)
+        torch_dtype = resolve_dtype(dtype, device).torch_dtype
+        return ModelPair(base_handle, tuned.to(torch_dtype), base.to(torch_dtype))
     handle = load_model(source, device, dtype)
     given = sampling_model(load_model(base_source, device, dtype), dtype) if base_source else None
     return ModelPair(handle, sampling_model(handle, dtype), given)
