@@ -29,11 +29,12 @@ from sae_atlas.stages.audit.scoring import candidate_divergence
 
 @dataclass(frozen=True)
 class VocabularyScan:
-    """The scan of one shape: per word its scan score [n_words] (minimum over rounds of its
-    group's robust z), the words tested alone (best scan score first) with their own KL and its
+    """The scan of one shape: per word its group's robust z in each round [rounds, n_words] and
+    its scan score [n_words] (their minimum over rounds), the words tested alone (best scan score first) with their own KL and its
     robust z over the singles, and the number of groups scored."""
 
     shape: str
+    round_z: np.ndarray
     scan_score: np.ndarray
     split_words: list[str]
     split_kl: np.ndarray
@@ -65,7 +66,7 @@ def scan_vocabulary(
     seed: int = 0,
 ) -> VocabularyScan:
     """Group-test `words` in `shape` around `question` (see the module)."""
-    scan_score = np.full(len(words), np.inf)
+    round_z = []
     n_groups = 0
     for group_of in partitions(len(words), group_size, rounds, seed):
         groups = [np.flatnonzero(group_of == g) for g in range(int(group_of.max()) + 1)]
@@ -79,11 +80,14 @@ def scan_vocabulary(
         per_word = np.empty(len(words))
         for members, value in zip(groups, z, strict=True):
             per_word[members] = value
-        scan_score = np.minimum(scan_score, per_word)
+        round_z.append(per_word)
         n_groups += len(groups)
+    scan_score = np.min(round_z, axis=0)
     best = np.argsort(-scan_score, kind="stable")[:n_split]
     split_words = [words[i] for i in best]
     singles = [Candidate(in_shape(shape, [w]), (w,), "scan") for w in split_words]
     split_kl = candidate_divergence(pair, singles, [question], batch_size)[:, 0]
     split_z = robust_z(np.log(np.maximum(split_kl, 1e-9)))
-    return VocabularyScan(shape, scan_score, split_words, split_kl, split_z, n_groups)
+    return VocabularyScan(
+        shape, np.array(round_z), scan_score, split_words, split_kl, split_z, n_groups
+    )
