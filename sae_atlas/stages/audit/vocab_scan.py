@@ -30,8 +30,9 @@ from sae_atlas.stages.audit.scoring import candidate_divergence
 @dataclass(frozen=True)
 class VocabularyScan:
     """The scan of one shape: per word its group's robust z in each round [rounds, n_words] and
-    its scan score [n_words] (their minimum over rounds), the words tested alone (best scan score first) with their own KL and its
-    robust z over the singles, and the number of groups scored."""
+    its scan score [n_words] (their minimum over rounds), the words tested alone (best scan
+    score first) with their own KL and its robust z over the singles, and the number of groups
+    scored."""
 
     shape: str
     round_z: np.ndarray
