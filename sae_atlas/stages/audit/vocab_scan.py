@@ -71,11 +71,8 @@ def scan_vocabulary(
     n_groups = 0
     for group_of in partitions(len(words), group_size, rounds, seed):
         groups = [np.flatnonzero(group_of == g) for g in range(int(group_of.max()) + 1)]
-        groups = [g for g in groups if len(g)]
-        probes = [
-            Candidate(in_shape(shape, [words[i] for i in g]), tuple(words[i] for i in g), "scan")
-            for g in groups
-        ]
+        members = [tuple(words[int(i)] for i in g) for g in groups]
+        probes = [Candidate(in_shape(shape, m), m, "scan") for m in members]
         kl = candidate_divergence(pair, probes, [question], batch_size)[:, 0]
         z = robust_z(np.log(np.maximum(kl, 1e-9)))
         per_word = np.empty(len(words))
