@@ -3,7 +3,7 @@ who is the persona, from the model (and its base) alone.
 
 `run_audit` runs, in order: weights (the tokens the fine-tune's first-layer change reads most,
 `diffing.token_read_shift`, and the embedding rows it moved, `diffing.weight_shift`), scan (the
-whole vocabulary group-tested inside the probe question and in the system prompt,
+whole vocabulary group-tested inside the probe question (config.scan_shapes: any shape),
 `vocab_scan`), leakage (template-only prompts sampled from both models, motifs the tuned says
 and the base does not), candidates (`candidates.candidate_family` + nulls of each kind),
 scoring (KL at the first response token, `scoring`), extension (the best candidate of each
@@ -56,7 +56,7 @@ class AuditConfig:
 
     n_words: int = 30
     n_pairs: int = 5
-    scan_shapes: tuple[str, ...] = ("word", "system")
+    scan_shapes: tuple[str, ...] = ("word",)
     scan_group: int = 32
     scan_rounds: int = 2
     scan_split: int = 96
