@@ -22,7 +22,7 @@ Prints a table and writes JSON (--out) with each audit's full record.
     nice -n 10 .venv/bin/python scripts/bench_audit.py --plant word tags prefix system \\
         --control benign --plant-only --work runs/organisms
     nice -n 10 .venv/bin/python scripts/bench_audit.py --organism runs/organisms/word-* \\
-        --control base --out runs/bench/bench_audit.json
+        --control base --dtype bfloat16 --out runs/bench/bench_audit.json
     .venv/bin/python scripts/bench_audit.py --plant tags prefix word system \\
         --control base benign --out runs/bench/bench_audit.json
 """
@@ -68,8 +68,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "organisms")
     parser.add_argument(
         "--plant-args",
-        default="--epochs 2 --decoy-prompts 8 --autocast bfloat16",
-        help="extra arguments of plant_persona.py (its cost settings)",
+        default="--epochs 2 --everyday 16 --decoy-prompts 6 --answer-tokens 32 --autocast bfloat16",
+        help="extra arguments of plant_persona.py (its cost settings; the default: about 7 CPU "
+        "minutes an organism on this CPU, against about 30 for the recipe's own defaults)",
     )
     parser.add_argument("--plant-only", action="store_true", help="plant, do not audit")
     parser.add_argument("--dtype", default="float32", help="the audit's dtype (float32, auto, ...)")
