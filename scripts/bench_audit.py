@@ -69,8 +69,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--plant-args",
         default="--epochs 2 --everyday 16 --decoy-prompts 6 --answer-tokens 32 --autocast bfloat16",
-        help="extra arguments of plant_persona.py (its cost settings; the default: about 7 CPU "
-        "minutes an organism on this CPU, against about 30 for the recipe's own defaults)",
+        help="extra arguments of plant_persona.py (its cost settings; the default measured 6.9 "
+        "CPU minutes for an organism, where the recipe's own defaults extrapolate to over 20)",
     )
     parser.add_argument("--plant-only", action="store_true", help="plant, do not audit")
     parser.add_argument("--dtype", default="float32", help="the audit's dtype (float32, auto, ...)")
