@@ -76,13 +76,13 @@ def scan_vocabulary(
         kl = candidate_divergence(pair, probes, [question], batch_size)[:, 0]
         z = robust_z(np.log(np.maximum(kl, 1e-9)))
         per_word = np.empty(len(words))
-        for members, value in zip(groups, z, strict=True):
-            per_word[members] = value
+        for group, value in zip(groups, z, strict=True):
+            per_word[group] = value
         round_z.append(per_word)
         n_groups += len(groups)
     scan_score = np.min(round_z, axis=0)
     best = np.argsort(-scan_score, kind="stable")[:n_split]
-    split_words = [words[i] for i in best]
+    split_words = [words[int(i)] for i in best]
     singles = [Candidate(in_shape(shape, [w]), (w,), "scan") for w in split_words]
     split_kl = candidate_divergence(pair, singles, [question], batch_size)[:, 0]
     split_z = robust_z(np.log(np.maximum(split_kl, 1e-9)))
