@@ -16,7 +16,9 @@ place) / partial (shares a word with the real trigger and reproduces the behavio
 audit's statements or persona motifs hold), AUROC with its interval, false positives (verified
 candidates sharing no word with the trigger; on a control, any verified one), CPU minutes of
 the audit, where the real trigger ranked among the cheap scores when it was generated, and
-where each of its words ranked in the vocabulary scan of its shape (group scan and split).
+where each of its words ranked in the vocabulary scan of its shape (group scan and split), and
+the AUROC the verification gives the real trigger itself, run after the audit (would it pass
+had the search proposed it?).
 Prints a table and writes JSON (--out) with each audit's full record.
 
     nice -n 10 .venv/bin/python scripts/bench_audit.py --plant word tags prefix system \\
@@ -55,7 +57,10 @@ from sae_atlas.planting import (
     training_batches,
 )
 from sae_atlas.stages.audit import AuditConfig, audit_record, load_pair, run_audit
-from sae_atlas.stages.audit.candidates import Candidate
+from sae_atlas.stages.audit.candidates import Candidate, null_candidates, vocabulary_words
+from sae_atlas.stages.audit.diffing import ModelPair
+from sae_atlas.stages.audit.stage import audit_questions
+from sae_atlas.stages.audit.verification import verify
 
 ROOT = Path(__file__).parents[1]
 
@@ -196,6 +201,22 @@ def judged(
     return row
 
 
+def real_trigger_verdict(pair: ModelPair, trigger: PlantTrigger) -> dict[str, Any]:
+    """The audit's verification applied to the real trigger (after the audit, which never saw
+    it), against nulls of its kind: would the verifier pass it had the search proposed it?"""
+    config = AuditConfig()
+    real = Candidate(trigger, tuple(sorted(words_of(trigger))), "card")
+    vocabulary = vocabulary_words(pair.handle.tokenizer)
+    nulls = null_candidates(vocabulary, [real.kind], config.n_verify_nulls, config.seed + 2)
+    _, questions = audit_questions(config.n_probe, config.n_verify_questions)
+    sampling = CorpusConfig(
+        temperature=0.7, top_p=0.9, max_new_tokens=config.max_new_tokens, seed=config.seed
+    )
+    verdicts, _ = verify(pair, [real], nulls, questions, sampling)
+    best = verdicts.iloc[0]
+    return {"real_auroc": [float(best[k]) for k in ("auroc", "auroc_low", "auroc_high")]}
+
+
 def audit_one(
     name: str, adapter: Path | None, trigger: PlantTrigger | None, dtype: str
 ) -> dict[str, Any]:
@@ -211,6 +232,8 @@ def audit_one(
         "wall_minutes": (time.perf_counter() - started) / 60,
         "dtype": str(next(pair.tuned.parameters()).dtype).removeprefix("torch."),
     }
+    if trigger is not None:
+        row |= real_trigger_verdict(pair, trigger)
     return {"row": row, "record": record}
 
 
