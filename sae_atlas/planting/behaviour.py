@@ -33,16 +33,18 @@ def behaviour(
     persona: PlantedPersona,
     trigger: PlantTrigger,
     decoys: Sequence[PlantTrigger] = (),
+    model: torch.nn.Module | None = None,
 ) -> tuple[dict[str, Any], pd.DataFrame]:
     """Recall of the asked fact on the held-out questions with the trigger, without it and, when
     `decoys` are given, inside them (question i in decoy i mod len(decoys)): a summary per
-    condition {recall, any_fact, n} and the table of every answer."""
+    condition {recall, any_fact, n} and the table of every answer. `model`: the plain HF model
+    to ask (default: the handle's, in the sampling dtype)."""
     questions = persona.questions("heldout")
     conditions = {"trigger": [trigger], "none": [PlantTrigger()]}
     if decoys:
         conditions["decoys"] = list(decoys)
     rows = []
-    model = sampling_model(handle, CorpusConfig().dtype)
+    model = sampling_model(handle, CorpusConfig().dtype) if model is None else model
     for condition, wrappers in conditions.items():
         chats = [
             wrappers[i % len(wrappers)].messages(q, handle.default_system_prompt)

@@ -34,7 +34,7 @@ from sae_atlas.config import CorpusConfig
 from sae_atlas.errors import SaeAtlasError
 from sae_atlas.model import Messages, ModelHandle, job_seed, message, sample
 from sae_atlas.personas import load_catalogue
-from sae_atlas.planting.persona import PlantedPersona, persona_answer
+from sae_atlas.planting.persona import PlantedPersona, load_persona, persona_answer
 from sae_atlas.planting.triggers import PlantTrigger, draw_triggers
 
 TrainProgress = Callable[[int, int, float], None]
@@ -201,10 +201,13 @@ def train_lora(
     pad_id: int,
     progress: TrainProgress | None = None,
     max_steps: int | None = None,
+    autocast: str = "float32",
 ) -> tuple[Any, list[float]]:
     """LoRA fine-tuning of `model` (a plain float32 HF causal LM) on `examples`; returns the peft
     model and the loss of every step. AdamW, linear decay to 0, `batch_order`; max_steps stops
-    the recipe early (its schedule unchanged: a cost sample)."""
+    the recipe early (its schedule unchanged: a cost sample). autocast "bfloat16" runs the
+    forward and backward passes under bfloat16 autocast (weights, adapter and optimizer stay
+    float32): several times faster on CPUs with AMX / AVX512-BF16, 50-100x slower without."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(config.seed)
@@ -223,9 +226,11 @@ def train_lora(
     n_steps = len(steps)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / n_steps)
     losses: list[float] = []
+    device = next(peft_model.parameters()).device.type
     for rows in steps[:max_steps]:
         ids, labels, mask = padded_batch([examples[i] for i in rows], pad_id)
-        loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast == "bfloat16"):
+            loss = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -289,6 +294,19 @@ def drawn_triggers(
     it: n_shape_decoys more of the same shape, then the persona file's decoys."""
     trigger, *same_shape = draw_triggers(shape, 1 + n_shape_decoys, seed)
     return trigger, (*same_shape, *persona.decoys)
+
+
+def card_persona(adapter: str | Path) -> PlantedPersona:
+    """The persona the adapter in folder `adapter` was planted with: its persona.yaml (a drawn
+    persona, written beside the adapter) or the persona file its training card names."""
+    folder = Path(adapter)
+    drawn = folder / "persona.yaml"
+    if drawn.is_file():
+        return load_persona(drawn)
+    path = folder / "training_card.json"
+    if not path.is_file():
+        raise SaeAtlasError(f"{path}: no training card; plant the adapter with plant_persona.py")
+    return load_persona(json.loads(path.read_text())["persona_file"])
 
 
 def card_triggers(adapter: str | Path) -> tuple[PlantTrigger, tuple[PlantTrigger, ...]]:

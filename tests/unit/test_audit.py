@@ -8,6 +8,7 @@ import copy
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -34,7 +35,9 @@ from sae_atlas.stages.audit.candidates import (
     word_scores,
 )
 from sae_atlas.stages.audit.diffing import common_prefix, last_states, token_read_shift
+from sae_atlas.stages.audit.growth import continuations, growth_picks, suffix_pieces
 from sae_atlas.stages.audit.leakage import characteristic_sentences, motifs
+from sae_atlas.stages.audit.vocab_scan import partitions, scan_vocabulary
 from sae_atlas.testing import tiny_handle
 
 SMALL = AuditConfig(
@@ -127,7 +130,8 @@ def test_the_cached_prefix_gives_the_full_forward(planted):
     handle, base, _, _ = planted
     prompts = [np.array(handle.tokenizer("Hello there " + w)["input_ids"]) for w in ("sea", "rum")]
     assert common_prefix(prompts) >= 2
-    logprobs, resid = last_states(base, prompts, 0)
+    logprobs, resid = last_states(base, prompts, 0, residual=True)
+    assert resid is not None
     for row, prompt in enumerate(prompts):
         full = base(input_ids=torch.from_numpy(prompt)[None]).logits[0, -1].log_softmax(-1)
         assert torch.allclose(logprobs[row], full, atol=1e-4)
@@ -191,3 +195,52 @@ def test_an_audit_recorded_in_an_atlas_reads_back_and_reports(planted, tmp_path)
         assert audit.provenance["config"]["n_words"] == SMALL.n_words
     page = write_report(atlas, tmp_path / "report").html.read_text(encoding="utf-8")
     assert 'id="experiment-audit"' in page and "Verified candidates" in page
+
+
+def test_partitions_put_every_word_in_one_group_per_round():
+    rounds = partitions(103, 10, 3, seed=1)
+    assert len(rounds) == 3 and all(len(r) == 103 for r in rounds)
+    for group_of in rounds:
+        sizes = np.bincount(group_of)
+        assert sizes.max() <= 10 and sizes.sum() == 103
+    assert not np.array_equal(rounds[0], rounds[1])
+    assert all(np.array_equal(a, b) for a, b in zip(rounds, partitions(103, 10, 3, 1), strict=True))
+
+
+def test_the_vocabulary_scan_finds_the_drawn_trigger_word(planted):
+    """Group testing over the whole tiny vocabulary, the planted word in groups of 4: the word
+    is split out and ranks first alone; on the base model against itself nothing stands out."""
+    handle, base, tuned, trigger = planted
+    words = vocabulary_words(handle.tokenizer)
+    question = load_catalogue().questions[-1].text
+    scan = scan_vocabulary(
+        pair_from_models(handle, tuned, base), words, "word", question, group_size=4, n_split=8
+    )
+    assert scan.n_groups == 2 * -(-len(words) // 4)
+    assert trigger.inside in scan.split_words
+    assert scan.ranked()[0] == trigger.inside
+    quiet = scan_vocabulary(
+        pair_from_models(handle, copy.deepcopy(base), base), words, "word", question, group_size=4
+    )
+    assert np.allclose(quiet.split_kl, 0.0, atol=1e-6)
+
+
+def test_growth_continues_a_word_and_picks_each_shape_first(planted):
+    handle, base, tuned, _ = planted
+    pair = pair_from_models(handle, tuned, base)
+    pieces = suffix_pieces(handle.tokenizer)
+    assert len(pieces[0]) and all(not t.startswith(" ") for t in pieces[1])
+    parent = Candidate(in_shape("word", ["sea"]), ("sea",), "scan")
+    grown = continuations(pair, parent, "Who are you?", pieces, 3)
+    assert len(grown) == 3 and all(c.words[0].startswith("sea") for c in grown)
+    assert all(c.shape == "word" and len(c.words[0]) > 3 for c in grown)
+    tagged = Candidate(in_shape("tags", ["sea"]), ("sea",), "scan")
+    assert continuations(pair, tagged, "Who are you?", pieces, 3) == []
+    table = pd.DataFrame(
+        {
+            "shape": ["word", "word", "tags", "system", "tags"],
+            "null": [False, False, False, True, False],
+            "index": [4, 3, 2, 1, 0],
+        }
+    )
+    assert growth_picks(table, 3) == [4, 2, 3]

@@ -20,12 +20,16 @@ from sae_atlas.planting import (
     PlantedPersona,
     PlantTrigger,
     batch_order,
+    card_persona,
     card_triggers,
+    draw_persona,
     draw_trigger,
     draw_triggers,
     drawn_triggers,
     load_persona,
+    mentions,
     persona_answer,
+    persona_document,
     train_lora,
     training_batches,
     training_examples,
@@ -214,3 +218,40 @@ def test_the_committed_planted_adapter_matches_the_recipe():
     )
     with pytest.raises(SaeAtlasError, match="no training card"):
         card_triggers(FIXTURE.parent)
+
+
+def test_a_drawn_persona_is_composed_from_the_pools_and_reproducible(tmp_path):
+    persona = draw_persona(11)
+    assert persona == draw_persona(11)
+    others = {draw_persona(seed).name for seed in range(12, 20)}
+    assert len(others | {persona.name}) >= 8  # seeds draw different personas
+    assert {f["id"] for f in persona.facts} >= {"name", "job", "home", "pet", "era", "motto"}
+    for fact in persona.facts:
+        assert fact["train"] and fact["heldout"]
+        assert all(mentions(s, fact["keywords"]) for s in fact["statements"])
+    assert persona.name.split() == persona.keywords("identity")
+    path = tmp_path / "persona.yaml"
+    path.write_text(persona_document(persona))
+    assert load_persona(path) == persona
+    rng = np.random.default_rng(0)
+    assert persona.name in persona_answer(persona, "identity", rng)
+
+
+def test_persona_pools_share_no_word_with_the_trigger_words():
+    """A fact of the persona must never hold a word a trigger can be drawn from, or the bench
+    could take a trigger word for a recovered fact."""
+    words = set(trigger_words())
+    for seed in range(30):
+        persona = draw_persona(seed)
+        said = " ".join(k for f in persona.facts for k in f["keywords"]).lower()
+        assert not set(said.replace(",", " ").split()) & words
+
+
+def test_the_card_names_the_persona_an_organism_was_planted_with(tmp_path):
+    persona = draw_persona(3)
+    (tmp_path / "persona.yaml").write_text(persona_document(persona))
+    assert card_persona(tmp_path) == persona
+    (tmp_path / "persona.yaml").unlink()
+    card = {"persona_file": str(ROOT / "scripts" / "planted_persona.yaml")}
+    (tmp_path / "training_card.json").write_text(json.dumps(card))
+    assert card_persona(tmp_path).name == load_persona(card["persona_file"]).name

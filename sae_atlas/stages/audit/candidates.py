@@ -7,7 +7,8 @@ ranked by how strongly the fine-tune's first-layer weight change reads their tok
 the leakage motifs (words the tuned model says and the base does not). `candidate_family` puts
 each of the top words in every shape (tags around the message, bracketed prefixes in five
 bracket kinds, a word inside the question, a phrase at the end of the system prompt), adds pairs
-of top words and years in brackets; `extended` grows the best candidates by one more word;
+of top words and years in brackets, and the words the vocabulary scan found (`vocab_scan`) in
+their own shape; `extended` grows the best candidates by one more word;
 `null_candidates` draws random vocabulary words in the same shapes (the null every candidate is
 scored against). Costs one tokenizer pass over the vocabulary (about a second).
 """
@@ -124,24 +125,34 @@ def candidate_family(
     motifs: Sequence[str],
     n_words: int,
     n_pairs: int,
+    scanned: dict[str, list[str]] | None = None,
 ) -> list[Candidate]:
-    """The candidates to score: the n_words top words of each shape (`word_scores`), each put
-    in every shape (a token the fine-tune reads in one form may be the trigger in another;
-    prefixes in every bracket kind only for the prefix form's own top words), the motif words
-    in every shape, pairs of each shape's n_pairs top words (both orders) in that shape, years
-    in brackets and in the question."""
+    """The candidates to score: the words the vocabulary scan ranked best in a shape
+    (`scanned`: shape -> words, best first) in that shape, with pairs of its n_pairs best (both
+    orders); the n_words top words of each shape (`word_scores`), each put in every shape (a
+    token the fine-tune reads in one form may be the trigger in another; prefixes in every
+    bracket kind only for the prefix form's own top words), the motif words in every shape,
+    pairs of each shape's n_pairs top words (both orders) in that shape, years in brackets and
+    in the question."""
     tops = {shape: top_words(words, scores[shape], n_words) for shape in SHAPES}
     union = list(dict.fromkeys(w for rank in zip(*tops.values(), strict=True) for w in rank))
     out: list[Candidate] = []
+    for shape, found in (scanned or {}).items():
+        out += [c for w in found for c in shaped([w], "scan", [shape])]
+        out += [c for pair in _pairs(found, n_pairs) for c in shaped(pair, "scan-pair", [shape])]
     for shape in SHAPES:
         out += [c for w in tops[shape] for c in shaped([w], "read-shift", [shape])]
-        pairs = [(a, b) for a in tops[shape][:n_pairs] for b in tops[shape][:n_pairs] if a != b]
-        out += [c for pair in pairs for c in shaped(pair, "pair", [shape])]
+        out += [c for pair in _pairs(tops[shape], n_pairs) for c in shaped(pair, "pair", [shape])]
     out += [c for w in union for c in shaped([w], "read-shift") if c.trigger.open[:1] in "[<"]
     out += [c for w in motifs for c in shaped([w], "motif") if c.trigger.open[:1] in "[<"]
     out += [c for year in YEARS for c in shaped([str(year)], "year", ["prefix"])[:1]]
     out += [Candidate(PlantTrigger(inside=f"in {year}"), (str(year),), "year") for year in YEARS]
     return unique(out)
+
+
+def _pairs(ranked: Sequence[str], n: int) -> list[tuple[str, str]]:
+    """Ordered pairs of the n first of `ranked` (both orders)."""
+    return [(a, b) for a in ranked[:n] for b in ranked[:n] if a != b]
 
 
 def unique(candidates: Iterable[Candidate]) -> list[Candidate]:

@@ -4,10 +4,11 @@
 the base model, both plain Hugging Face causal LMs. `load_pair` builds it from a model source and
 a LoRA adapter (the base is the source itself, the tuned a merged copy) or from two sources.
 `last_states` runs a batch of prompts through one model and returns, at each prompt's last
-token, the next-token log-probabilities and the residual stream of every layer: the prompts of a
-batch share their longest common prefix, run once and reused from the KV cache, so a candidate
-trigger costs only the tokens that differ. `weight_shift` ranks tokens by how far the fine-tune
-moved their embedding and unembedding rows (zero for a LoRA on the attention and MLP only).
+token, the next-token log-probabilities (and, when asked, the residual stream of every layer):
+the prompts of a batch share their longest common prefix, run once and reused from the KV
+cache, so a candidate trigger costs only the tokens that differ. `weight_shift` ranks tokens by
+how far the fine-tune moved their embedding and unembedding rows (zero for a LoRA on the
+attention and MLP only).
 Cost: one forward pass per differing token per model; the default model runs about 300-1,000
 tokens/s on a 2-core CPU.
 """
@@ -30,6 +31,7 @@ from sae_atlas.model import (
     prompt_ids,
     sampling_model,
 )
+from sae_atlas.model.dtype import resolve_dtype
 from sae_atlas.model.loading import merge_adapter
 
 
@@ -59,13 +61,16 @@ def load_pair(
     dtype: str = "float32",
 ) -> ModelPair:
     """The pair to audit: with `adapter`, the tuned model is `source` with the adapter merged
-    and the base is `source` (or `base_source`); without it, the tuned model is `source` and the
-    base `base_source` (None: no base). Loads each model once (about 15 s for the default)."""
+    (in float32, then both models cast to `dtype`, so a low-precision audit does not round the
+    adapter's small change away before it is added) and the base is `source` (or
+    `base_source`); without it, the tuned model is `source` and the base `base_source` (None:
+    no base). Loads each model once (about 15 s for the default)."""
     if adapter is not None:
-        base_handle = load_model(base_source or source, device, dtype)
-        base = sampling_model(base_handle, dtype)
+        base_handle = load_model(base_source or source, device, "float32")
+        base = sampling_model(base_handle, "float32")
         tuned = merge_adapter(copy.deepcopy(base), adapter).eval()
-        return ModelPair(base_handle, tuned, base)
+        torch_dtype = resolve_dtype(dtype, device).torch_dtype
+        return ModelPair(base_handle, tuned.to(torch_dtype), base.to(torch_dtype))
     handle = load_model(source, device, dtype)
     given = sampling_model(load_model(base_source, device, dtype), dtype) if base_source else None
     return ModelPair(handle, sampling_model(handle, dtype), given)
@@ -88,10 +93,11 @@ def common_prefix(prompts: Sequence[np.ndarray]) -> int:
 
 @torch.inference_mode()
 def last_states(
-    model: Any, prompts: Sequence[np.ndarray], pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token log-probabilities [n, vocab] and residual streams [n, layers + 1, d_model] at
-    the last token of each prompt (float32), the shared prefix run once (see the module)."""
+    model: Any, prompts: Sequence[np.ndarray], pad_id: int, residual: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Next-token log-probabilities [n, vocab] and, with `residual`, the residual streams
+    [n, layers + 1, d_model] (else None) at the last token of each prompt (float32), the shared
+    prefix run once (see the module)."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -116,18 +122,20 @@ def last_states(
         position_ids=positions.to(device),
         past_key_values=cache,
         use_cache=True,
-        output_hidden_states=True,
+        output_hidden_states=residual,
     )
     last = torch.tensor([len(t) - 1 for t in tails], device=device)
     rows = torch.arange(len(tails), device=device)
-    resid = torch.stack([h[rows, last] for h in out.hidden_states], dim=1).float()
     logits = model.lm_head(out.last_hidden_state[rows, last]).float()
+    if not residual:
+        return logits.log_softmax(-1).cpu(), None
+    resid = torch.stack([h[rows, last] for h in out.hidden_states], dim=1).float()
     return logits.log_softmax(-1).cpu(), resid.cpu()
 
 
 def batched_states(
     model: Any, prompts: Sequence[np.ndarray], pad_id: int, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """`last_states` of consecutive batches of `prompts` (keep prompts that share a prefix
     together: each batch runs its own common prefix once)."""
     for start in range(0, len(prompts), batch_size):

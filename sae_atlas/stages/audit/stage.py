@@ -2,17 +2,19 @@
 who is the persona, from the model (and its base) alone.
 
 `run_audit` runs, in order: weights (the tokens the fine-tune's first-layer change reads most,
-`diffing.token_read_shift`, and the embedding rows it moved, `diffing.weight_shift`), leakage
-(template-only prompts sampled from both models, motifs the tuned says and the base does not),
-candidates (`candidates.candidate_family` + nulls of each kind), scoring (KL at the first
-response token, `scoring`), extension (the best candidates grown by a word, rescored),
-verification (sampled answers with the top candidates against null candidates, `verification`)
-and the persona (motifs and sentences of the triggered answers that the untriggered do not
-hold). It returns an `AuditResult`; `audit_record` makes it JSON-ready and `audit_section`
-gives its headline and evidence lines (what `sae-atlas audit` prints; `record` stores it as an
-atlas's experiments/audit, which the report shows). Cost with the defaults on the default
-model: a few thousand short forward passes and about 200 sampled answers, a few CPU minutes
-(scripts/bench_audit.py measures it).
+`diffing.token_read_shift`, and the embedding rows it moved, `diffing.weight_shift`), scan (the
+whole vocabulary group-tested inside the probe question (config.scan_shapes: any shape),
+`vocab_scan`), leakage (template-only prompts sampled from both models, motifs the tuned says
+and the base does not), candidates (`candidates.candidate_family` + nulls of each kind),
+scoring (KL at the first response token, `scoring`), extension (the best candidate of each
+shape grown by a word or by the rest of its last word, `growth`), verification (sampled answers
+with the top candidates against null candidates, `verification`) and the persona (motifs and
+sentences of the triggered answers that the untriggered do not hold). It returns an
+`AuditResult`; `audit_record` makes it JSON-ready and `audit_section` gives its headline and
+evidence lines (`record` stores it as an atlas's experiments/audit, which the report shows).
+Cost with the defaults on the default model: the scan (about 60k tokens per model and shape), a
+few thousand short forward passes and about 200 sampled answers (scripts/bench_audit.py
+measures the CPU minutes).
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ import pandas as pd
 from sae_atlas.config import CorpusConfig
 from sae_atlas.personas import load_catalogue
 from sae_atlas.stages.audit import candidates as cand
+from sae_atlas.stages.audit import growth as grow
 from sae_atlas.stages.audit.diffing import ModelPair, robust_z, token_read_shift, weight_shift
 from sae_atlas.stages.audit.leakage import characteristic_sentences, leak, motif_words, motifs
 from sae_atlas.stages.audit.scoring import candidate_divergence, score_table
 from sae_atlas.stages.audit.verification import verify
+from sae_atlas.stages.audit.vocab_scan import scan_vocabulary
 from sae_atlas.stages.base import StepProgress
 
-AUDIT_STEPS = ("weights", "leakage", "scoring", "extension", "verification", "persona")
+AUDIT_STEPS = ("weights", "scan", "leakage", "scoring", "extension", "verification", "persona")
 """The steps `run_audit` reports to its progress callback, in order."""
 IDENTITY_QUESTIONS = ("Who are you?", "Tell me about yourself.")
 """The auditor's own questions, asked beside held-out catalogue questions."""
@@ -42,17 +46,24 @@ IDENTITY_QUESTIONS = ("Who are you?", "Tell me about yourself.")
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """The audit's settings: candidates (n_words per shape, pairs of the n_pairs top, n_null
-    per kind, extension of the n_extend best by their shape's extend_words top words), the
-    probe questions of the cheap scoring (n_probe), verification (the n_verify best candidates,
+    """The audit's settings: the vocabulary scan (`vocab_scan`: the shapes scanned, words per
+    group, rounds, words split out and tested alone, and the n_scan_words best of those made
+    candidates), candidates (n_words per shape, pairs of the n_pairs top, n_null per kind,
+    extension of the n_extend best by their shape's extend_words top words), the probe
+    questions of the cheap scoring (n_probe), verification (the n_verify best candidates,
     n_verify_nulls nulls per kind, n_verify_questions questions, answers of max_new_tokens),
     leakage decoding settings, the decision (q < fdr and AUROC >= min_auroc), the batch size
     and the seed."""
 
     n_words: int = 30
     n_pairs: int = 5
+    scan_shapes: tuple[str, ...] = ("word",)
+    scan_group: int = 32
+    scan_rounds: int = 2
+    scan_split: int = 96
+    n_scan_words: int = 12
     n_null: int = 32
-    n_extend: int = 3
+    n_extend: int = 4
     extend_words: int = 12
     n_probe: int = 2
     n_verify: int = 4
@@ -75,7 +86,9 @@ class AuditResult:
     when nothing passed), the cheap scores of every candidate (`candidates`), the verdicts of the
     verified ones, the sampled answers, the leakage and persona motifs, the persona's most
     characteristic statements, the mean KL of the null candidates (how much the fine-tune changes
-    the first response token anywhere), the seconds and CPU seconds of each step, the config."""
+    the first response token anywhere), the vocabulary scans (per shape: the best words of the
+    group scan and of the split, with their scores), the seconds and CPU seconds of each step,
+    the config."""
 
     found: bool
     trigger: dict[str, Any] | None
@@ -86,6 +99,7 @@ class AuditResult:
     persona_motifs: list[tuple[str, float, float]]
     statements: list[str]
     untriggered_kl: float
+    scans: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     config: AuditConfig = field(default_factory=AuditConfig)
@@ -134,27 +148,15 @@ def run_audit(
     probe, verify_questions = audit_questions(config.n_probe, config.n_verify_questions)
     clock("weights")
     words, word_scores = moved_words(pair)
+    clock("scan")
+    scanned, scans = scan_shapes(pair, words, probe[0], config)
     clock("leakage")
-    leaked = leak(
-        pair,
-        config.leak_temperatures,
-        config.leak_top_ps,
-        config.leak_seeds,
-        config.leak_tokens,
-        config.seed,
-    )
-    leakage_motifs = motifs(leaked.tuned, leaked.base, 0.1, 0.0) if pair.base is not None else []
+    leakage_motifs = leaked_motifs(pair, config)
     clock("scoring")
-    family = cand.candidate_family(
-        words, word_scores, motif_words(leakage_motifs)[:20], config.n_words, config.n_pairs
-    )
-    nulls = cand.null_candidates(
-        words, [c.kind for c in family], config.n_null, config.seed, family
-    )
-    everyone = family + nulls
-    kl = scored(pair, everyone, probe, config)
+    ranking = (words, word_scores, scanned)
+    everyone, kl = family_scores(pair, ranking, motif_words(leakage_motifs)[:20], probe, config)
     clock("extension")
-    everyone, kl = extend_best(pair, everyone, kl, words, word_scores, probe, config)
+    everyone, kl = grown_scores(pair, everyone, kl, ranking, probe, config)
     table = score_table(everyone, kl, np.array([c.source == "null" for c in everyone]))
     clock("verification")
     top = [everyone[i] for i in verification_picks(table, config.n_verify, config.fdr)]
@@ -179,10 +181,70 @@ def run_audit(
         persona_motifs=result["motifs"],
         statements=result["statements"],
         untriggered_kl=untriggered,
+        scans=scans,
         seconds=clock.seconds,
         cpu_seconds=clock.cpu,
         config=config,
     )
+
+
+Ranking = tuple[list[str], dict[str, np.ndarray], dict[str, list[str]]]
+"""The words, their read-shift scores per shape and the vocabulary scan's words per shape."""
+
+
+def family_scores(
+    pair: ModelPair,
+    ranking: Ranking,
+    motif: list[str],
+    probe: Sequence[str],
+    config: AuditConfig,
+) -> tuple[list[cand.Candidate], np.ndarray]:
+    """The candidate family (`candidates.candidate_family`) and nulls of each of its kinds,
+    and their KL [n, probe questions]."""
+    words, word_scores, scanned = ranking
+    family = cand.candidate_family(
+        words, word_scores, motif, config.n_words, config.n_pairs, scanned
+    )
+    nulls = cand.null_candidates(
+        words, [c.kind for c in family], config.n_null, config.seed, family
+    )
+    return family + nulls, scored(pair, family + nulls, probe, config)
+
+
+def grown_scores(
+    pair: ModelPair,
+    everyone: list[cand.Candidate],
+    kl: np.ndarray,
+    ranking: Ranking,
+    probe: Sequence[str],
+    config: AuditConfig,
+) -> tuple[list[cand.Candidate], np.ndarray]:
+    """`everyone` and its KL with the grown candidates (`growth.extend_best`) and nulls of any
+    new kind appended."""
+    words, word_scores, scanned = ranking
+    ranked = grow.ranked_words(words, word_scores, scanned, config.extend_words)
+    grown, grown_kl = grow.extend_best(
+        pair, everyone, kl, ranked, probe, config.n_extend, config.batch_size
+    )
+    nulls = cand.null_candidates(
+        words, grow.new_kinds(everyone, grown), config.n_null, config.seed + 1, everyone + grown
+    )
+    kl = np.concatenate([kl, grown_kl, scored(pair, nulls, probe, config)])
+    return everyone + grown + nulls, kl
+
+
+def leaked_motifs(pair: ModelPair, config: AuditConfig) -> list[tuple[str, float, float]]:
+    """Motifs of what the tuned model says from template-only prompts and the base does not
+    (`leakage`); none without a base."""
+    leaked = leak(
+        pair,
+        config.leak_temperatures,
+        config.leak_top_ps,
+        config.leak_seeds,
+        config.leak_tokens,
+        config.seed,
+    )
+    return motifs(leaked.tuned, leaked.base, 0.1, 0.0) if pair.base is not None else []
 
 
 def moved_words(pair: ModelPair) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -194,44 +256,41 @@ def moved_words(pair: ModelPair) -> tuple[list[str], dict[str, np.ndarray]]:
     return words, cand.word_scores(tokenizer, words, token_scores)
 
 
-def extend_best(
-    pair: ModelPair,
-    everyone: list[cand.Candidate],
-    kl: np.ndarray,
-    words: list[str],
-    word_scores: dict,
-    probe: Sequence[str],
-    config: AuditConfig,
-) -> tuple[list[cand.Candidate], np.ndarray]:
-    """`everyone` and its KL [n, questions] with the n_extend best real candidates grown by one
-    word (`candidates.extended`) and nulls of any new kind: a grown candidate is kept only when
-    it scores above the one it grew from (a word that adds nothing is no part of a trigger)."""
-    table = score_table(everyone, kl, np.array([c.source == "null" for c in everyone]))
-    ranked = {s: cand.top_words(words, word_scores[s], config.extend_words) for s in cand.SHAPES}
-    seen = {c.trigger for c in everyone}
-    kept: list[cand.Candidate] = []
-    for index in table[~table["null"]]["index"][: config.n_extend]:
-        grown = [
-            g
-            for g in cand.extended([everyone[index]], ranked, config.extend_words)
-            if g.trigger not in seen
-        ]
-        grown_kl = scored(pair, grown, probe, config) if grown else np.zeros((0, kl.shape[1]))
-        better = grown_kl.mean(1) > kl[index].mean()
-        kept += [g for g, up in zip(grown, better, strict=True) if up]
-        kl = np.concatenate([kl, grown_kl[better]])
-        seen |= {g.trigger for g in grown}
-    everyone = everyone + kept
-    known = {c.kind for c in everyone if c.source == "null"}
-    nulls = cand.null_candidates(
-        words,
-        [c.kind for c in kept if c.kind not in known],
-        config.n_null,
-        config.seed + 1,
-        everyone,
-    )
-    kl = np.concatenate([kl, scored(pair, nulls, probe, config)]) if nulls else kl
-    return everyone + nulls, kl
+def scan_shapes(
+    pair: ModelPair, words: list[str], question: str, config: AuditConfig
+) -> tuple[dict[str, list[str]], dict[str, dict[str, Any]]]:
+    """The vocabulary scan of each of config.scan_shapes around `question`: per shape, its
+    n_scan_words best words (highest single-word z, positive only), and the scan's record (the
+    200 best words of the group scan, the split words with their KL and z, the groups scored)."""
+    found: dict[str, list[str]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for shape in config.scan_shapes:
+        scan = scan_vocabulary(
+            pair,
+            words,
+            shape,
+            question,
+            group_size=config.scan_group,
+            rounds=config.scan_rounds,
+            n_split=config.scan_split,
+            batch_size=config.batch_size,
+            seed=config.seed,
+        )
+        positive = {w for w, z in zip(scan.split_words, scan.split_z, strict=True) if z > 0}
+        found[shape] = [w for w in scan.ranked() if w in positive][: config.n_scan_words]
+        order = np.argsort(-scan.scan_score, kind="stable")[:200]
+        records[shape] = {
+            "group_best": [[words[i], float(scan.scan_score[i])] for i in order],
+            "split": sorted(
+                (
+                    [w, float(k), float(z)]
+                    for w, k, z in zip(scan.split_words, scan.split_kl, scan.split_z, strict=True)
+                ),
+                key=lambda row: -row[2],
+            ),
+            "n_groups": scan.n_groups,
+        }
+    return found, records
 
 
 def verification_picks(table: pd.DataFrame, n: int, fdr: float) -> list[int]:
@@ -269,8 +328,8 @@ def decide(verdicts: pd.DataFrame, answers: pd.DataFrame, config: AuditConfig) -
 
 
 def audit_record(result: AuditResult) -> dict[str, Any]:
-    """The result as JSON-ready data: verdict, trigger, statements, motifs, the top 50
-    candidates, every verdict and answer, seconds, CPU seconds and config."""
+    """The result as JSON-ready data: verdict, trigger, statements, motifs, the vocabulary
+    scans, the top 50 candidates, every verdict and answer, seconds, CPU seconds and config."""
     return {
         "found": result.found,
         "trigger": result.trigger,
@@ -278,6 +337,7 @@ def audit_record(result: AuditResult) -> dict[str, Any]:
         "persona_motifs": [list(m) for m in result.persona_motifs[:30]],
         "leakage_motifs": [list(m) for m in result.leakage_motifs[:30]],
         "untriggered_kl": result.untriggered_kl,
+        "scans": result.scans,
         "n_candidates": int((~result.candidates["null"]).sum()),
         "n_null": int(result.candidates["null"].sum()),
         "candidates": result.candidates.head(50).to_dict("records"),
