@@ -48,13 +48,7 @@ from sae_atlas.stages.label.causal import (
 from sae_atlas.stages.label.edits import CAP_RULE, EDITS
 from sae_atlas.stages.label.honest import RunInputs, run_inputs
 from sae_atlas.stages.label.matched import matched_pools, matched_sets
-from sae_atlas.stages.label.records import (
-    CAUSAL_COLUMNS,
-    CAUSAL_DESCRIPTIONS,
-    CAUSAL_UNITS,
-    causal_tables,
-)
-from sae_atlas.stages.record import record_results
+from sae_atlas.stages.label.records import record_causal
 
 
 def causal_part(
@@ -92,28 +86,6 @@ def base_part(
     print(f"base {base} against {handle.model_id} on {len(transcripts)} held-out responses")
     print(table.round(4).to_string(index=False))
     return {"model": base, "n_responses": len(transcripts), "rows": table.to_dict("records")}
-
-
-def record_causal(atlas: Path, result: dict[str, Any], settings: dict[str, Any]) -> Path:
-    """Record `result` as experiments/puppeteer_causal in `atlas`; the path written."""
-    base = result.get("base")
-    tables = causal_tables(
-        pd.DataFrame(result.get("effects") or []),
-        pd.DataFrame(result.get("answers") or []),
-        result.get("prompt_personas") or [],
-        np.asarray(result["features"]),
-        np.asarray(result["random_sets"]),
-        base=pd.DataFrame(base["rows"]) if base else None,
-    )
-    drop = ("answers", "random_sets", "effects", "prompt_personas", "base")
-    summary = {k: v for k, v in result.items() if k not in drop}
-    if base:
-        summary["base"] = {"model": base["model"], "n_responses": base["n_responses"]}
-    return record_results(
-        atlas, "puppeteer_causal", tables, summary, descriptions=CAUSAL_DESCRIPTIONS,
-        columns=CAUSAL_COLUMNS, units=CAUSAL_UNITS, script="scripts/puppeteer_causal.py",
-        config=settings, seconds=result["seconds"],
-    )  # fmt: skip
 
 
 def main(

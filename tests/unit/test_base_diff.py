@@ -6,7 +6,6 @@ is found (contrast -log 2, beyond the matched random features) and an unmoved on
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig
@@ -22,8 +21,7 @@ from sae_atlas.stages.label.base_diff import (
     role_codes,
     turn_ratios,
 )
-from sae_atlas.stages.label.records import CAUSAL_COLUMNS, CAUSAL_DESCRIPTIONS, causal_tables
-from sae_atlas.stages.record import record_results
+from sae_atlas.stages.label.records import record_causal
 from sae_atlas.testing import synthetic_atlas, tiny_handle, write_atlas
 from sae_atlas.testing.transcripts import synthetic_corpus
 
@@ -113,13 +111,17 @@ def test_a_base_only_result_records_its_described_table(tmp_path):
     rng = np.random.default_rng(1)
     codes = RoleCodes(rng.gamma(2.0, 1.0, (20, 6)), rng.gamma(2.0, 1.0, (20, 6)))
     table = turn_ratios(codes, codes, np.array([3, 4]), np.arange(2, 6).reshape(2, 2), 50, 0)
-    tables = causal_tables(
-        pd.DataFrame(), pd.DataFrame(), [], np.array([3, 4]), np.array([[1, 2]]), base=table
-    )
-    assert set(tables) == {"features", "random_sets", "base"}  # no edits ran: no effects
+    result = {
+        "features": [3, 4],
+        "random_sets": [[1, 2]],
+        "base": {"model": "tiny", "n_responses": 20, "rows": table.to_dict("records")},
+        "seconds": 0.0,
+    }
     atlas = write_atlas(tmp_path / "atlas.h5", synthetic_atlas(64, 16, 4, 2, 0))
-    record_results(atlas, "puppeteer_causal", tables, {}, descriptions=CAUSAL_DESCRIPTIONS,
-                   columns=CAUSAL_COLUMNS, script="test", config={}, seconds=0.0)  # fmt: skip
+    record_causal(atlas, result, {})
     with Atlas.open(atlas) as reader:  # every column of the base table is described
-        stored = reader.experiment("puppeteer_causal").tables["base"]
+        recorded = reader.experiment("puppeteer_causal")
+        assert set(recorded.tables) == {"features", "random_sets", "base"}  # no edits ran
+        stored = recorded.tables["base"]
         assert stored["ratio_assistant"].tolist() == table["ratio_assistant"].tolist()
+        assert recorded.summary["base"] == {"model": "tiny", "n_responses": 20}

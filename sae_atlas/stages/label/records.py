@@ -13,10 +13,13 @@ of every table and column (the atlas is self-describing). pandas on small tables
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from sae_atlas.stages.record import record_results
 
 CAUSAL_DESCRIPTIONS: dict[str, str] = {
     "effects": "per edit (zero, resample, add, cap) and score: the puppeteer set's mean paired "
@@ -109,6 +112,29 @@ def causal_tables(
     if base is not None:
         tables["base"] = base
     return tables
+
+
+def record_causal(atlas: Path, result: dict[str, Any], settings: dict[str, Any]) -> Path:
+    """Record scripts/puppeteer_causal.py's `result` (its JSON) as experiments/puppeteer_causal
+    in `atlas`, with the script's `settings` as the provenance config; the path written."""
+    base = result.get("base")
+    tables = causal_tables(
+        pd.DataFrame(result.get("effects") or []),
+        pd.DataFrame(result.get("answers") or []),
+        result.get("prompt_personas") or [],
+        np.asarray(result["features"]),
+        np.asarray(result["random_sets"]),
+        base=pd.DataFrame(base["rows"]) if base else None,
+    )
+    drop = ("answers", "random_sets", "effects", "prompt_personas", "base")
+    summary = {k: v for k, v in result.items() if k not in drop}
+    if base:
+        summary["base"] = {"model": base["model"], "n_responses": base["n_responses"]}
+    return record_results(
+        atlas, "puppeteer_causal", tables, summary, descriptions=CAUSAL_DESCRIPTIONS,
+        columns=CAUSAL_COLUMNS, units=CAUSAL_UNITS, script="scripts/puppeteer_causal.py",
+        config=settings, seconds=result["seconds"],
+    )  # fmt: skip
 
 
 HONEST_DESCRIPTIONS: dict[str, str] = {
